@@ -1,0 +1,86 @@
+"""Fixtures for the kit's own tests.
+
+Everything that creates namespaces runs inside a throwaway frame, so a bug in
+a step or a test cannot change the real machine's hostname, mounts, IPC
+objects or network links.
+"""
+import os
+import sys
+from shlex import quote as sh_quote
+from pathlib import Path
+
+import pytest
+import sh
+
+# Prints from a clone child must survive a pipe without this crutch.
+os.environ.pop("PYTHONUNBUFFERED", None)
+
+ROOT = Path(__file__).resolve().parent.parent
+STEPS = ROOT / "steps"
+PYTHON = sys.executable
+
+_unshare = sh.Command("unshare").bake(
+    "--mount", "--uts", "--ipc", "--net", "--pid", "--fork", "--mount-proc",
+    "--propagation", "private",
+    _ok_code=range(256), _return_cmd=True, _cwd=str(ROOT), _timeout=120,
+)
+
+
+class Framed:
+    """What a script printed in its frame, and how it exited."""
+
+    def __init__(self, cmd):
+        self.code = cmd.exit_code
+        self.out = cmd.stdout.decode(errors="replace")
+        self.err = cmd.stderr.decode(errors="replace")
+
+    def __repr__(self):
+        return f"<exit {self.code}\nstdout:\n{self.out}\nstderr:\n{self.err}>"
+
+
+def _hidden_ancestor(path):
+    """The outermost folder above path that other users cannot enter, or None."""
+    for parent in reversed(Path(path).parents):
+        if not parent.stat().st_mode & 0o001:
+            return parent
+    return None
+
+
+def _expose_to_users():
+    """Bash that makes the interpreter and the repo reachable for any user in
+    the frame, however private their homes are (pyenv lives in /root, 0700),
+    without touching the real folders' modes."""
+    paths = [Path(sys.base_prefix).resolve(), ROOT]
+    hidden = {a for a in map(_hidden_ancestor, paths) if a}
+    if not hidden:
+        return ""
+    lines = ["mount -t tmpfs nskit-stage /mnt"]
+    for i, path in enumerate(paths):
+        lines += [f"mkdir /mnt/{i}", f"mount --bind '{path}' /mnt/{i}"]
+    lines += [f"mount -t tmpfs -o mode=755 nskit-expose '{a}'" for a in hidden]
+    for i, path in enumerate(paths):
+        lines += [f"mkdir -p '{path}'", f"mount --bind /mnt/{i} '{path}'"]
+    return " && ".join(lines) + " && "
+
+
+def in_frame(script, rshared=False, user=None):
+    """Run a bash script in a throwaway frame; with rshared, its / propagates
+    mounts the way a systemd host's does; with user (a uid), the script runs
+    as that ordinary user, with no capabilities."""
+    prelude = "mount --make-rshared / && " if rshared else ""
+    if user is not None:
+        prelude += _expose_to_users()
+        script = (f"exec setpriv --reuid {user} --regid {user} --clear-groups "
+                  f"--inh-caps=-all bash -c {sh_quote(script)}")
+    return Framed(_unshare("bash", "-c", prelude + script))
+
+
+def step_path(nn):
+    """steps/NN_name.py for a two-digit step number."""
+    (path,) = STEPS.glob(f"{nn}_*.py")
+    return path
+
+
+@pytest.fixture
+def frame():
+    return in_frame
