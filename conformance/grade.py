@@ -1,0 +1,107 @@
+"""Grading: run each program once in a throwaway host, then judge every check
+of its step against what came back."""
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import probe
+from .checks import NOT_RUN, STEPS, Evidence, checks_for
+from .sandbox import Request, Sandbox
+
+# A .py program runs with the grader's own interpreter, from outside its venv:
+# the steps use the standard library only.
+INTERPRETER = os.path.realpath(sys.executable)
+PREFIX = str(Path(sys.base_prefix).resolve())
+
+
+@dataclass
+class CheckResult:
+    step: str
+    title: str
+    passed: bool
+    seen: str
+    hint: str
+
+    @property
+    def name(self):
+        return f"{self.step} {STEPS[self.step]}: {self.title}"
+
+
+@dataclass
+class StepResult:
+    step: str
+    program: str              # its path, or None when there was none to run
+    checks: list = field(default_factory=list)
+    output: str = ""          # what the program printed (head and tail)
+    seconds: float = 0.0
+    problem: str = None       # why it was not graded normally: missing, timed out, ...
+
+    @property
+    def passed(self):
+        return all(c.passed for c in self.checks)
+
+
+def _failed_all(step, program, reason):
+    checks = [CheckResult(step, c.title, False, reason, "") for c in checks_for(step)]
+    return StepResult(step, program, checks, problem=reason)
+
+
+def request_for(program, token, label=None):
+    path = str(program.path)
+    argv = [INTERPRETER, path] if program.is_python else [path]
+    return Request(argv + probe.command(token), reach=[PREFIX] if program.is_python else [],
+                   files={path: program.path.read_bytes()}, tag=(label, program, token))
+
+
+def judge(program, token, result):
+    """The StepResult for one finished run."""
+    step, path = program.step, str(program.path)
+    if result.error:
+        return _failed_all(step, path, result.error)
+    output = result.output.decode(errors="replace")
+    if result.cut:
+        output += f"\n[... {result.cut} bytes of output cut ...]"
+    evidence = Evidence(probe.parse(output, token), result.before, result.after,
+                        result.leftover, output, token)
+    checks = []
+    for check in checks_for(step):
+        if check.needs_view and evidence.view is None:
+            passed, seen = False, NOT_RUN
+        else:
+            passed, seen = check.judge(evidence)
+        checks.append(CheckResult(step, check.title, passed, seen, "" if passed else check.hint))
+    return StepResult(step, path, checks, output, result.seconds)
+
+
+def grade(targets, sandbox=None, on_done=None):
+    """Grade {label: [Program]} (one label per learner) in parallel.
+
+    Returns {label: [StepResult]} in step order; on_done(label) is called
+    each time one label's last step is judged.
+    """
+    sandbox = sandbox or Sandbox()
+    results = {label: {} for label in targets}
+    requests = []
+    for label, programs in targets.items():
+        for program in programs:
+            if program.problem:
+                results[label][program.step] = _failed_all(
+                    program.step, program.path and str(program.path), program.problem)
+                continue
+            try:
+                requests.append(request_for(program, os.urandom(8).hex(), label))
+            except OSError as error:
+                results[label][program.step] = _failed_all(
+                    program.step, str(program.path), f"cannot read it: {error.strerror}")
+    left = {label: len(programs) - len(results[label]) for label, programs in targets.items()}
+    for label in [label for label, n in left.items() if n == 0]:
+        if on_done:
+            on_done(label)
+    for result in sandbox.run(requests):
+        label, program, token = result.request.tag
+        results[label][program.step] = judge(program, token, result)
+        left[label] -= 1
+        if left[label] == 0 and on_done:
+            on_done(label)
+    return {label: [steps[s] for s in sorted(steps)] for label, steps in results.items()}

@@ -1,0 +1,93 @@
+"""Reports of a grading run: a table for people, JSON, JUnit XML and CSV for
+machines. Each takes {label: [StepResult]} (one label per learner)."""
+import csv
+import json
+import xml.etree.ElementTree as ET
+
+from tabulate import tabulate
+
+from .checks import STEPS
+
+
+def _mark(passed):
+    return "passed" if passed else "FAILED"
+
+
+def score(steps):
+    checks = [c for s in steps for c in s.checks]
+    return sum(c.passed for c in checks), len(checks)
+
+
+def table(steps):
+    """One row per check, with what was seen and a hint when it failed."""
+    rows = []
+    for step in steps:
+        for check in step.checks:
+            note = "" if check.passed else f"{check.seen}" + (f"\nhint: {check.hint}" if check.hint else "")
+            rows.append([f"{step.step} {STEPS[step.step]}", check.title, _mark(check.passed), note])
+    got, out_of = score(steps)
+    body = tabulate(rows, headers=["step", "check", "result", "seen / hint"],
+                    tablefmt="simple", maxcolwidths=[None, 38, None, 70])
+    return f"{body}\n\nscore: {got}/{out_of} checks passed"
+
+
+def class_table(results):
+    """Learner x step: checks passed per step, and the total."""
+    steps = sorted({s.step for r in results.values() for s in r})
+    rows = []
+    for label, learner in results.items():
+        by_step = {s.step: s for s in learner}
+        cells = [f"{score([by_step[s]])[0]}/{score([by_step[s]])[1]}" if s in by_step else "-"
+                 for s in steps]
+        got, out_of = score(learner)
+        rows.append([label, *cells, f"{got}/{out_of}"])
+    return tabulate(rows, headers=["learner", *steps, "total"], tablefmt="simple")
+
+
+def gradescope(steps):
+    """Gradescope's results.json: one test per check, a point each."""
+    tests = []
+    for step in steps:
+        for check in step.checks:
+            output = "" if check.passed else check.seen + (f"\nHint: {check.hint}" if check.hint else "")
+            tests.append({"name": check.name, "score": int(check.passed), "max_score": 1,
+                          "status": "passed" if check.passed else "failed", "output": output})
+    got, _ = score(steps)
+    return {"score": got, "tests": tests}
+
+
+def junit(results):
+    """JUnit XML: a testsuite per learner (or target), a testcase per check."""
+    suites = ET.Element("testsuites", name="nskit conformance")
+    for label, steps in results.items():
+        checks = [c for s in steps for c in s.checks]
+        suite = ET.SubElement(suites, "testsuite", name=str(label), tests=str(len(checks)),
+                              failures=str(sum(not c.passed for c in checks)),
+                              time=f"{sum(s.seconds for s in steps):.3f}")
+        for step in steps:
+            for check in step.checks:
+                case = ET.SubElement(suite, "testcase", classname=f"{label}.{step.step}_{STEPS[step.step]}",
+                                     name=check.title)
+                if not check.passed:
+                    failure = ET.SubElement(case, "failure", message=check.seen)
+                    failure.text = check.hint
+    ET.indent(suites)
+    return ET.tostring(suites, encoding="unicode", xml_declaration=True)
+
+
+def write_json(path, data):
+    with open(path, "w") as fh:
+        json.dump(data, fh, indent=2)
+        fh.write("\n")
+
+
+def write_scores_csv(path, results):
+    """learner, one column per step (checks passed), total, out_of."""
+    steps = sorted({s.step for r in results.values() for s in r})
+    with open(path, "w", newline="") as fh:
+        out = csv.writer(fh)
+        out.writerow(["learner", *[f"{s}_{STEPS[s]}" for s in steps], "total", "out_of"])
+        for label, learner in results.items():
+            by_step = {s.step: s for s in learner}
+            out.writerow([label, *[score([by_step[s]])[0] if s in by_step else 0 for s in steps],
+                          *score(learner)])
