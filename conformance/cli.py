@@ -60,6 +60,8 @@ def parser():
                    help="output kept of a run, its head and tail (default 1M)")
     p.add_argument("--gradescope", metavar="FILE", help="write Gradescope's results.json")
     p.add_argument("--junit", metavar="FILE", help="write JUnit XML")
+    p.add_argument("--json", metavar="FILE", help="write every result, with what each run "
+                   "printed, as JSON")
     p.add_argument("--csv", metavar="FILE", help="with --submissions: where the scores go "
                    "(default scores.csv)")
     p.add_argument("--gradescope-dir", metavar="OUT", help="with --submissions: write "
@@ -130,6 +132,8 @@ def main(argv=None):
     if progress:
         progress.close()
 
+    if args.json:
+        report.write_json(args.json, report.full(results))
     if args.submissions:
         return _report_class(args, results)
     steps = results[args.target]

@@ -56,6 +56,16 @@ def gradescope(steps):
     return {"score": got, "tests": tests}
 
 
+def full(results):
+    """Everything, for tools: per label, every step with its checks and output."""
+    return {label: {"score": score(steps)[0], "out_of": score(steps)[1], "steps": [
+        {"step": s.step, "program": s.program, "problem": s.problem, "seconds": round(s.seconds, 3),
+         "output": s.output,
+         "checks": [{"name": c.name, "title": c.title, "passed": c.passed, "seen": c.seen,
+                     "hint": c.hint} for c in s.checks]}
+        for s in steps]} for label, steps in results.items()}
+
+
 def junit(results):
     """JUnit XML: a testsuite per learner (or target), a testcase per check."""
     suites = ET.Element("testsuites", name="nskit conformance")

@@ -4,6 +4,7 @@ Everything that creates namespaces runs inside a throwaway frame, so a bug in
 a step or a test cannot change the real machine's hostname, mounts, IPC
 objects or network links.
 """
+import json
 import os
 import sys
 from shlex import quote as sh_quote
@@ -84,3 +85,35 @@ def step_path(nn):
 @pytest.fixture
 def frame():
     return in_frame
+
+
+class Graded:
+    """What `python -m conformance` said of a folder: exit code, table, and
+    every check's verdict as {step: {title: check}}."""
+
+    def __init__(self, done, report):
+        self.code, self.out, self.err = done.exit_code, done.stdout.decode(), done.stderr.decode()
+        self.steps = {}
+        if report.exists():
+            for label in json.loads(report.read_text()).values():
+                for step in label["steps"]:
+                    self.steps[step["step"]] = {c["title"]: c for c in step["checks"]}
+
+    def failed(self, step):
+        """Titles of the checks of a step that failed."""
+        return {title for title, check in self.steps[step].items() if not check["passed"]}
+
+    def __repr__(self):
+        return f"<grader exit {self.code}\n{self.out}\n{self.err}>"
+
+
+_grader = sh.Command(PYTHON).bake("-m", "conformance", _ok_code=range(256), _return_cmd=True,
+                                  _cwd=str(ROOT), _timeout=300)
+
+
+def grade(*args, tmp):
+    """Run the grader with these arguments (e.g. "--target", dir), its JSON
+    report written under the folder tmp."""
+    report = Path(tmp) / "grader-report.json"
+    report.unlink(missing_ok=True)
+    return Graded(_grader(*args, "--json", str(report)), report)

@@ -1,0 +1,17 @@
+"""One test per check of the step table (see checks.py)."""
+import pytest
+
+from .checks import STEPS, checks_for
+
+CASES = [
+    pytest.param(step, index, id=f"{step} {STEPS[step]}: {check.title}",
+                 marks=getattr(pytest.mark, f"step{step}"))
+    for step in STEPS
+    for index, check in enumerate(checks_for(step))
+]
+
+
+@pytest.mark.parametrize("step, index", CASES)
+def test_check(graded, step, index):
+    check = graded[step]["checks"][index]
+    assert check["passed"], f"{check['seen']}\nhint: {check['hint']}"
