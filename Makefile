@@ -3,7 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup test
+STEPS := 00 01 02 03 04 05 06 07
+
+.PHONY: setup test $(STEPS:%=step-%) $(STEPS:%=diff-%)
 setup: $(VENV)/.installed
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -12,3 +14,36 @@ $(VENV)/.installed: requirements.txt
 
 test: setup
 	$(PY) -m pytest tests conformance
+
+# The article's commands for step NN, on the host and through the step.
+$(STEPS:%=step-%): step-%: setup
+	@$(PY) -m demo $*
+
+# What step NN changes in the skeleton; diff's exit 1 only means "they differ".
+$(STEPS:%=diff-%): diff-%: setup
+	@set -- steps/$*_*.py; [ -f "$$1" ] || { echo "There is no steps/$*_*.py yet." >&2; exit 1; }; \
+	diff -u steps/00_skeleton.py "$$1" || [ $$? -eq 1 ]
+
+step-% diff-%:
+	@echo "There is no step $*: the steps are $(STEPS)." >&2; exit 1
+
+include docker.mk
+
+# -- exercises and grading (issue 5) --
+# make exercise: the tasks in work/ (files already there are kept).
+# make grade [TARGET=DIR] [STEP=NN...]: grade work/, or any folder of step programs.
+# make gradescope-bundle: build/nskit-gradescope.zip, the Gradescope autograder.
+WORK ?= work
+TARGET ?= $(WORK)
+STEP ?=
+.PHONY: exercise grade gradescope-bundle
+exercise: setup
+	@$(PY) -m exercises.make_work $(WORK)
+
+grade: setup
+	@if [ "$(TARGET)" = "$(WORK)" ] && [ ! -e "$(WORK)" ]; then \
+	echo "There is no $(WORK)/ yet: make exercise writes it." >&2; exit 2; fi
+	@$(PY) -m conformance --target $(TARGET) $(foreach s,$(STEP),--step $(s))
+
+gradescope-bundle: setup
+	@$(PY) -m gradescope.bundle build/nskit-gradescope.zip

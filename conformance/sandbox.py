@@ -57,7 +57,9 @@ SIOCGIFFLAGS, IFF_UP = 0x8913, 0x1
 RANGE = 65536  # uid 0 .. 65535 inside, so nobody (65534) maps too
 HOSTNAME_PREFIX = "nskit-host-"
 SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-PROBE_DIRS = ("tmp", "var/tmp", "dev/shm")
+FRESH = ("tmp", "var/tmp", "dev/shm", "run")  # the run's own, empty, size-limited
+# What the first stage of a run tells the grader on its pipe.
+ASK_MAPS, MAPS_WRITTEN, REFUSED, FAILED = b"U", b"G", b"X", b"E"
 
 
 class Unavailable(Exception):
@@ -123,24 +125,26 @@ def unused_range(size=RANGE):
 
 @dataclass
 class Mapping:
-    uid_map: str
-    gid_map: str
-    deny_setgroups: bool
+    """Who the run's root is outside: an unused range when the grader is the
+    machine's root, the grader's own uid otherwise."""
+    privileged: bool
+    base: int
 
     @classmethod
     def for_this_user(cls):
         if os.geteuid() == 0:
-            base = unused_range()
-            line = f"0 {base} {RANGE}"
-            return cls(line, line, False)
-        # An ordinary user may map only itself: the run's root is that user.
-        return cls(f"0 {os.geteuid()} 1", f"0 {os.getegid()} 1", True)
+            return cls(True, unused_range())
+        return cls(False, os.geteuid())
 
     def write(self, pid):
-        if self.deny_setgroups:
+        if self.privileged:
+            uid_map = gid_map = f"0 {self.base} {RANGE}"
+        else:
+            # An ordinary user may map only itself, and only without setgroups.
             Path(f"/proc/{pid}/setgroups").write_text("deny")
-        Path(f"/proc/{pid}/uid_map").write_text(self.uid_map)
-        Path(f"/proc/{pid}/gid_map").write_text(self.gid_map)
+            uid_map, gid_map = f"0 {os.geteuid()} 1", f"0 {os.getegid()} 1"
+        Path(f"/proc/{pid}/uid_map").write_text(uid_map)
+        Path(f"/proc/{pid}/gid_map").write_text(gid_map)
 
 
 # -- small syscall helpers -------------------------------------------------
@@ -228,74 +232,99 @@ def snapshot(proc_self, proc_root):
     }
 
 
-# -- inside the run --------------------------------------------------------------
+# -- the run's root filesystem ----------------------------------------------------
 
-class Host:
-    """PID 1 of a run's throwaway host. Everything here runs in the forked child."""
+class RootBuilder:
+    """Builds a run's root filesystem one user namespace above the run's own:
+    as the machine's root, or for an ordinary user as root of a user namespace
+    of its own. Every mount then reaches the run locked by the kernel, so its
+    root can neither unmount a tmpfs to uncover the folder below, nor make a
+    read-only bind writable again."""
 
-    def __init__(self, request, limits, token, anchors):
-        self.request, self.limits, self.token, self.anchors = request, limits, token, anchors
+    def __init__(self, request, limits, owner, anchors):
+        self.request, self.limits, self.owner, self.anchors = request, limits, owner, anchors
+        self.covers = []
 
-    def build_root(self):
+    def tmpfs(self, path, options):
+        _mount("nskit", path, "tmpfs", MS_NOSUID | MS_NODEV,
+               f"{options},uid={self.owner},gid={self.owner}")
+
+    def made(self, path):
+        """Whatever the builder makes belongs to the run's root."""
+        os.lchown(path, self.owner, self.owner)
+        return path
+
+    def build(self):
         _mount(None, "/", None, MS_REC | MS_PRIVATE)
-        new = "/tmp"  # any folder serves as the mount point of the new root
-        _mount("nskit-root", new, "tmpfs", MS_NOSUID, "mode=755,size=1m")
+        new = "/tmp"  # any folder serves as the new root's mount point
+        self.tmpfs(new, "mode=755,size=1m")
         for entry in os.scandir("/"):
-            if entry.name in ("proc", "tmp", "mytmp"):
-                continue
             target = f"{new}/{entry.name}"
-            if entry.is_symlink():
+            if entry.name in ("tmp", "run", "mytmp"):
+                os.mkdir(target)
+                self.made(target)
+            elif entry.is_symlink():
                 os.symlink(os.readlink(entry.path), target)
+                self.made(target)
             elif entry.is_dir():
                 os.mkdir(target)
                 _mount(entry.path, target, None, MS_BIND | MS_REC)
-                _readonly_tree(target)
+                if entry.name != "proc":  # the run mounts its own proc over it
+                    _readonly_tree(target)
             elif entry.is_file():
                 open(target, "w").close()
                 _mount(entry.path, target, None, MS_BIND)
                 _readonly_tree(target)
-        for name in ("proc", "tmp", "mytmp"):
-            os.mkdir(f"{new}/{name}", 0o1777 if name == "tmp" else 0o755)
-        # Twice: a program that unmounts /proc (the article's step 05) may
-        # mount a new one only while a whole proc stays visible below it.
-        for _ in range(2):
-            _mount("proc", f"{new}/proc", "proc", MS_NOSUID | MS_NODEV)
-        for name in PROBE_DIRS:
+        if not os.path.exists(f"{new}/mytmp"):
+            os.mkdir(f"{new}/mytmp")
+            self.made(f"{new}/mytmp")
+        for name in FRESH:
             if os.path.isdir(f"{new}/{name}"):
-                _mount("nskit-tmp", f"{new}/{name}", "tmpfs", MS_NOSUID | MS_NODEV,
-                       f"mode=1777,size={self.limits.tmpfs}")
-        covered = set()
+                self.tmpfs(f"{new}/{name}", f"mode=1777,size={self.limits.tmpfs}")
         for path, anchor, fd in self.anchors:
-            self._cover(new, anchor, covered)
+            self.cover(new, anchor)
             os.makedirs(f"{new}{path}", exist_ok=True)
             _mount(f"/proc/self/fd/{fd}", f"{new}{path}", None, MS_BIND | MS_REC)
             _readonly_tree(f"{new}{path}")
         for path, data in self.request.files.items():
-            anchor = _hidden_ancestor(Path(path).parent) or Path(path).parent
-            self._cover(new, anchor, covered)
+            self.cover(new, _hidden_ancestor(Path(path).parent) or Path(path).parent)
             os.makedirs(f"{new}{Path(path).parent}", exist_ok=True)
             with open(f"{new}{path}", "wb") as fh:
                 fh.write(data)
-            os.chmod(f"{new}{path}", 0o755)
+            os.chmod(self.made(f"{new}{path}"), 0o755)
+        for cover in self.covers:
+            _readonly_tree(cover)
         os.mkdir(f"{new}/.old")
         _check(libc.syscall(SYS_PIVOT_ROOT, new.encode(), f"{new}/.old".encode()), "pivot_root")
         os.chdir("/")
         _check(libc.umount2(b"/.old", MNT_DETACH), "umount old root")
         os.rmdir("/.old")
-        _mount(None, "/", None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_BIND)
+        _mount(None, "/", None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
 
-    @staticmethod
-    def _cover(new, anchor, covered):
-        """A private tmpfs over a folder the run could not enter, to hold just
-        what the run must reach below it."""
+    def cover(self, new, anchor):
+        """A tmpfs over a folder the run could not enter, holding just what
+        the run must reach below it."""
         anchor = str(anchor)
-        if anchor in covered or any(anchor.startswith(c + "/") for c in covered):
+        if any(anchor == c or anchor.startswith(c + "/") for c in self.covers_at):
             return
-        if anchor.startswith(("/tmp/", "/var/tmp/")) or anchor in ("/tmp", "/var/tmp"):
+        if any(anchor == f"/{d}" or anchor.startswith(f"/{d}/") for d in FRESH):
             return  # already the run's own tmpfs
         os.makedirs(f"{new}{anchor}", exist_ok=True)
-        _mount("nskit-reach", f"{new}{anchor}", "tmpfs", MS_NOSUID | MS_NODEV, "mode=755,size=64m")
-        covered.add(anchor)
+        self.tmpfs(f"{new}{anchor}", "mode=755,size=64m")
+        self.covers.append(f"{new}{anchor}")
+
+    @property
+    def covers_at(self):
+        return [c[len("/tmp"):] for c in self.covers]
+
+
+# -- inside the run ----------------------------------------------------------------
+
+class Host:
+    """PID 1 of a run's throwaway host. Everything here runs in the forked child."""
+
+    def __init__(self, request, limits, token):
+        self.request, self.limits, self.token = request, limits, token
 
     def furnish(self):
         name = HOSTNAME_PREFIX + self.token[:8]
@@ -347,7 +376,7 @@ class Host:
             room = keep_head - len(head)
             head += chunk[:room]
             if len(chunk) > room:
-                tail = (tail + chunk[max(room, 0):])[-keep_tail:]
+                tail = (tail + chunk[room:])[-keep_tail:]
             if exited and not chunk:
                 break
             if not chunk and out_r in events and not exited:
@@ -358,13 +387,13 @@ class Host:
 
     @staticmethod
     def end_everything():
-        """Kill what the program left (daemons included) and report it."""
+        """Kill what the program left (daemons included) and say what it was."""
         left = []
         for name in os.listdir("/proc"):
             if name.isdigit() and name != "1":
                 try:
-                    left.append(Path(f"/proc/{name}/cmdline").read_bytes()
-                                .replace(b"\0", b" ").decode(errors="replace").strip())
+                    cmdline = Path(f"/proc/{name}/cmdline").read_bytes()[:200]
+                    left.append(cmdline.replace(b"\0", b" ").decode(errors="replace").strip())
                 except OSError:
                     pass
         try:
@@ -375,18 +404,21 @@ class Host:
             try:
                 os.wait()
             except ChildProcessError:
-                return left
+                return left[:20] + ([f"... and {len(left) - 20} more"] if len(left) > 20 else [])
 
     def main(self, report):
         started = time.monotonic()
-        prctl = libc.prctl
-        prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+        libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
             signal.signal(sig, signal.SIG_DFL)  # init ignores what it does not handle
-        self.build_root()
-        self.furnish()
+        _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV)
         proc_self = os.open("/proc/self", os.O_DIRECTORY)
         proc_root = os.open("/proc", os.O_DIRECTORY)
+        # A second proc over the one held open: a program may unmount it (the
+        # article's step 05 does), and the one below stays whole, which the
+        # kernel asks for before it lets the program mount a proc of its own.
+        _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV)
+        self.furnish()
         before = snapshot(proc_self, proc_root)
         output, cut, status = self.run_program()
         leftover = self.end_everything()
@@ -401,36 +433,63 @@ class Host:
             view = view[os.write(report, view):]
 
 
-def _first_run_stage(request, reach, limits, mapping, token, ctl_r, rep_w, parent):
-    """The process between the grader and the host's PID 1 (it stays in the
-    machine's PID namespace, so the host can have a PID 1 of its own)."""
-    def fail(message):
-        os.write(rep_w, b"E" + message.encode())
+def _stage(request, reach, limits, mapping, token, ctl_r, rep_w, parent):
+    """The process between the grader and the run's PID 1. It builds the
+    run's root, enters the run's user namespace, and stays in the machine's
+    PID namespace so that the run can have a PID 1 of its own."""
+    def fail(kind, message):
+        os.write(rep_w, kind + message.encode())
         os._exit(1)
+
+    def unshare(flags, what):
+        if libc.unshare(flags) != 0:
+            fail(REFUSED if flags == CLONE_NEWUSER else FAILED,
+                 f"unshare({what}) failed: {os.strerror(ctypes.get_errno())}")
+
+    def ask_for_id_maps():
+        os.write(rep_w, ASK_MAPS)
+        if os.read(ctl_r, 1) != MAPS_WRITTEN:
+            os._exit(1)
+
+    def become_root(drop_groups):
+        os.setresgid(0, 0, 0)
+        if drop_groups:
+            os.setgroups([])  # the machine's root's groups must not come along
+        os.setresuid(0, 0, 0)
+
     try:
         null = os.open("/dev/null", os.O_RDWR)
         for fd in (0, 1, 2):
             os.dup2(null, fd)
         _close_fds_except({ctl_r, rep_w})
-        if libc.unshare(CLONE_NEWUSER) != 0:
-            fail(f"unshare(CLONE_NEWUSER) failed: {os.strerror(ctypes.get_errno())}")
-        os.write(rep_w, b"U")
-        if os.read(ctl_r, 1) != b"G":
-            os._exit(1)
-        if libc.unshare(CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET | CLONE_NEWPID) != 0:
-            fail(f"unshare failed: {os.strerror(ctypes.get_errno())}")
-        # Still the machine's uid here, so folders only root may enter can be
-        # held open now and bound into the host later.
+        if mapping.privileged:
+            owner = mapping.base
+        else:
+            unshare(CLONE_NEWUSER, "CLONE_NEWUSER")
+            ask_for_id_maps()
+            become_root(False)
+            owner = 0
+        unshare(CLONE_NEWNS, "CLONE_NEWNS")
+        # Held open now, while folders only the machine's root may enter can
+        # still be entered; bound into the run's root from these.
         anchors = [(str(p), a, os.open(p, os.O_PATH | os.O_DIRECTORY)) for p, a in reach]
-        os.setresgid(0, 0, 0)
-        if not mapping.deny_setgroups:
-            os.setgroups([])
-        os.setresuid(0, 0, 0)
+        RootBuilder(request, limits, owner, anchors).build()
+        unshare(CLONE_NEWUSER, "CLONE_NEWUSER")
+        if mapping.privileged:
+            ask_for_id_maps()
+            become_root(True)
+        else:
+            for name in ("uid_map", "gid_map"):
+                Path(f"/proc/self/{name}").write_text("0 0 1")
+            become_root(False)
+        unshare(CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET | CLONE_NEWPID,
+                "the run's namespaces")
         # After the uid change, which clears it: die with the grader.
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         if os.getppid() != parent:
             os._exit(1)
-        # Per user namespace, so runs do not share one count of processes.
+        # Set inside the run's user namespace, so that runs do not share one
+        # count of processes.
         resource.setrlimit(resource.RLIMIT_NPROC, (limits.processes, limits.processes))
         resource.setrlimit(resource.RLIMIT_AS, (limits.memory, limits.memory))
         resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_size, limits.file_size))
@@ -440,16 +499,15 @@ def _first_run_stage(request, reach, limits, mapping, token, ctl_r, rep_w, paren
             libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
             os.close(ctl_r)
             try:
-                Host(request, limits, token, anchors).main(rep_w)
+                Host(request, limits, token).main(rep_w)
                 os._exit(0)
             except BaseException as error:  # noqa: BLE001 - reported, not raised
-                os.write(rep_w, b"E" + f"the throwaway host failed: {error}".encode())
-                os._exit(1)
+                fail(FAILED, f"the throwaway host failed: {error}")
         os.waitpid(pid, 0)
         os._exit(0)
     except BaseException as error:  # noqa: BLE001
         try:
-            fail(f"setting up the throwaway host failed: {error}")
+            fail(FAILED, f"setting up the throwaway host failed: {error}")
         finally:
             os._exit(1)
 
@@ -457,9 +515,11 @@ def _first_run_stage(request, reach, limits, mapping, token, ctl_r, rep_w, paren
 # -- the grader's side --------------------------------------------------------------
 
 class _Running:
-    def __init__(self, request, pid, rep_r, deadline, started):
-        self.request, self.pid, self.rep_r = request, pid, rep_r
-        self.deadline, self.started = deadline, started
+    """A run as the grader follows it: its first stage's pid and pipes."""
+
+    def __init__(self, request, pid, ctl_w, rep_r, started, timeout):
+        self.request, self.pid, self.ctl_w, self.rep_r = request, pid, ctl_w, rep_r
+        self.started, self.deadline = started, started + timeout
         self.data = bytearray()
 
 
@@ -469,7 +529,7 @@ def _reach_for(paths):
     run's root is nobody outside, those behind a folder only root may enter."""
     out = []
     for path in map(Path, paths):
-        fresh = any(path.is_relative_to(f"/{d}") for d in PROBE_DIRS)
+        fresh = any(path.is_relative_to(f"/{d}") for d in FRESH)
         anchor = _hidden_ancestor(path) if os.geteuid() == 0 else None
         if fresh or anchor is not None:
             out.append((path, anchor or path))
@@ -493,36 +553,37 @@ class Sandbox:
         started = time.monotonic()
         pid = os.fork()
         if pid == 0:
-            _first_run_stage(request, _reach_for(request.reach), self.limits, self.mapping,
-                             token, ctl_r, rep_w, os.getppid())
+            _stage(request, _reach_for(request.reach), self.limits, self.mapping,
+                   token, ctl_r, rep_w, os.getppid())
         os.close(ctl_r)
         os.close(rep_w)
-        first = os.read(rep_r, 4096)
-        if first != b"U":
-            os.close(ctl_w)
-            os.close(rep_r)
-            os.waitpid(pid, 0)
-            raise Unavailable(first[1:].decode(errors="replace") or "the run ended before it began")
+        return _Running(request, pid, ctl_w, rep_r, started, self.limits.timeout)
+
+    def _write_maps(self, run):
+        """The run asked for its user namespace's id maps: only a process
+        outside it may write them."""
         try:
-            self.mapping.write(pid)
+            self.mapping.write(run.pid)
         except OSError as error:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
             raise Unavailable(f"writing the user namespace's id map failed: {error.strerror}")
-        os.write(ctl_w, b"G")
-        os.close(ctl_w)
-        return _Running(request, pid, rep_r, started + self.limits.timeout, started)
+        os.write(run.ctl_w, MAPS_WRITTEN)
+        os.close(run.ctl_w)
+        run.ctl_w = None
 
     def _finish(self, run, error=None):
-        os.close(run.rep_r)
+        for fd in (run.rep_r, run.ctl_w):
+            if fd is not None:
+                os.close(fd)
         try:
-            os.kill(run.pid, signal.SIGKILL)
+            os.kill(run.pid, signal.SIGKILL)  # its PID 1 dies with it, and the run with that
         except ProcessLookupError:
             pass
         os.waitpid(run.pid, 0)
         result = Result(run.request, seconds=time.monotonic() - run.started)
         data = bytes(run.data)
-        if error or data.startswith(b"E"):
+        if data.startswith(REFUSED):
+            raise Unavailable(data[1:].decode(errors="replace"))
+        if error or data.startswith(FAILED):
             result.error = error or data[1:].decode(errors="replace")
             return result
         try:
@@ -538,29 +599,33 @@ class Sandbox:
 
     def run(self, requests):
         """Yield a Result for every request, in the order they finish."""
-        pending = list(requests)
-        pending.reverse()
+        pending = list(reversed(requests))
         running = {}
-        while pending or running:
-            while pending and len(running) < self.jobs:
-                run = self._start(pending.pop())
-                running[run.rep_r] = run
-            now = time.monotonic()
-            wait = max(0.0, min(r.deadline for r in running.values()) - now)
-            ready, _, _ = select.select(list(running), [], [], wait)
-            for fd in ready:
-                run = running[fd]
-                chunk = os.read(fd, 1 << 16)
-                if chunk:
-                    run.data += chunk
-                else:
-                    del running[fd]
-                    yield self._finish(run)
-            now = time.monotonic()
-            for fd, run in list(running.items()):
-                if now >= run.deadline:
-                    del running[fd]
-                    yield self._finish(run, f"timed out after {self.limits.timeout:g} s")
+        try:
+            while pending or running:
+                while pending and len(running) < self.jobs:
+                    run = self._start(pending.pop())
+                    running[run.rep_r] = run
+                wait = max(0.0, min(r.deadline for r in running.values()) - time.monotonic())
+                ready, _, _ = select.select(list(running), [], [], wait)
+                for fd in ready:
+                    run = running[fd]
+                    chunk = os.read(fd, 1 << 16)
+                    if run.ctl_w is not None and chunk == ASK_MAPS:
+                        self._write_maps(run)
+                    elif chunk:
+                        run.data += chunk
+                    else:
+                        yield self._finish(running.pop(fd))
+                now = time.monotonic()
+                for fd, run in list(running.items()):
+                    if now >= run.deadline:
+                        yield self._finish(running.pop(fd),
+                                           f"timed out after {self.limits.timeout:g} s")
+        finally:
+            for run in running.values():  # the grader is stopping: so do the runs
+                os.kill(run.pid, signal.SIGKILL)
+                os.waitpid(run.pid, 0)
 
     def probe_available(self):
         """Raise Unavailable, with the reason, where user namespaces are refused."""

@@ -35,6 +35,8 @@ def failed(call):
 # child_exec is the function run in the new process that clone creates.
 def child_exec(stuff):
     argv = sys.argv[1:]
+    # Python set SIGPIPE to ignored, which exec would pass on to the command.
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     sys.stdout.flush()
     try:
         os.execvp(argv[0], argv)
@@ -60,6 +62,8 @@ def main():
             die("clone failed: creating namespaces needs root (CAP_SYS_ADMIN); "
                 "run it with sudo, or inside the privileged container: make shell")
         die(failed("clone"))
+    # Ctrl-C reaches the command too; the parent stays to report how it ended.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _, status = os.waitpid(pid, 0)
     code = os.waitstatus_to_exitcode(status)
     return code if code >= 0 else 128 - code

@@ -1,0 +1,72 @@
+"""python -m demo NN: decide where the demo for step NN can run, and run it.
+
+As root on Linux it runs right here. An ordinary user gets a user namespace
+where root is them, if the kernel allows it. Elsewhere the kit's container
+runs it: `tools/docker-run make step-NN`.
+"""
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import sh
+
+from demo import scenes
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCKER_RUN = ROOT / "tools" / "docker-run"
+
+# Only what the steps need to work for a user: a PID namespace with a /proc
+# of its own, because the /proc a user namespace inherits from the host is
+# locked and step 05 could not unmount it. The host's network, hostname and
+# queues stay in view, so the "on the host" side still shows the real host.
+USERNS = ["unshare", "--user", "--map-root-user", "--mount", "--pid", "--fork",
+          "--mount-proc", "--propagation", "private"]
+
+
+def fail(message):
+    print(message, file=sys.stderr)
+    return 1
+
+
+def userns_allowed():
+    # Trying is the only reliable test: sysctls, seccomp filters and LSMs
+    # all refuse user namespaces in their own way.
+    try:
+        sh.Command(USERNS[0])(*USERNS[1:], "true")
+    except (sh.ErrorReturnCode, sh.CommandNotFound):
+        return False
+    return True
+
+
+def in_container(nn, why, remedy):
+    if not shutil.which("docker"):
+        return fail(f"{why} and Docker is missing: install Docker "
+                    f"(https://docs.docker.com/get-docker/){remedy}.")
+    if not os.access(DOCKER_RUN, os.X_OK):
+        return fail(f"{why} and tools/docker-run is missing from this "
+                    f"checkout: restore it (git checkout tools){remedy}.")
+    print(f"{why}: running it in the kit's container "
+          f"(tools/docker-run make step-{nn}).", flush=True)
+    os.execv(DOCKER_RUN, [str(DOCKER_RUN), "make", f"step-{nn}"])
+
+
+def main(args):
+    if len(args) != 1 or args[0] not in scenes.SCENES:
+        return fail(f"usage: make step-NN, with NN one of {', '.join(scenes.SCENES)}.")
+    nn = args[0]
+    os.chdir(ROOT)
+    if os.uname().sysname != "Linux":
+        return in_container(nn, "Namespaces are Linux's", "")
+    if os.geteuid() == 0:
+        return scenes.play(nn)
+    if userns_allowed():
+        print("You are not root: running in a user namespace where root is you.",
+              flush=True)
+        os.execvp(USERNS[0], [*USERNS, sys.executable, "-m", "demo", nn])
+    return in_container(nn, "You are not root and user namespaces are refused here",
+                        f", or run it as root: sudo make step-{nn}")
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,460 @@
+"""The steps do what the article shows, and nothing leaks out of them.
+
+Each step runs once in a throwaway frame with a probe that prints what every
+article command shows inside (`ip a`, mounts, `ls /`, `hostname`, `ipcs -q`,
+`id`, `ls -la`, the namespace ids, and last `ps aux`), between two probes of
+the frame itself. The outcome checks are small functions over those prints,
+and every one of them is also shown to reject a wrong program.
+
+Steps 02 and 07 create /mytmp, so the frame swaps its / for a tmpfs that
+bind-mounts every folder of the real / but /mytmp: the directory is then
+made in memory, never on the machine's disk.
+"""
+import os
+import re
+import shlex
+from functools import cache
+from pathlib import Path
+
+import pytest
+import sh
+
+from conftest import PYTHON, ROOT, in_frame, step_path
+
+NUMBERS = ["00", "01", "02", "03", "04", "05", "06", "07"]
+FLAGS = {"01": "CLONE_NEWNET", "02": "CLONE_NEWNS", "03": "CLONE_NEWUTS",
+         "04": "CLONE_NEWIPC", "05": "CLONE_NEWPID", "06": "CLONE_NEWUSER"}
+NEW_NAMESPACES = {
+    "00": set(), "01": {"net"}, "02": {"mnt"}, "03": {"uts"}, "04": {"ipc"},
+    "05": {"pid", "mnt"}, "06": {"user"},
+    "07": {"net", "mnt", "uts", "ipc", "pid", "user"},
+}
+
+# A fresh root in memory: moved over / and entered with chroot, it is the root
+# of the frame's mount namespace, so the kernel still allows user namespaces.
+FAKE_ROOT = """\
+mount --make-rprivate / && mount -t tmpfs -o mode=755 nskit-root /mnt || exit 99
+shopt -s dotglob
+for e in /*; do
+  n=${e#/}
+  case $n in mnt|mytmp) continue;; esac
+  if [ -L "$e" ]; then cp -P "$e" "/mnt/$n"
+  elif [ -d "$e" ]; then mkdir "/mnt/$n" && mount --rbind "$e" "/mnt/$n" || exit 99
+  else : > "/mnt/$n"; fi
+done
+mkdir /mnt/mnt && cd /mnt && mount --move . / || exit 99
+exec chroot . bash -c """
+
+
+def in_root(script, rshared=False):
+    """Run a bash script as root in a frame whose / is the fake root; with
+    rshared, that / propagates mounts the way a systemd host's does."""
+    share = "mount --make-rshared / && " if rshared else ""
+    inner = f"cd {shlex.quote(str(ROOT))} && {share}{script}"
+    return in_frame(FAKE_ROOT + shlex.quote(inner))
+
+
+def py(path):
+    return f"{shlex.quote(PYTHON)} {shlex.quote(str(path))}"
+
+
+def sections(text):
+    """Split prints marked with `@@name` lines into {name: text}."""
+    found, name = {}, None
+    for line in text.splitlines():
+        if line.startswith("@@"):
+            name = line[2:]
+            found[name] = []
+        elif name:
+            found[name].append(line)
+    return {k: "\n".join(v) for k, v in found.items()}
+
+
+NS_LOOP = ('for f in /proc/self/ns/*; do '
+           'echo "${f##*/} $(readlink $f)"; done')
+INSIDE = "; ".join([
+    "echo @@inside.ip", "ip a",
+    "echo @@inside.mounts", "cat /proc/self/mounts",
+    "echo @@inside.ls", "ls /",
+    "echo @@inside.hostname", "hostname",
+    "echo @@inside.ipcs", "ipcs -q",
+    "echo @@inside.id", "id",
+    "echo @@inside.lsla", "ls -la",
+    "echo @@inside.ns", NS_LOOP,
+    "echo @@inside.ps", "exec ps aux",
+])
+
+
+def frame_probe(when):
+    return "; ".join([
+        f"echo @@{when}.hostname", "hostname",
+        f"echo @@{when}.links", "ip -o link",
+        f"echo @@{when}.ipcs", "ipcs -q",
+        f"echo @@{when}.mounts", "cat /proc/self/mounts",
+        f"echo @@{when}.ls", "ls /",
+        f"echo @@{when}.init", "tr '\\0' ' ' </proc/1/cmdline; echo",
+        f"echo @@{when}.ns", NS_LOOP,
+    ])
+
+
+def observe(path, rshared=False):
+    """The frame before, the probe inside the step at path, the frame after."""
+    script = "\n".join([
+        "hostname nskit-frame && ipcmk -Q >/dev/null &&"
+        " ip link add nskit0 type veth peer name nskit1 || exit 99",
+        frame_probe("before"),
+        f"{py(path)} sh -c {shlex.quote(INSIDE)}",
+        'code=$?; echo @@code; echo $code',
+        frame_probe("after"),
+    ])
+    run = in_root(script, rshared)
+    assert run.code == 0, run
+    seen = sections(run.out)
+    seen["err"] = run.err
+    return seen
+
+
+@cache
+def seen(nn):
+    return observe(step_path(nn))
+
+
+# What a program shows, parsed.
+
+def link_names(text):
+    return [m.group(1) for m in re.finditer(r"^\d+: ([^:@\s]+)", text, re.M)]
+
+
+def queues(text):
+    return [line.split()[:2] for line in text.splitlines()
+            if line.startswith("0x")]
+
+
+def mounts_at(text, where):
+    return [line.split() for line in text.splitlines()
+            if line.split()[1:2] == [where]]
+
+
+def namespaces(text):
+    ids = dict(line.split() for line in text.splitlines())
+    return {k: v for k, v in ids.items() if not k.endswith("_for_children")}
+
+
+def processes(text):
+    return [line.split(None, 10) for line in text.splitlines()[1:]]
+
+
+# The outcome of each step, as the article describes it.
+
+def ran(o):
+    assert o["code"] == "0", o
+    assert o["err"] == "", o["err"]
+
+
+def check_00(o):
+    ran(o)
+    assert o["inside.hostname"] == o["before.hostname"] == "nskit-frame"
+    assert link_names(o["inside.ip"]) == link_names(o["before.links"])
+    assert queues(o["inside.ipcs"]) == queues(o["before.ipcs"]) != []
+    assert namespaces(o["inside.ns"]) == namespaces(o["before.ns"])
+    assert o["inside.id"].startswith("uid=0(root) gid=0(root)")
+
+
+def check_01(o):
+    ran(o)
+    assert link_names(o["inside.ip"]) == ["lo"], o["inside.ip"]
+    assert "state DOWN" in o["inside.ip"].splitlines()[0]
+    assert {"lo", "nskit0", "nskit1"} <= set(link_names(o["before.links"]))
+    assert o["after.links"] == o["before.links"]
+
+
+def check_02(o):
+    ran(o)
+    assert ["none", "/mytmp", "tmpfs"] in [
+        m[:3] for m in mounts_at(o["inside.mounts"], "/mytmp")]
+    assert mounts_at(o["after.mounts"], "/mytmp") == []
+    assert o["after.mounts"] == o["before.mounts"]
+    assert "mytmp" not in o["before.ls"].split()
+    assert "mytmp" in o["after.ls"].split()
+    assert o["inside.ls"] == o["after.ls"]
+
+
+def check_03(o):
+    ran(o)
+    assert o["inside.hostname"] == "myhostname"
+    assert o["after.hostname"] == o["before.hostname"] == "nskit-frame"
+
+
+def check_04(o):
+    ran(o)
+    made = queues(o["before.ipcs"])
+    assert len(made) == 1 and queues(o["after.ipcs"]) == made
+    assert queues(o["inside.ipcs"]) == [], o["inside.ipcs"]
+
+
+def check_05(o):
+    ran(o)
+    ps = processes(o["inside.ps"])
+    assert len(ps) == 1, o["inside.ps"]
+    assert ps[0][1] == "1" and ps[0][10] == "ps aux"
+    assert o["after.init"] == o["before.init"] != ""
+    assert o["after.mounts"] == o["before.mounts"]
+
+
+def check_06(o):
+    ran(o)
+    assert o["inside.id"].startswith("uid=65534(nobody) gid=65534(nogroup)")
+    owners = [line.split()[2:4] for line in o["inside.lsla"].splitlines()[1:]]
+    assert owners and all(x == ["nobody", "nogroup"] for x in owners), owners
+
+
+def check_07(o):
+    for check in (check_01, check_02, check_03, check_04, check_05, check_06):
+        check(o)
+
+
+CHECKS = {nn: globals()[f"check_{nn}"] for nn in NUMBERS}
+
+
+def check_namespaces(o, new):
+    before, inside = namespaces(o["before.ns"]), namespaces(o["inside.ns"])
+    assert set(before) >= {"cgroup", "ipc", "mnt", "net", "pid", "user", "uts"}
+    assert {k for k in before if inside[k] != before[k]} == new
+
+
+@pytest.mark.parametrize("nn", NUMBERS)
+def test_step_shows_what_the_article_shows(nn):
+    CHECKS[nn](seen(nn))
+
+
+@pytest.mark.parametrize("nn", NUMBERS)
+def test_step_differs_from_the_frame_in_its_namespaces_only(nn):
+    check_namespaces(seen(nn), NEW_NAMESPACES[nn])
+
+
+WRONG_RUNS = ([(nn, "00") for nn in NUMBERS[1:]]     # 00 under each name
+              + [("00", nn) for nn in NUMBERS[1:]]   # each step passed off as 00
+              + [("07", nn) for nn in NUMBERS[1:7]])  # one namespace is not all
+
+
+@pytest.mark.parametrize("check, program", WRONG_RUNS)
+def test_outcome_check_rejects_the_wrong_program(check, program):
+    with pytest.raises(AssertionError):
+        CHECKS[check](seen(program))
+
+
+@pytest.mark.parametrize("check, program", [
+    (c, p) for c in NUMBERS for p in NUMBERS if c != p])
+def test_namespace_check_rejects_every_other_step(check, program):
+    with pytest.raises(AssertionError):
+        check_namespaces(seen(program), NEW_NAMESPACES[check])
+
+
+# Wrong programs made from the real ones, in tmp_path.
+
+def without(nn, tmp_path, *blocks):
+    text = step_path(nn).read_text()
+    for block in blocks:
+        assert text.count(block) == 1, block
+        text = text.replace(block, "")
+    path = tmp_path / step_path(nn).name
+    path.write_text(text)
+    return path
+
+
+PRIVATE = '''\
+    if libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None) != 0:
+        die(failed("mount --make-rprivate /"))
+'''
+REMOUNT = '''\
+    if libc.umount(b"/proc") != 0:
+        die(failed("umount /proc"))
+    if libc.mount(b"proc", b"/proc", b"proc", 0, b"") != 0:
+        die(failed("mount proc on /proc"))
+'''
+
+
+def test_05_without_the_proc_remount_still_sees_the_frame(tmp_path):
+    with pytest.raises(AssertionError, match="ps aux"):
+        check_05(observe(without("05", tmp_path, REMOUNT)))
+
+
+def check_frame_mounts_kept(o):
+    assert o["after.mounts"] == o["before.mounts"], (
+        f"the frame's mounts changed:\n{o['before.mounts']}\n---\n"
+        f"{o['after.mounts']}")
+
+
+@pytest.mark.parametrize("nn", ["02", "05", "07"])
+def test_mounts_stay_inside_when_the_root_is_shared(nn):
+    o = observe(step_path(nn), rshared=True)
+    check_frame_mounts_kept(o)
+    CHECKS[nn](o)
+
+
+@pytest.mark.parametrize("nn", ["02", "05"])
+def test_shared_root_check_rejects_a_step_without_the_private_mount(
+        nn, tmp_path):
+    o = observe(without(nn, tmp_path, PRIVATE), rshared=True)
+    with pytest.raises(AssertionError, match="frame's mounts changed"):
+        check_frame_mounts_kept(o)
+
+
+# Messages, exit status, pipes: every step in one frame per kind of run.
+
+def each_step(command, numbers=NUMBERS, prefix=""):
+    """Bash that runs `step COMMAND` for each step, printing its output and
+    exit status under @@out.NN and @@code.NN."""
+    return "\n".join(
+        f'echo @@out.{nn}; {prefix}{py(step_path(nn))} {command}; '
+        f'code=${{PIPESTATUS[0]}}; echo @@code.{nn}; echo $code'
+        for nn in numbers)
+
+
+@cache
+def runs(command, prefix="", numbers=tuple(NUMBERS)):
+    run = in_root(each_step(command, numbers, prefix))
+    assert run.code == 0, run
+    return sections(run.out)
+
+
+def check_message(out, code, expected_code, *words):
+    assert "Traceback" not in out, out
+    assert len(out.splitlines()) == 1, out
+    assert code == str(expected_code), (code, out)
+    for word in words:
+        assert word in out, out
+
+
+@pytest.mark.parametrize("nn", NUMBERS)
+def test_no_command_prints_usage_and_exits_2(nn):
+    r = runs("2>&1")
+    check_message(r[f"out.{nn}"], r[f"code.{nn}"], 2,
+                  f"usage: {step_path(nn).name} CMD [ARGS...]")
+
+
+@pytest.mark.parametrize("nn", NUMBERS)
+def test_missing_command_is_one_line_and_exit_127(nn):
+    r = runs("nskit-no-such-command 2>&1")
+    check_message(r[f"out.{nn}"], r[f"code.{nn}"], 127,
+                  "nskit-no-such-command: command not found")
+
+
+@pytest.mark.parametrize("nn", NUMBERS)
+def test_exit_status_is_the_commands_and_prints_survive_a_pipe(nn):
+    r = runs("sh -c 'echo hi; exit 3' | cat")
+    assert r[f"out.{nn}"] == "hi"
+    assert r[f"code.{nn}"] == "3"
+
+
+NO_SYS_ADMIN = "setpriv --inh-caps=-sys_admin --bounding-set=-sys_admin "
+NEED_SYS_ADMIN = ("01", "02", "03", "04", "05")
+
+
+def no_sys_admin():
+    return runs("true 2>&1", prefix=NO_SYS_ADMIN)
+
+
+@pytest.mark.parametrize("nn", NEED_SYS_ADMIN)
+def test_without_cap_sys_admin_one_sentence_says_what_to_do(nn):
+    r = no_sys_admin()
+    check_message(r[f"out.{nn}"], r[f"code.{nn}"], 1, "sudo", "make shell")
+
+
+@pytest.mark.parametrize("nn", ["00", "06", "07"])
+def test_without_cap_sys_admin_a_new_user_namespace_is_still_allowed(nn):
+    r = no_sys_admin()
+    assert (r[f"out.{nn}"], r[f"code.{nn}"]) == ("", "0")
+
+
+def test_cap_check_rejects_a_program_that_needs_no_caps():
+    r = no_sys_admin()
+    with pytest.raises(AssertionError):
+        check_message(r["out.00"], r["code.00"], 1, "sudo", "make shell")
+
+
+@pytest.mark.skipif(os.path.exists("/mytmp"),
+                    reason="/mytmp exists here, so there is nothing to refuse")
+def test_an_ordinary_user_is_asked_to_make_mytmp_with_sudo():
+    script = "\n".join(
+        f"echo @@out.{nn}; {py(step_path(nn))} true 2>&1; code=$?; "
+        f"echo @@code.{nn}; echo $code" for nn in ("02", "07"))
+    r = sections(in_frame(script, user=65534).out)
+    for nn in ("02", "07"):
+        check_message(r[f"out.{nn}"], r[f"code.{nn}"], 1, "sudo mkdir /mytmp")
+
+
+# The files themselves.
+
+def changed_lines(a, b):
+    diff = sh.diff(str(a), str(b), _ok_code=[0, 1])
+    return [line for line in str(diff).splitlines() if line[:1] in "<>"]
+
+
+def check_small_change(nn, path):
+    changes = changed_lines(step_path("00"), path)
+    assert len(changes) <= 14, "\n".join(changes)
+    assert any(FLAGS[nn] in line for line in changes if line[0] == ">")
+
+
+@pytest.mark.parametrize("nn", list(FLAGS))
+def test_step_is_the_skeleton_plus_its_flag(nn):
+    check_small_change(nn, step_path(nn))
+
+
+@pytest.mark.parametrize("nn, program", [("01", "00"), ("06", "07")])
+def test_small_change_check_rejects(nn, program):
+    with pytest.raises(AssertionError):
+        check_small_change(nn, step_path(program))
+
+
+def check_same_bytes(a, b):
+    assert Path(a).read_bytes() == Path(b).read_bytes(), f"{a} and {b} differ"
+
+
+def test_skeleton_is_step_00():
+    check_same_bytes(ROOT / "skeleton" / "skeleton.py", step_path("00"))
+
+
+def test_skeleton_check_rejects_a_step():
+    with pytest.raises(AssertionError):
+        check_same_bytes(ROOT / "skeleton" / "skeleton.py", step_path("01"))
+
+
+def check_step_files(names):
+    assert sorted(names) == [
+        "00_skeleton.py", "01_net.py", "02_mount.py", "03_uts.py",
+        "04_ipc.py", "05_pid.py", "06_user.py", "07_combined.py"]
+
+
+def test_exactly_the_eight_steps():
+    check_step_files(p.name for p in (ROOT / "steps").glob("*.py"))
+
+
+def test_step_files_check_rejects_an_extra_step():
+    with pytest.raises(AssertionError):
+        check_step_files([p.name for p in (ROOT / "steps").glob("*.py")]
+                         + ["08_cgroup.py"])
+
+
+# The machine itself.
+
+def host_state():
+    # Only what these tests could leave behind: other work on the machine
+    # (containers starting, say) may change the rest meanwhile.
+    mounts = Path("/proc/self/mounts").read_text().splitlines()
+    return {
+        "hostname": str(sh.hostname()),
+        "links": [n for n in link_names(str(sh.ip("-o", "link")))
+                  if n.startswith("nskit")],
+        "queues": str(sh.ipcs("-q")),
+        "mounts": [m for m in mounts if "nskit" in m or "/mytmp" in m],
+        "mytmp": os.path.exists("/mytmp"),
+    }
+
+
+@pytest.fixture(scope="module", autouse=True)
+def host_unchanged():
+    before = host_state()
+    yield
+    assert host_state() == before, "the tests changed the machine itself"
