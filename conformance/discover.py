@@ -28,6 +28,17 @@ def _runnable(path):
     return path.suffix == ".py" or os.access(path, os.X_OK)
 
 
+def _trouble(path):
+    """Why a file that claims a step cannot be graded, or None."""
+    if path.is_symlink():
+        # The grader reads programs as root: a link could make it copy any
+        # file of the machine into a run, and its contents into the results.
+        return f"{path.name} is a symbolic link: submit the program itself"
+    if not _runnable(path):
+        return f"{path.name} is neither a .py file nor executable: chmod +x it"
+    return None
+
+
 def find_programs(target, steps=None):
     """One Program per step asked for (all steps by default), in step order."""
     target = Path(target)
@@ -40,20 +51,19 @@ def find_programs(target, steps=None):
     by_step = {}
     for path in sorted(target.iterdir()):
         match = STEP_FILE.match(path.name)
-        if match and match.group(1) in STEPS and path.is_file():
+        if match and match.group(1) in STEPS and (path.is_file() or path.is_symlink()):
             by_step.setdefault(match.group(1), []).append(path)
     programs = []
     for step in steps or STEPS:
         found = by_step.get(step, [])
-        runnable = [p for p in found if _runnable(p)]
+        runnable = [p for p in found if _runnable(p) and not p.is_symlink()]
         if len(runnable) == 1:
-            programs.append(Program(step, runnable[0].resolve()))
+            programs.append(Program(step, runnable[0].absolute()))
         elif len(runnable) > 1:
             names = ", ".join(p.name for p in runnable)
             programs.append(Program(step, problem=f"more than one program claims step {step}: {names}"))
         elif found:
-            programs.append(Program(step, found[0], problem=(
-                f"{found[0].name} is neither a .py file nor executable: chmod +x it")))
+            programs.append(Program(step, found[0], problem=_trouble(found[0])))
         else:
             programs.append(Program(step, problem=(
                 f"not found: no file named {step}_{STEPS[step]}.py (or {step}_<name>) in {target}")))

@@ -1,6 +1,8 @@
 """Grading: run each program once in a throwaway host, then judge every check
 of its step against what came back."""
+import errno
 import os
+import stat
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +15,7 @@ from .sandbox import Request, Sandbox
 # the steps use the standard library only.
 INTERPRETER = os.path.realpath(sys.executable)
 PREFIX = str(Path(sys.base_prefix).resolve())
+MAX_PROGRAM = 16 << 20
 
 
 @dataclass
@@ -51,7 +54,16 @@ def request_for(program, token, label=None):
     path = str(program.path)
     argv = [INTERPRETER, path] if program.is_python else [path]
     return Request(argv + probe.command(token), reach=[PREFIX] if program.is_python else [],
-                   files={path: program.path.read_bytes()}, tag=(label, program, token))
+                   files={path: _read_program(program.path)}, tag=(label, program, token))
+
+
+def _read_program(path):
+    """The program's bytes, never through a link (see discover._trouble)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        return fh.read(MAX_PROGRAM)
 
 
 def judge(program, token, result):

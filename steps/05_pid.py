@@ -14,7 +14,7 @@ import sys
 
 STACKSIZE = 1024 * 1024
 CLONE_NEWNS, CLONE_NEWPID = 0x00020000, 0x20000000
-MS_REC, MS_PRIVATE = 0x4000, 0x40000
+MS_REC, MS_PRIVATE, MNT_DETACH = 0x4000, 0x40000, 2
 
 libc = ctypes.CDLL(None, use_errno=True)
 # clone() calls back into Python on the child's own stack, as it calls
@@ -37,11 +37,11 @@ def failed(call):
 # child_exec is the function run in the new process that clone creates.
 def child_exec(stuff):
     argv = sys.argv[1:]
-    # The one departure from the article: systemd hosts mount / shared, and
-    # without this the umount below would take /proc away from the host too.
+    # Departing from the article: systemd hosts mount / shared, which would
+    # take /proc from the host too, and mount more below /proc (MNT_DETACH).
     if libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None) != 0:
         die(failed("mount --make-rprivate /"))
-    if libc.umount(b"/proc") != 0:
+    if libc.umount2(b"/proc", MNT_DETACH) != 0:
         die(failed("umount /proc"))
     if libc.mount(b"proc", b"/proc", b"proc", 0, b"") != 0:
         die(failed("mount proc on /proc"))
