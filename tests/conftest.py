@@ -64,11 +64,37 @@ def _expose_to_users():
     return " && ".join(lines) + " && "
 
 
-def in_frame(script, rshared=False, user=None):
-    """Run a bash script in a throwaway frame; with rshared, its / propagates
-    mounts the way a systemd host's does; with user (a uid), the script runs
-    as that ordinary user, with no capabilities."""
-    prelude = "mount --make-rshared / && " if rshared else ""
+def _own_root(mytmp, keep):
+    """Bash that moves the frame onto a root of its own in memory: binds of
+    every folder of the machine's /, an empty /tmp, and /mytmp only if asked,
+    so what a test makes there (steps 02 and 07 mkdir /mytmp) never reaches
+    the machine's disk. The repo, the interpreter and the folders in keep
+    stay where they are, even when they live under /tmp."""
+    keep = [p for p in (ROOT, Path(sys.base_prefix).resolve(), *map(Path, keep))
+            if Path("/tmp") in p.parents]
+    lines = [
+        "mount -t tmpfs -o mode=755 nskit-root /mnt", "cd /mnt", "shopt -s dotglob",
+        'for d in /*; do n=${d#/}; case $n in mnt|tmp|mytmp) continue;; esac; '
+        'if [ -L "$d" ]; then cp -P "$d" "$n"; elif [ -d "$d" ]; then mkdir "$n" && '
+        'mount --rbind "$d" "$n" || exit 99; else : > "$n"; fi; done',
+        "mkdir mnt tmp .old", "mount -t tmpfs -o mode=1777 nskit-tmp tmp",
+        *(["mkdir mytmp"] if mytmp else []),
+        *[f"mkdir -p '.{p}' && mount --rbind '{p}' '.{p}'" for p in keep],
+        "pivot_root . .old", "umount -l /.old", "rmdir /.old", f"cd '{ROOT}'",
+    ]
+    return " && ".join(lines) + " && "
+
+
+def in_frame(script, rshared=False, user=None, own_root=False, mytmp=False, keep=(), setup=""):
+    """Run a bash script in a throwaway frame, from the repo's folder. With
+    own_root, on a root of its own in memory (and /mytmp in it if mytmp,
+    and the folders in keep where they are);
+    with rshared, its / propagates mounts the way a systemd host's does;
+    setup is bash run as root first; with user (a uid), the script runs as
+    that ordinary user, with no capabilities."""
+    prelude = _own_root(mytmp, keep) if own_root else ""
+    prelude += "mount --make-rshared / && " if rshared else ""
+    prelude += setup
     if user is not None:
         prelude += _expose_to_users()
         script = (f"exec setpriv --reuid {user} --regid {user} --clear-groups "

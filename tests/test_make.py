@@ -10,7 +10,7 @@ from shlex import quote
 
 import pytest
 
-from conftest import PYTHON, ROOT, _expose_to_users, in_frame, step_path
+from conftest import PYTHON, ROOT, in_frame, step_path
 
 STEPS = ["00", "01", "02", "03", "04", "05", "06", "07"]
 FLAGS = {"01": "CLONE_NEWNET", "02": "CLONE_NEWNS", "03": "CLONE_NEWUTS",
@@ -28,33 +28,16 @@ def as_a_reader_types_it(monkeypatch):
         monkeypatch.delenv(name, raising=False)
 
 
-def own_root(mytmp=False):
-    """Bash that pivots the frame onto a tmpfs holding binds of the machine's
-    folders (pivot, not chroot: a chrooted process may not make user
-    namespaces), with an empty /tmp, /mytmp only if asked, and no docker:
-    no test may start a container."""
-    return (
-        "mount -t tmpfs -o mode=755 nskit-root /mnt && cd /mnt && "
-        'for d in /*; do n=${d#/}; '
-        'if [ -L "$d" ]; then cp -P "$d" "$n"; '
-        'elif [ -d "$d" ] && [ "$d" != /mnt ] && [ "$d" != /mytmp ] && [ "$d" != /tmp ]; '
-        'then mkdir "$n" && mount --rbind "$d" "$n"; fi; done && '
-        + ("mkdir mytmp && " if mytmp else "")
-        + "mkdir mnt tmp .old && mount -t tmpfs -o mode=1777 nskit-tmp tmp && "
-        f"pivot_root . .old && umount -l /.old && rmdir /.old && cd {quote(str(ROOT))} && "
+# A host worth comparing with, where no test may start a container: a known
+# name, a link of its own, and every docker binary covered by an empty file.
+HOST = (f"hostname {FRAME_HOST} && ip link add nskit0 type veth peer name nskit1 && "
         "touch /tmp/.no-docker && for d in $(which -a docker); do "
-        "mount --bind /tmp/.no-docker $d; done; "
-        # A host worth comparing with: a known name and a link of its own.
-        f"hostname {FRAME_HOST} && ip link add nskit0 type veth peer name nskit1 && "
-    )
+        "mount --bind /tmp/.no-docker $d; done; ")
 
 
 def framed(script, mytmp=False, user=None):
     """in_frame on a root of its own; with user, as that uid with no caps."""
-    if user is not None:
-        script = (f"{_expose_to_users()}exec setpriv --reuid {user} --regid {user} "
-                  f"--clear-groups --inh-caps=-all bash -c {quote(script)}")
-    return in_frame(own_root(mytmp) + script)
+    return in_frame(script, own_root=True, mytmp=mytmp, user=user, setup=HOST)
 
 
 def sections(out):

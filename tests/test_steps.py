@@ -6,9 +6,9 @@ article command shows inside (`ip a`, mounts, `ls /`, `hostname`, `ipcs -q`,
 the frame itself. The outcome checks are small functions over those prints,
 and every one of them is also shown to reject a wrong program.
 
-Steps 02 and 07 create /mytmp, so the frame swaps its / for a tmpfs that
-bind-mounts every folder of the real / but /mytmp: the directory is then
-made in memory, never on the machine's disk.
+Steps 02 and 07 create /mytmp, so the frame runs on a root of its own in
+memory (conftest's own_root): the directory is made there, never on the
+machine's disk.
 """
 import os
 import re
@@ -30,28 +30,11 @@ NEW_NAMESPACES = {
     "07": {"net", "mnt", "uts", "ipc", "pid", "user"},
 }
 
-# A fresh root in memory: moved over / and entered with chroot, it is the root
-# of the frame's mount namespace, so the kernel still allows user namespaces.
-FAKE_ROOT = """\
-mount --make-rprivate / && mount -t tmpfs -o mode=755 nskit-root /mnt || exit 99
-shopt -s dotglob
-for e in /*; do
-  n=${e#/}
-  case $n in mnt|mytmp) continue;; esac
-  if [ -L "$e" ]; then cp -P "$e" "/mnt/$n"
-  elif [ -d "$e" ]; then mkdir "/mnt/$n" && mount --rbind "$e" "/mnt/$n" || exit 99
-  else : > "/mnt/$n"; fi
-done
-mkdir /mnt/mnt && cd /mnt && mount --move . / || exit 99
-exec chroot . bash -c """
-
-
-def in_root(script, rshared=False):
-    """Run a bash script as root in a frame whose / is the fake root; with
-    rshared, that / propagates mounts the way a systemd host's does."""
-    share = "mount --make-rshared / && " if rshared else ""
-    inner = f"cd {shlex.quote(str(ROOT))} && {share}{script}"
-    return in_frame(FAKE_ROOT + shlex.quote(inner))
+def in_root(script, rshared=False, keep=()):
+    """Run a bash script as root in a frame on a root of its own in memory
+    (keeping the folders in keep); with rshared, that / propagates mounts
+    the way a systemd host's does."""
+    return in_frame(script, rshared=rshared, own_root=True, keep=keep)
 
 
 def py(path):
@@ -107,7 +90,7 @@ def observe(path, rshared=False):
         'code=$?; echo @@code; echo $code',
         frame_probe("after"),
     ])
-    run = in_root(script, rshared)
+    run = in_root(script, rshared, keep=[Path(path).parent])
     assert run.code == 0, run
     seen = sections(run.out)
     seen["err"] = run.err
@@ -267,7 +250,7 @@ PRIVATE = '''\
         die(failed("mount --make-rprivate /"))
 '''
 REMOUNT = '''\
-    if libc.umount(b"/proc") != 0:
+    if libc.umount2(b"/proc", MNT_DETACH) != 0:
         die(failed("umount /proc"))
     if libc.mount(b"proc", b"/proc", b"proc", 0, b"") != 0:
         die(failed("mount proc on /proc"))
@@ -379,7 +362,7 @@ def test_an_ordinary_user_is_asked_to_make_mytmp_with_sudo():
     script = "\n".join(
         f"echo @@out.{nn}; {py(step_path(nn))} true 2>&1; code=$?; "
         f"echo @@code.{nn}; echo $code" for nn in ("02", "07"))
-    r = sections(in_frame(script, user=65534).out)
+    r = sections(in_frame(script, user=65534, own_root=True).out)
     for nn in ("02", "07"):
         check_message(r[f"out.{nn}"], r[f"code.{nn}"], 1, "sudo mkdir /mytmp")
 
