@@ -132,8 +132,12 @@ def ls_nobody(ev):
 def ran(ev):
     if ev.view is not None:
         return True, "its output came back"
-    lines = [line for line in ev.output.splitlines() if "@@nskit" not in line][:2]
-    return False, f"{NOT_RUN}; it printed: {' | '.join(lines)[:120]}" if lines else NOT_RUN
+    lines = [line.strip() for line in ev.output.splitlines() if line.strip() and "@@nskit" not in line]
+    if not lines:
+        return False, NOT_RUN
+    # Python's error is its last line; where a program failed, its first.
+    shown = lines if len(lines) <= 3 else [lines[0], "...", *lines[-2:]]
+    return False, f"{NOT_RUN}; it printed: {' | '.join(shown)[:300]}"
 
 
 def namespaces_for(step):

@@ -35,9 +35,15 @@ def step(text):
     return text
 
 
+class Parser(argparse.ArgumentParser):
+    def error(self, message):
+        """One line, not the usage block: what is wrong, and where help is."""
+        self.exit(2, f"nskit: {message}; see python -m conformance --help\n")
+
+
 def parser():
     defaults = Limits()
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="python -m conformance",
         description="Grade step programs (NN_<name>, for steps 00-07) by what they do, each "
                     "run in a throwaway host of its own.")

@@ -1,0 +1,673 @@
+"""The grader's own tests (issue 3): it passes the kit's steps and correct
+programs in C and shell, and fails every program of a gallery of wrong ones
+with the right reason, leaving the machine as it found it.
+
+The gallery is one folder per scenario, every scenario graded at once as a
+class (`--submissions`), so the whole gallery costs one grader run (and the
+program that hangs one more, alongside, with a short timeout). Wrong
+Python programs are the kit's steps/*.py changed by text substitution here;
+the C, shell and hand-written wrong programs live in tests/gallery/.
+"""
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from shlex import quote
+
+import pytest
+
+from conftest import PYTHON, ROOT, STEPS, grade, in_frame, step_path
+
+sys.path.insert(0, str(ROOT))
+from conformance.checks import STEPS as NAMES, checks_for  # noqa: E402
+
+GALLERY = Path(__file__).resolve().parent / "gallery"
+HANG_TIMEOUT = 2
+
+TITLES = {nn: [c.title for c in checks_for(nn)] for nn in NAMES}
+VIEW_TITLES = {nn: {c.title for c in checks_for(nn) if c.needs_view} for nn in NAMES}
+RAN = "runs the command it is given"
+HOST = "leaves the host unchanged"
+NO_PROCESS = "leaves no process running"
+SEES_HOST = "sees what the host sees"
+LO = "ip a lists only lo, DOWN"
+TMPFS_IN = "a tmpfs is mounted on /mytmp inside"
+TMPFS_OUT = "the tmpfs never shows on the host"
+NO_JAIL = "ls / still shows the host's files"
+MYHOSTNAME = "hostname prints myhostname inside"
+HOSTNAME_KEPT = "the host's hostname is unchanged"
+NO_QUEUE = "ipcs -q inside lists no queue"
+PID1 = "ps shows the command as PID 1, alone"
+PROC_KEPT = "the host's /proc is untouched"
+ID = "id shows nobody/nogroup"
+LS = "ls -la shows nobody/nogroup"
+
+
+def ns(nn):
+    """The title of a step's namespace check."""
+    return TITLES[nn][1]
+
+
+def env():
+    """The environment for a child grader or pytest: no trace of this pytest."""
+    return {k: v for k, v in os.environ.items()
+            if not k.startswith(("PYTEST_", "PYTHONUNBUFFERED"))}
+
+
+def run(argv, **kwargs):
+    return subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, env=env(),
+                          timeout=300, **kwargs)
+
+
+def file_name(nn):
+    return f"{nn}_{NAMES[nn]}"
+
+
+# -- wrong programs: the kit's steps, changed ----------------------------------------
+
+ALL_FLAGS = ("CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC, CLONE_NEWUSER, CLONE_NEWPID, "
+             "CLONE_NEWNET = 0x20000, 0x4000000, 0x8000000, 0x10000000, 0x20000000, "
+             "0x40000000\n")
+CLONE_FLAGS = re.compile(r"clone_flags = (\([^)]*\)|.*)")
+
+
+def variant(nn, flags=None, drop=(), before_clone=None):
+    """steps/NN_*.py with other clone flags, without the `if libc.CALL ...: die`
+    statements naming each of drop, or with a line run before clone()."""
+    text = step_path(nn).read_text()
+    text = text.replace("import sys\n", "import sys\n" + ALL_FLAGS, 1)
+    if flags is not None:
+        text, n = CLONE_FLAGS.subn(f"clone_flags = {flags}", text, count=1)
+        assert n == 1
+    for call in drop:
+        text, n = re.subn(rf"\n *if libc\.{re.escape(call)}[^\n]*\n *die\([^\n]*", "", text)
+        assert n == 1, call
+    if before_clone:
+        text, n = re.subn(r"\n( *)child_stack = ", rf"\n\1{before_clone}\n\1child_stack = ", text)
+        assert n == 1
+    return text
+
+
+# The host's view, changed: a SysV queue made by the parent, in the host's IPC namespace.
+VANDAL = "libc.msgget(0x6e736b, 0o1000 | 0o600)"
+# A daemon: a background sleep in a session of its own, no longer the program's child.
+DAEMON = 'os.system("setsid sleep 1000 </dev/null >/dev/null 2>&1 &")'
+
+NOT_FOUND = "not found: no file named"
+NOT_EXECUTABLE = "is neither a .py file nor executable: chmod +x it"
+
+
+def build_gallery(root, hang):
+    """One folder per scenario under root, graded as a class; the one that
+    hangs in a folder of its own, hang, to be graded with a short timeout."""
+    def put(label, name, text, mode=0o755):
+        path = (hang if label == "hang" else root / label) / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        path.chmod(mode)
+
+    skeleton = step_path("00").read_text()
+    canned = (GALLERY / "wrong" / "canned").read_text()
+    for nn in NAMES:
+        # The skeleton under every other step's name (and its own).
+        put("skeleton", f"{file_name(nn)}.py", skeleton)
+        # Right in all but the host: a queue made outside the new namespaces.
+        put("vandal", f"{file_name(nn)}.py", variant(nn, before_clone=VANDAL))
+        # Right in all but a daemon left behind.
+        put("daemon", f"{file_name(nn)}.py", variant(nn, before_clone=DAEMON))
+        # Prints the article's output, whatever it is asked to run.
+        put("canned", file_name(nn), canned)
+
+    # A flag where none belongs, too many flags, a wrong flag.
+    put("flags", "00_skeleton.py", variant("00", "CLONE_NEWNET | signal.SIGCHLD"))
+    put("flags", "01_net.py", variant("01", "CLONE_NEWNET | CLONE_NEWUTS | signal.SIGCHLD"))
+    put("flags", "04_ipc.py", variant("04", "CLONE_NEWNET | signal.SIGCHLD"))
+    put("flags", "06_user.py", variant("06", "CLONE_NEWUSER | CLONE_NEWIPC | signal.SIGCHLD"))
+
+    # The right flag without its work.
+    put("no_work", "02_mount.py", variant("02", drop=['mount(b"none"']))
+    put("no_work", "03_uts.py", variant("03", drop=["sethostname("]))
+    put("no_work", "05_pid.py", variant("05", drop=['umount', 'mount(b"proc"']))
+    put("no_work", "07_combined.py",
+        variant("07", drop=['mount(b"none"', "sethostname(", 'mount(b"proc"']))
+
+    # The work without its flag: done in the host's namespaces.
+    put("no_flag", "02_mount.py", variant("02", "signal.SIGCHLD"))
+    put("no_flag", "03_uts.py", variant("03", "signal.SIGCHLD"))
+    put("no_flag", "05_pid.py", variant("05", "CLONE_NEWPID | signal.SIGCHLD"))
+    put("no_flag", "07_combined.py", variant("07", "signal.SIGCHLD"))
+
+    # A mount namespace made a jail.
+    jail = (GALLERY / "wrong" / "jail").read_text()
+    put("jail", "02_mount", jail)
+    put("jail", "07_combined", jail)
+
+    # One that never ends.
+    put("hang", "00_skeleton", (GALLERY / "wrong" / "hang").read_text())
+
+    # Files the grader cannot run, or cannot find.
+    put("broken", "00_skeleton.py", (GALLERY / "wrong" / "syntax_error.py").read_text())
+    put("broken", "net.py", step_path("01").read_text())
+    put("broken", "1_net.py", step_path("01").read_text())
+    put("broken", "02_mount.py", step_path("02").read_text())
+    put("broken", "02_tmpfs.py", step_path("02").read_text())
+    put("broken", "03_uts.py", step_path("03").read_text())
+    put("broken", "04_ipc", (GALLERY / "sh" / "04_ipc").read_text(), mode=0o644)
+    put("broken", "06_user.py", (GALLERY / "wrong" / "crash.py").read_text())
+
+
+# What each scenario's programs must fail, and nothing else.
+EXPECTED = {
+    "skeleton": {
+        "00": set(),
+        "01": {ns("01"), LO},
+        "02": {ns("02"), TMPFS_IN},
+        "03": {ns("03"), MYHOSTNAME},
+        "04": {ns("04"), NO_QUEUE},
+        "05": {ns("05"), PID1},
+        "06": {ns("06"), ID, LS},
+        "07": {ns("07"), LO, TMPFS_IN, MYHOSTNAME, NO_QUEUE, PID1, ID, LS},
+    },
+    "vandal": {nn: {HOST} for nn in NAMES},
+    "daemon": {nn: {NO_PROCESS} for nn in NAMES},
+    "canned": {nn: VIEW_TITLES[nn] | {RAN} for nn in NAMES},
+    "flags": {
+        "00": {ns("00"), SEES_HOST},
+        "01": {ns("01")},
+        "04": {ns("04"), NO_QUEUE},
+        "06": {ns("06")},
+    },
+    "no_work": {
+        "02": {TMPFS_IN},
+        "03": {MYHOSTNAME},
+        "05": {PID1},
+        "07": {TMPFS_IN, MYHOSTNAME, PID1},
+    },
+    "no_flag": {
+        "02": {ns("02"), TMPFS_OUT, HOST},
+        "03": {ns("03"), HOSTNAME_KEPT, HOST},
+        "05": {ns("05"), PROC_KEPT, HOST},
+        "07": {ns("07"), LO, TMPFS_OUT, HOSTNAME_KEPT, NO_QUEUE, PID1, PROC_KEPT, ID, LS, HOST},
+    },
+    "jail": {
+        "02": {NO_JAIL},
+        "07": {ns("07"), LO, NO_JAIL, MYHOSTNAME, NO_QUEUE, PID1, ID, LS},
+    },
+    "broken": {
+        "00": VIEW_TITLES["00"] | {RAN},
+        "03": set(),
+        "06": VIEW_TITLES["06"] | {RAN},
+    },
+}
+# Steps a scenario cannot run at all, and the reason every one of their checks gives.
+PROBLEMS = {
+    ("hang", "00"): f"timed out after {HANG_TIMEOUT:g} s",
+    ("broken", "01"): NOT_FOUND,
+    ("broken", "02"): "more than one program claims step 02: 02_mount.py, 02_tmpfs.py",
+    ("broken", "04"): f"04_ipc {NOT_EXECUTABLE}",
+    ("broken", "05"): NOT_FOUND,
+}
+
+
+# -- the real machine ---------------------------------------------------------------
+
+def real_host():
+    """What a leak would change on the real machine."""
+    links = run(["ip", "-o", "link"]).stdout
+    return {
+        "hostname": socket.gethostname(),
+        "mounts": Path("/proc/self/mounts").read_text(),
+        "queues": run(["ipcs", "-q"]).stdout,
+        "links": sorted(re.findall(r"^\d+: ([^:@]+)", links, re.M)),
+        "root": sorted(os.listdir("/")),   # no /mytmp made on the real disk
+    }
+
+
+def strangers():
+    """Processes of uids no account has (what a throwaway host runs as), but
+    those still inside a running grader: other graders may be at work on this
+    machine, and a leak is one that outlived its grader."""
+    procs = {}
+    for line in run(["ps", "-eo", "pid=,ppid=,uid=,args="]).stdout.splitlines():
+        pid, ppid, uid, *args = line.split(None, 3)
+        procs[int(pid)] = int(ppid), int(uid), args[0] if args else ""
+
+    def in_a_grader(pid):
+        while pid in procs:
+            ppid, uid, args = procs[pid]
+            if uid < 65536 and "conformance" in args:
+                return True
+            pid = ppid
+        return False
+    return {(pid, args) for pid, (_, uid, args) in procs.items()
+            if uid >= 65536 and not in_a_grader(pid)}
+
+
+def strangers_gone(old, wait=3.0):
+    """Strangers that appeared since old, once those of other graders had time to end."""
+    deadline = time.monotonic() + wait
+    while (new := strangers() - old) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return new
+
+
+@pytest.fixture(scope="module")
+def host_at_start():
+    return real_host(), strangers()
+
+
+# -- grading the gallery --------------------------------------------------------------
+
+def grading(folder, report):
+    """The grader started over a folder of scenarios, as a class."""
+    return subprocess.Popen(
+        [PYTHON, "-m", "conformance", "--submissions", str(folder), "--json", str(report),
+         "--csv", str(report.with_suffix(".csv"))], cwd=ROOT, env=env(),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def results_of(report):
+    """{label: {step: result}} from a --json report."""
+    results = json.loads(report.read_text())
+    return {label: {s["step"]: s for s in r["steps"]} for label, r in results.items()}
+
+
+def failed(result):
+    return {c["title"] for c in result["checks"] if not c["passed"]}
+
+
+@pytest.fixture(scope="module")
+def gallery(tmp_path_factory, host_at_start):
+    root = tmp_path_factory.mktemp("gallery")
+    folder, hang = root / "class", root / "hang"
+    build_gallery(folder, hang)
+    before = real_host(), strangers()
+    # The hang is graded alongside, with a short timeout of its own.
+    hanging = subprocess.Popen(
+        [PYTHON, "-m", "conformance", "--target", str(hang), "--step", "00",
+         "--timeout", str(HANG_TIMEOUT), "--json", str(root / "hang.json")],
+        cwd=ROOT, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    grader = grading(folder, root / "results.json")
+    out, err = grader.communicate(timeout=300)
+    assert grader.returncode == 0 and "Traceback" not in err, (out, err)
+    assert hanging.wait(timeout=60) == 1, hanging.stderr.read()
+    results = results_of(root / "results.json")
+    results["hang"] = {"00": results_of(root / "hang.json")[str(hang)]["00"]}
+    after = real_host(), strangers_gone(before[1])
+    return {"folder": folder, "root": root, "results": results, "before": before[0],
+            "after": after[0], "strangers": after[1]}
+
+
+@pytest.mark.parametrize("label, nn", [(label, nn) for label, steps in EXPECTED.items()
+                                       for nn in steps])
+def test_gallery_program_fails_exactly_the_right_checks(gallery, label, nn):
+    result = gallery["results"][label][nn]
+    assert result["problem"] is None, result["problem"]
+    assert failed(result) == EXPECTED[label][nn], result
+    for check in result["checks"]:
+        if not check["passed"]:
+            assert check["hint"], check
+
+
+@pytest.mark.parametrize("label, nn", list(PROBLEMS))
+def test_gallery_program_that_cannot_run_fails_every_check_with_the_reason(gallery, label, nn):
+    result = gallery["results"][label][nn]
+    reason = PROBLEMS[label, nn]
+    assert reason in result["problem"]
+    assert failed(result) == set(TITLES[nn])
+    assert all(reason in c["seen"] for c in result["checks"]), result["checks"]
+
+
+def test_missing_steps_fail_as_not_found_naming_the_file_and_folder(gallery):
+    steps = gallery["results"]["broken"]
+    for nn in ("01", "05", "07"):
+        assert steps[nn]["problem"] == (
+            f"{NOT_FOUND} {file_name(nn)}.py (or {nn}_<name>) in {gallery['folder'] / 'broken'}")
+
+
+def test_canned_output_is_not_taken_for_the_command_s(gallery):
+    for nn, result in gallery["results"]["canned"].items():
+        ran = result["checks"][0]
+        assert ran["title"] == RAN and not ran["passed"]
+        # What it printed is shown, without the markers it copied.
+        assert ran["seen"].startswith("the command's output never came back; it printed: ")
+        assert "net:[4026532008]" in ran["seen"] and "@@nskit" not in ran["seen"]
+
+
+def test_syntax_error_shows_python_s_message(gallery):
+    ran = gallery["results"]["broken"]["00"]["checks"][0]
+    assert not ran["passed"] and "SyntaxError: expected ':'" in ran["seen"], ran
+
+
+def test_crash_shows_python_s_error(gallery):
+    ran = gallery["results"]["broken"]["06"]["checks"][0]
+    assert not ran["passed"] and "NameError: name 'main' is not defined" in ran["seen"], ran
+
+
+def test_daemon_is_named_and_killed(gallery):
+    for nn, result in gallery["results"]["daemon"].items():
+        check = {c["title"]: c for c in result["checks"]}[NO_PROCESS]
+        assert check["seen"] == "1 still running: sleep 1000", check
+
+
+def test_work_without_its_flag_is_seen_on_the_host(gallery):
+    steps = gallery["results"]["no_flag"]
+    seen = {nn: {c["title"]: c["seen"] for c in steps[nn]["checks"]} for nn in steps}
+    assert seen["03"][HOSTNAME_KEPT].endswith("became 'myhostname'")
+    assert seen["02"][TMPFS_OUT] == "1 new mount(s) on the host's /mytmp"
+    assert seen["05"][PROC_KEPT] == "the host's /proc was unmounted or replaced"
+    assert seen["02"][ns("02")] == seen["03"][ns("03")] == "new: none"
+    assert seen["05"][ns("05")] == "new: pid"
+
+
+def test_jail_is_seen_missing_the_host_s_files(gallery):
+    for nn in ("02", "07"):
+        check = {c["title"]: c for c in gallery["results"]["jail"][nn]["checks"]}[NO_JAIL]
+        assert check["seen"].startswith("missing: ") and "root" in check["seen"], check
+
+
+def test_every_check_rejects_a_wrong_program_of_the_gallery(gallery):
+    """For every check, a wrong program that it rejects by what the program's
+    run showed (not because the program could not be run at all)."""
+    rejected = set()
+    for steps in gallery["results"].values():
+        for nn, result in steps.items():
+            if result["problem"]:
+                continue
+            came_back = result["checks"][0]["passed"]
+            rejected |= {(nn, t) for t in failed(result) if came_back or t == RAN}
+    every = {(nn, title) for nn in NAMES for title in TITLES[nn]}
+    assert every - rejected == set()
+
+
+def test_real_host_unchanged_by_the_gallery(gallery):
+    assert gallery["after"] == gallery["before"]
+    assert gallery["strangers"] == set()
+
+
+# The scenarios that change, or try to change, the host: graded again in a
+# frame whose / propagates mounts as a systemd host's does.
+TOUCHY = ("no_flag", "no_work", "vandal", "daemon", "jail")
+
+
+def test_gallery_grades_the_same_and_leaves_the_frame_unchanged_when_root_is_rshared(gallery):
+    report = gallery["root"] / "rshared.json"
+    folder = gallery["root"] / "touchy"
+    for label in TOUCHY:
+        shutil.copytree(gallery["folder"] / label, folder / label)
+    grader = (f"{quote(PYTHON)} -m conformance --submissions {quote(str(folder))} "
+              f"--json {quote(str(report))} "
+              f"--csv {quote(str(report.with_suffix('.csv')))} >/dev/null")
+    script = f"""
+    snap() {{ hostname; cat /proc/self/mounts; ipcs -q; ip -o link | cut -d: -f2; }}
+    grep -q ' / / .*shared:' /proc/self/mountinfo || {{ echo "/ is not shared"; exit 99; }}
+    before=$(snap)
+    {grader}; echo "grader exit $?"
+    after=$(snap)
+    if [ "$before" = "$after" ]; then echo unchanged; else diff <(echo "$before") <(echo "$after"); fi
+    echo "strangers $(ps -eo uid= | awk '$1 >= 65536' | wc -l)"
+    """
+    framed = in_frame(script, rshared=True)
+    assert framed.out.splitlines() == ["grader exit 0", "unchanged", "strangers 0"], framed
+    results = results_of(report)
+    assert sorted(results) == sorted(TOUCHY)
+    for label, steps in results.items():
+        for nn, result in steps.items():
+            assert failed(result) == failed(gallery["results"][label][nn]), (label, nn)
+
+
+# -- correct programs in other languages ---------------------------------------------
+
+@pytest.fixture(scope="module")
+def c_programs(tmp_path_factory):
+    """The article's C for steps 00-07, compiled with gcc."""
+    folder = tmp_path_factory.mktemp("c")
+    jobs = [subprocess.Popen(["gcc", "-Wall", "-Werror", "-o", str(folder / src.stem), str(src)],
+                             stderr=subprocess.PIPE, text=True)
+            for src in sorted((GALLERY / "c").glob("*.c"))]
+    for job in jobs:
+        assert job.wait(timeout=120) == 0, job.stderr.read()
+    assert sorted(p.name for p in folder.iterdir()) == [file_name(nn) for nn in NAMES]
+    return folder
+
+
+def test_article_c_programs_pass(c_programs, tmp_path):
+    graded = grade("--target", str(c_programs), tmp=tmp_path)
+    assert graded.code == 0, graded
+    assert sorted(graded.steps) == list(NAMES)
+    assert all(not graded.failed(nn) for nn in NAMES), graded
+
+
+def test_shell_scripts_around_unshare_pass(tmp_path):
+    folder = tmp_path / "sh"
+    shutil.copytree(GALLERY / "sh", folder)
+    for path in folder.iterdir():
+        path.chmod(0o755)
+    graded = grade("--target", str(folder), tmp=tmp_path)
+    assert graded.code == 0, graded
+    assert sorted(graded.steps) == list(NAMES)
+    assert all(not graded.failed(nn) for nn in NAMES), graded
+
+
+# -- the steps, speed, a partial folder ------------------------------------------------
+
+def test_steps_pass_within_5_seconds(tmp_path):
+    started = time.monotonic()
+    graded = grade("--target", str(STEPS), tmp=tmp_path)
+    seconds = time.monotonic() - started
+    assert graded.code == 0, graded
+    assert all(not graded.failed(nn) for nn in NAMES), graded
+    assert seconds < 5, f"grading steps/ took {seconds:.1f} s"
+
+
+def test_missing_step_fails_as_not_found_unless_step_limits_the_run(tmp_path):
+    folder = tmp_path / "only04"
+    folder.mkdir()
+    shutil.copy(step_path("04"), folder / "04_ipc.py")
+    graded = grade("--target", str(folder), tmp=tmp_path)
+    assert graded.code == 1
+    assert not graded.failed("04")
+    for nn in set(NAMES) - {"04"}:
+        assert graded.failed(nn) == set(TITLES[nn])
+        assert all(c["seen"].startswith(NOT_FOUND) for c in graded.steps[nn].values())
+
+    limited = grade("--target", str(folder), "--step", "4", tmp=tmp_path)
+    assert limited.code == 0, limited
+    assert list(limited.steps) == ["04"]
+    assert "score: 5/5 checks passed" in limited.out
+
+
+# -- output: table, Gradescope, JUnit --------------------------------------------------
+
+@pytest.fixture(scope="module")
+def skeleton_reports(gallery):
+    """The skeleton-everywhere scenario graded as a target, with every report."""
+    root = gallery["root"]
+    graded = grade("--target", str(gallery["folder"] / "skeleton"),
+                   "--gradescope", str(root / "results.json.gs"),
+                   "--junit", str(root / "junit.xml"), tmp=root)
+    return graded, json.loads((root / "results.json.gs").read_text()), \
+        ET.parse(root / "junit.xml").getroot()
+
+
+def expected_skeleton_passes():
+    return sum(len(TITLES[nn]) - len(EXPECTED["skeleton"][nn]) for nn in NAMES)
+
+
+def test_table_has_a_row_per_check_a_hint_per_failure_and_the_score(skeleton_reports):
+    graded, _, _ = skeleton_reports
+    assert graded.code == 1
+    assert graded.err == ""
+    lines = graded.out.splitlines()
+    assert lines[0].split() == ["step", "check", "result", "seen", "/", "hint"]
+    total = sum(map(len, TITLES.values()))
+    assert lines[-1] == f"score: {expected_skeleton_passes()}/{total} checks passed"
+    # Every check has its row, marked passed or FAILED.
+    for nn in NAMES:
+        for title in TITLES[nn]:
+            mark = "FAILED" if title in EXPECTED["skeleton"][nn] else "passed"
+            assert re.search(rf"^{nn} {NAMES[nn]} +{re.escape(title)} +{mark}\b", graded.out,
+                             re.M), (nn, title)
+    # A failure shows what was seen, and a hint.
+    row = re.search(rf"^04 ipc +{re.escape(NO_QUEUE)} +FAILED +(.*)$", graded.out, re.M)
+    assert row.group(1).startswith("queues: 0x")
+    assert graded.out.count("hint: ") == sum(map(len, EXPECTED["skeleton"].values()))
+
+
+def test_everything_passing_exits_0_and_any_failure_exits_1(gallery, tmp_path):
+    assert grade("--target", str(gallery["folder"] / "skeleton"), "--step", "00",
+                 tmp=tmp_path).code == 0
+    assert grade("--target", str(gallery["folder"] / "skeleton"), "--step", "00",
+                 "--step", "01", tmp=tmp_path).code == 1
+
+
+def test_gradescope_results_json(skeleton_reports):
+    graded, results, _ = skeleton_reports
+    tests = results["tests"]
+    assert len(tests) == sum(map(len, TITLES.values()))
+    assert results["score"] == expected_skeleton_passes() == sum(t["score"] for t in tests)
+    names = [t["name"] for t in tests]
+    assert names == [f"{nn} {NAMES[nn]}: {title}" for nn in NAMES for title in TITLES[nn]]
+    assert "04 ipc: ipcs -q inside lists no queue" in names
+    for test in tests:
+        nn, title = test["name"][:2], test["name"].split(": ", 1)[1]
+        assert re.match(r"^\d\d ", test["name"])
+        should_fail = title in EXPECTED["skeleton"][nn]
+        assert test["max_score"] == 1
+        assert test["score"] == (0 if should_fail else 1)
+        assert test["status"] == ("failed" if should_fail else "passed")
+        if should_fail:
+            assert test["output"] == (graded.steps[nn][title]["seen"] + "\nHint: "
+                                      + graded.steps[nn][title]["hint"])
+        else:
+            assert test["output"] == ""
+
+
+def test_junit_xml(skeleton_reports):
+    _, _, suites = skeleton_reports
+    assert suites.tag == "testsuites"
+    (suite,) = suites.findall("testsuite")
+    cases = suite.findall("testcase")
+    assert int(suite.get("tests")) == len(cases) == sum(map(len, TITLES.values()))
+    failures = [c for c in cases if c.find("failure") is not None]
+    assert int(suite.get("failures")) == len(failures) == sum(
+        map(len, EXPECTED["skeleton"].values()))
+    seen = {(c.get("classname").rsplit(".", 1)[1], c.get("name")) for c in failures}
+    assert seen == {(file_name(nn), title) for nn, titles in EXPECTED["skeleton"].items()
+                    for title in titles}
+    ipc = next(c for c in failures if c.get("name") == NO_QUEUE
+               and c.get("classname").endswith("04_ipc"))
+    assert ipc.find("failure").get("message").startswith("queues: 0x")
+    assert "IPC" in ipc.find("failure").text
+
+
+# -- bad input --------------------------------------------------------------------------
+
+def grader(*args):
+    return run([PYTHON, "-m", "conformance", *args])
+
+
+def assert_one_line(done, *words):
+    assert "Traceback" not in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+
+
+def test_missing_folder_is_one_line_and_exit_2(tmp_path):
+    done = grader("--target", str(tmp_path / "nowhere"))
+    assert done.returncode == 2 and done.stdout == ""
+    assert_one_line(done, "does not exist", "--target steps")
+
+
+def test_file_instead_of_folder_is_one_line_and_exit_2():
+    done = grader("--target", str(step_path("04")))
+    assert done.returncode == 2 and done.stdout == ""
+    assert_one_line(done, "is not a folder", "NN_name")
+
+
+def test_empty_folder_fails_every_step_as_not_found(tmp_path):
+    folder = tmp_path / "empty"
+    folder.mkdir()
+    graded = grade("--target", str(folder), tmp=tmp_path)
+    assert graded.code == 1 and graded.err == "", graded
+    assert "Traceback" not in graded.out
+    assert graded.out.splitlines()[-1] == f"score: 0/{sum(map(len, TITLES.values()))} checks passed"
+    for nn in NAMES:
+        assert {c["seen"] for c in graded.steps[nn].values()} == {
+            f"{NOT_FOUND} {file_name(nn)}.py (or {nn}_<name>) in {folder}"}
+
+
+def test_wrong_names_are_not_taken_for_steps(tmp_path):
+    folder = tmp_path / "names"
+    folder.mkdir()
+    for name in ("net.py", "1_net.py", "01net.py", "08_extra.py"):
+        shutil.copy(step_path("01"), folder / name)
+    graded = grade("--target", str(folder), "--step", "01", tmp=tmp_path)
+    assert graded.code == 1
+    assert graded.failed("01") == set(TITLES["01"])
+    assert next(iter(graded.steps["01"].values()))["seen"] == (
+        f"{NOT_FOUND} 01_net.py (or 01_<name>) in {folder}")
+
+
+def test_unknown_step_is_one_line_and_exit_2():
+    done = grader("--target", str(STEPS), "--step", "9")
+    assert done.returncode == 2 and done.stdout == ""
+    assert_one_line(done, "'09' is not a step", "choose from 00, 01")
+
+
+def test_no_target_is_one_line_and_exit_2():
+    done = grader("--step", "04")
+    assert done.returncode == 2 and done.stdout == ""
+    assert_one_line(done, "--target")
+
+
+# -- the same checks as plain pytest ------------------------------------------------------
+
+def pytest_conformance(target, junit, *args):
+    done = run([PYTHON, "-m", "pytest", "conformance", "--target", str(target),
+                "--junitxml", str(junit), "-p", "no:cacheprovider", *args])
+    assert "Traceback" not in done.stderr, done.stderr
+    cases = ET.parse(junit).getroot().iter("testcase")
+    return done, {c.get("name"): c.find("failure") is None for c in cases}
+
+
+def case(nn, title):
+    return f"test_check[{nn} {NAMES[nn]}: {title}]"
+
+
+def test_pytest_plugin_passes_steps_in_parallel(tmp_path):
+    done, cases = pytest_conformance(STEPS, tmp_path / "j.xml", "-n", "2")
+    assert done.returncode == 0, done.stdout
+    assert "created: 2/2 workers" in done.stdout
+    assert cases == {case(nn, t): True for nn in NAMES for t in TITLES[nn]}
+
+
+def test_pytest_plugin_step_marker_on_the_skeleton(gallery, tmp_path):
+    done, cases = pytest_conformance(gallery["folder"] / "skeleton", tmp_path / "j.xml",
+                                     "-m", "step04")
+    assert done.returncode == 1, done.stdout
+    assert cases == {case("04", t): t not in EXPECTED["skeleton"]["04"] for t in TITLES["04"]}
+
+
+def test_pytest_plugin_keyword_on_the_no_flag_scenario(gallery, tmp_path):
+    done, cases = pytest_conformance(gallery["folder"] / "no_flag", tmp_path / "j.xml",
+                                     "-k", "hostname")
+    assert done.returncode == 1, done.stdout
+    assert cases == {case("03", MYHOSTNAME): True, case("03", HOSTNAME_KEPT): False,
+                     case("07", MYHOSTNAME): True, case("07", HOSTNAME_KEPT): False}
+
+
+# -- last: the machine as the module found it ----------------------------------------------
+
+def test_real_host_unchanged_after_every_test_of_this_module(host_at_start):
+    before, old = host_at_start
+    assert real_host() == before
+    assert strangers_gone(old) == set()
