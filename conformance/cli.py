@@ -127,6 +127,11 @@ def main(argv=None):
         print(f"nskit: {error}", file=sys.stderr)
         return 2
     except Unavailable as error:
+        if not error.refused:
+            print(f"nskit: the grader cannot build its throwaway host here ({error}): "
+                  f"run it in the kit's container (make shell), or report this with the "
+                  f"message above.", file=sys.stderr)
+            return 2
         print(f"nskit: cannot create the user namespace every graded run needs ({error}; "
               f"{refusal()}): run the grader with sudo, allow user namespaces "
               f"(sysctl user.max_user_namespaces=15000, or on Ubuntu "

@@ -64,7 +64,12 @@ ASK_MAPS, MAPS_WRITTEN, REFUSED, FAILED = b"U", b"G", b"X", b"E"
 
 
 class Unavailable(Exception):
-    """This machine will not let the grader build a throwaway host."""
+    """This machine will not let the grader build a throwaway host; refused
+    when it is user namespaces that the machine refuses."""
+
+    def __init__(self, message, refused=False):
+        super().__init__(message)
+        self.refused = refused
 
 
 @dataclass
@@ -133,8 +138,9 @@ class Mapping:
 
     @classmethod
     def for_this_user(cls):
-        if os.geteuid() == 0:
+        if os.geteuid() == 0 and _in_the_machines_user_namespace():
             return cls(True, unused_range())
+        # Root of a user namespace (a rootless container) maps only itself too.
         return cls(False, os.geteuid())
 
     def write(self, pid):
@@ -146,6 +152,13 @@ class Mapping:
             uid_map, gid_map = f"0 {os.geteuid()} 1", f"0 {os.getegid()} 1"
         Path(f"/proc/{pid}/uid_map").write_text(uid_map)
         Path(f"/proc/{pid}/gid_map").write_text(gid_map)
+
+
+def _in_the_machines_user_namespace():
+    try:
+        return Path("/proc/self/uid_map").read_text().split() == ["0", "0", "4294967295"]
+    except OSError:
+        return False
 
 
 # -- small syscall helpers -------------------------------------------------
@@ -585,7 +598,7 @@ class Sandbox:
         result = Result(run.request, seconds=time.monotonic() - run.started)
         data = bytes(run.data)
         if data.startswith(REFUSED):
-            raise Unavailable(data[1:].decode(errors="replace"))
+            raise Unavailable(data[1:].decode(errors="replace"), refused=True)
         if error or data.startswith(FAILED):
             result.error = error or data[1:].decode(errors="replace")
             return result
@@ -631,6 +644,7 @@ class Sandbox:
                 os.waitpid(run.pid, 0)
 
     def probe_available(self):
-        """Raise Unavailable, with the reason, where user namespaces are refused."""
-        for _ in self.run([Request(["/bin/true"])]):
-            pass
+        """Raise Unavailable, with the reason, where no throwaway host can be built."""
+        for result in self.run([Request(["/bin/true"])]):
+            if result.error:
+                raise Unavailable(result.error)
