@@ -82,6 +82,10 @@ def judge(program, token, result):
             passed, seen = False, NOT_RUN
         else:
             passed, seen = check.judge(evidence)
+            if passed and evidence.view is None:
+                # A file that does not parse must not score for the host it
+                # left alone: nothing is credited unless the command ran.
+                passed, seen = False, f"not credited: {NOT_RUN}"
         checks.append(CheckResult(step, check.title, passed, seen, "" if passed else check.hint))
     return StepResult(step, path, checks, output, result.seconds)
 

@@ -1,0 +1,1 @@
+"""The exercises: one task per step, and the script that writes work/."""

@@ -1,0 +1,97 @@
+"""The task of each step, as the docstring of its file in work/.
+
+Each says what to add, what to look at, and which section of the article
+tells the story. They name the calls the article uses but give no code: the
+article and `man 2 clone` have that. Step 00 has no task, so work/00 is the
+skeleton as it is.
+"""
+from conformance.checks import STEPS
+
+HOW = """\
+Try it:     sudo python3 work/{file} {cmd}
+Grade it:   make grade STEP={nn}   (every step: make grade)
+Article:    "{section}" in Creating containers - Part 1: Namespaces
+"""
+
+TASKS = {
+    "01": ("ip a", "NET Namespace", """\
+01 net, your task: run the command in a new network namespace.
+
+Add the clone flag for a new network namespace to clone_flags, beside SIGCHLD.
+Python's signal module has SIGCHLD but not the clone flags: define the one you
+need as a constant, with its value from `man 2 clone` or
+/usr/include/linux/sched.h.
+
+You should see: `ip a` lists only lo, DOWN, and none of the host's links.
+"""),
+    "02": ("mount", "MNT Namespace", """\
+02 mount, your task: give the command a mount namespace of its own, with a
+tmpfs on /mytmp that the host never sees.
+
+Add the clone flag for a new mount namespace, and in child_exec, before the
+exec, mount a tmpfs on /mytmp through libc's mount(2) (ctypes passes bytes
+for the strings). /mytmp must exist first: the article makes it by hand.
+On a host where / is mounted shared (systemd's default) your mount would
+still leak out: see "Things the article does not tell you" in steps/README.md.
+
+You should see: `mount` lists a tmpfs on /mytmp inside, `mount` on the host
+does not, and `ls /` inside still shows the host's files.
+"""),
+    "03": ("hostname", "UTS Namespace", """\
+03 uts, your task: let the command have a hostname of its own, myhostname.
+
+Add the clone flag for a new UTS namespace, and in child_exec, before the
+exec, set the hostname through libc's sethostname(2).
+
+You should see: `hostname` prints myhostname inside, and the host keeps its
+own name.
+"""),
+    "04": ("ipcs -q", "IPC Namespace", """\
+04 ipc, your task: hide the host's SysV IPC objects from the command.
+
+Add the clone flag for a new IPC namespace. Make a queue on the host first
+(ipcmk -Q) so that there is something to hide, and remove it afterwards
+(ipcrm -q ID).
+
+You should see: `ipcs -q` inside lists no queue, while `ipcs -q` on the host
+lists yours.
+"""),
+    "05": ("ps aux", "PID Namespace", """\
+05 pid, your task: make the command PID 1 of a PID namespace of its own.
+
+Add the clone flag for a new PID namespace and run `ps aux`: the host's
+processes are still there. Read the article on why (ps reads /proc), then
+give the child a mount namespace too and, in child_exec, replace /proc with
+a fresh proc mount, without touching the host's /proc.
+
+You should see: `ps aux` lists one process, itself, as PID 1.
+"""),
+    "06": ("id", "USER Namespace", """\
+06 user, your task: run the command in a new user namespace, with no uid map.
+
+Add the clone flag for a new user namespace, and nothing else.
+
+You should see: `id` shows uid=65534(nobody) gid=65534(nogroup), and
+`ls -la` shows every file owned by nobody nogroup.
+"""),
+    "07": ("bash", "In the end...", """\
+07 combined, your task: all six namespaces at once.
+
+Put everything from 01 to 06 together: every clone flag, the tmpfs on
+/mytmp, the hostname and a fresh /proc. Some of it behaves differently
+inside a new user namespace: where a call fails, read why in steps/README.md.
+
+You should see: in the shell, `ip a`, `mount`, `hostname`, `ipcs -q`,
+`ps aux` and `id` each show what steps 01 to 06 showed.
+"""),
+}
+
+
+def docstring(nn, file):
+    """The module docstring of work/<file> for step nn: the task, then how to try it."""
+    cmd, section, task = TASKS[nn]
+    return task + "\n" + HOW.format(file=file, cmd=cmd, nn=nn, section=section)
+
+
+def file_name(nn):
+    return f"{nn}_{STEPS[nn]}.py"

@@ -1,0 +1,1 @@
+"""The Gradescope autograder: `make gradescope-bundle` builds its zip."""

@@ -1,0 +1,126 @@
+"""The exercises: `make exercise` writes the tasks into work/ without
+overwriting anything, `make grade` grades them, and a learner who follows
+the article passes step by step, guided by hints that never give the answer.
+"""
+import ast
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from conftest import PYTHON, ROOT, grade, step_path
+
+sys.path.insert(0, str(ROOT))
+from conformance.checks import STEPS  # noqa: E402
+from exercises.make_work import SKELETON, with_docstring  # noqa: E402
+from exercises.tasks import TASKS, file_name  # noqa: E402
+
+ARTICLE = ROOT.parent / "shared" / "reference" / "creating-containers-part-1-namespaces.md"
+# What the hints must not give away: the flags, their values, the calls' code.
+ANSWERS = ("CLONE_NEW", "0x", "libc.", "MS_PRIVATE", "MS_REC")
+# What a step's first failing hints must be about: the next thing to do.
+TOPIC = {"01": "network", "02": "/mytmp", "03": "hostname", "04": "IPC",
+         "05": "PID namespace", "06": "user namespace", "07": "network"}
+
+
+def make_work(*args):
+    return subprocess.run([PYTHON, "-m", "exercises.make_work", *map(str, args)], cwd=ROOT,
+                          capture_output=True, text=True)
+
+
+def make(*args):
+    return subprocess.run(["make", "--no-print-directory", "-C", str(ROOT), *args],
+                          capture_output=True, text=True)
+
+
+def docstring(source):
+    return ast.get_docstring(ast.parse(source), clean=False)
+
+
+@pytest.fixture
+def work(tmp_path):
+    done = make_work(tmp_path / "work")
+    assert done.returncode == 0, done.stderr
+    return tmp_path / "work"
+
+
+def test_work_holds_the_skeleton_with_one_task_per_step(work):
+    skeleton = SKELETON.read_text()
+    assert sorted(p.name for p in work.iterdir()) == [file_name(nn) for nn in STEPS]
+    assert (work / "00_skeleton.py").read_text() == skeleton
+    article = ARTICLE.read_text()
+    for nn in TASKS:
+        source = (work / file_name(nn)).read_text()
+        task = docstring(source)
+        # Only the docstring differs from the skeleton.
+        assert with_docstring(source, "") == with_docstring(skeleton, "")
+        assert task != docstring(skeleton) and task.startswith(f"{nn} {STEPS[nn]}, your task:")
+        section = task.split('Article:    "')[1].split('"')[0]
+        assert f"## {section}\n" in article, f"{nn} points at a section the article lacks"
+        assert f"make grade STEP={nn}" in task and "You should see:" in task
+
+
+def test_make_work_never_overwrites(work):
+    edited = work / "03_uts.py"
+    edited.write_text("# my own work\n")
+    (work / "05_pid.py").unlink()
+    done = make_work(work)
+    assert done.returncode == 0
+    assert edited.read_text() == "# my own work\n"
+    assert docstring((work / "05_pid.py").read_text()).startswith("05 pid, your task:")
+    assert "wrote 05_pid.py" in done.stdout and "kept as they were: 00_skeleton.py" in done.stdout
+
+
+@pytest.mark.parametrize("args, says", [
+    (["{tmp}/a-file"], "is a file, not a folder"),
+    (["--into", "x"], "usage: python -m exercises.make_work [DIR]"),
+])
+def test_make_work_rejects_a_wrong_folder(tmp_path, args, says):
+    (tmp_path / "a-file").write_text("")
+    done = make_work(*[a.format(tmp=tmp_path) for a in args])
+    assert done.returncode == 2 and says in done.stderr
+    assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_following_the_article_passes_step_by_step(work, tmp_path):
+    fresh = grade("--target", work, tmp=tmp_path)
+    assert fresh.code == 1
+    assert not fresh.failed("00"), fresh
+    for nn in TASKS:
+        failed = [fresh.steps[nn][title] for title in fresh.failed(nn)]
+        assert failed, f"the untouched exercise {nn} passes: {fresh}"
+        hints = [check["hint"] for check in failed]
+        assert all(hints), f"a failing check of {nn} has no hint: {fresh}"
+        assert any(TOPIC[nn] in hint for hint in hints), f"no hint of {nn} is about {TOPIC[nn]}"
+        for answer in ANSWERS:
+            assert not any(answer in hint for hint in hints), f"a hint of {nn} gives away {answer}"
+    assert "CLONE_NEW" not in fresh.out and "libc." not in fresh.out
+    # The article's answer, one step at a time: each passes once it is done.
+    for nn in TASKS:
+        shutil.copy(step_path(nn), work / file_name(nn))
+        done = grade("--target", work, "--step", nn, tmp=tmp_path)
+        assert done.code == 0 and not done.failed(nn), done
+    assert grade("--target", work, tmp=tmp_path).code == 0
+
+
+def test_make_exercise_and_make_grade(tmp_path):
+    work = tmp_path / "work"
+    made = make("exercise", f"WORK={work}")
+    assert made.returncode == 0 and (work / "07_combined.py").exists(), made.stderr
+    one = make("grade", f"TARGET={work}", "STEP=00")
+    assert one.returncode == 0 and "score: 5/5 checks passed" in one.stdout, one.stderr
+    two = make("grade", f"TARGET={work}", "STEP=00 04")
+    assert two.returncode != 0 and "04 ipc" in two.stdout and "03 uts" not in two.stdout
+    assert "hint:" in two.stdout
+
+
+@pytest.mark.parametrize("args, says", [
+    (["WORK={tmp}/nowork"], "There is no {tmp}/nowork/ yet: make exercise writes it."),
+    (["TARGET={tmp}/elsewhere"], "{tmp}/elsewhere does not exist"),
+    (["TARGET=steps", "STEP=09"], "'09' is not a step"),
+])
+def test_make_grade_rejects_what_it_cannot_grade(tmp_path, args, says):
+    done = make("grade", *[a.format(tmp=tmp_path) for a in args])
+    assert done.returncode != 0 and says.format(tmp=tmp_path) in done.stderr
+    assert "Traceback" not in done.stderr
