@@ -61,7 +61,9 @@ def parser():
     p.add_argument("--processes", metavar="N", type=int, default=defaults.processes,
                    help="processes a run may have at once (default %(default)s)")
     p.add_argument("--memory", metavar="SIZE", type=size, default=defaults.memory,
-                   help="address space of each process of a run (default 1G)")
+                   help="memory a run may use: the whole run's, in a cgroup, where the grader "
+                        "is root and the machine lets it make one; each process's address "
+                        "space always (default 1G)")
     p.add_argument("--max-output", metavar="SIZE", type=size, default=defaults.output,
                    help="output kept of a run, its head and tail (default 1M)")
     p.add_argument("--gradescope", metavar="FILE", help="write Gradescope's results.json")

@@ -35,6 +35,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .cgroups import Cgroups
+
 libc = ctypes.CDLL(None, use_errno=True)
 
 CLONE_NEWNS = 0x00020000
@@ -364,6 +366,11 @@ class Host:
                 os.dup2(out_w, 1)
                 os.dup2(out_w, 2)
                 _close_fds_except(set())
+                # Where the run's memory runs out, the kernel takes the
+                # program's processes first, not the host's PID 1. (Only a
+                # dumpable process owns its /proc files; exec sets it anew.)
+                libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)
+                Path("/proc/self/oom_score_adj").write_text("1000")
                 os.chdir("/tmp")
                 env = {"PATH": SAFE_PATH, "HOME": "/root", "LANG": "C.UTF-8", "TERM": "dumb"}
                 os.execve(self.request.argv[0], self.request.argv, env)
@@ -449,7 +456,7 @@ class Host:
             view = view[os.write(report, view):]
 
 
-def _stage(request, reach, limits, mapping, token, ctl_r, rep_w, parent):
+def _stage(request, reach, limits, mapping, token, ctl_r, rep_w, parent, cgroup):
     """The process between the grader and the run's PID 1. It builds the
     run's root, enters the run's user namespace, and stays in the machine's
     PID namespace so that the run can have a PID 1 of its own."""
@@ -478,6 +485,7 @@ def _stage(request, reach, limits, mapping, token, ctl_r, rep_w, parent):
         for fd in (0, 1, 2):
             os.dup2(null, fd)
         _close_fds_except({ctl_r, rep_w})
+        Cgroups.join(cgroup)  # first, so that all the run will start is in it
         if mapping.privileged:
             owner = mapping.base
         else:
@@ -533,9 +541,10 @@ def _stage(request, reach, limits, mapping, token, ctl_r, rep_w, parent):
 class _Running:
     """A run as the grader follows it: its first stage's pid and pipes."""
 
-    def __init__(self, request, pid, ctl_w, rep_r, started, timeout):
+    def __init__(self, request, pid, ctl_w, rep_r, started, timeout, cgroup):
         self.request, self.pid, self.ctl_w, self.rep_r = request, pid, ctl_w, rep_r
         self.started, self.deadline = started, started + timeout
+        self.cgroup = cgroup
         self.data = bytearray()
 
 
@@ -561,19 +570,22 @@ class Sandbox:
         self.mapping = Mapping.for_this_user()
         if SYS_PIVOT_ROOT is None:
             raise Unavailable(f"nskit's sandbox does not know pivot_root on {platform.machine()}")
+        self.cgroups = (Cgroups.available(self.limits.memory, self.limits.processes)
+                        if self.mapping.privileged else None)
 
     def _start(self, request):
         ctl_r, ctl_w = os.pipe()
         rep_r, rep_w = os.pipe()
         token = os.urandom(8).hex()
+        cgroup = self.cgroups.create() if self.cgroups else []
         started = time.monotonic()
         pid = os.fork()
         if pid == 0:
             _stage(request, _reach_for(request.reach), self.limits, self.mapping,
-                   token, ctl_r, rep_w, os.getppid())
+                   token, ctl_r, rep_w, os.getppid(), cgroup)
         os.close(ctl_r)
         os.close(rep_w)
-        return _Running(request, pid, ctl_w, rep_r, started, self.limits.timeout)
+        return _Running(request, pid, ctl_w, rep_r, started, self.limits.timeout, cgroup)
 
     def _write_maps(self, run):
         """The run asked for its user namespace's id maps: only a process
@@ -595,6 +607,9 @@ class Sandbox:
         except ProcessLookupError:
             pass
         os.waitpid(run.pid, 0)
+        if not error and Cgroups.ran_out_of_memory(run.cgroup):
+            error = f"went over its memory limit ({self.limits.memory >> 20} MiB) and was killed"
+        Cgroups.remove(run.cgroup)
         result = Result(run.request, seconds=time.monotonic() - run.started)
         data = bytes(run.data)
         if data.startswith(REFUSED):
@@ -642,6 +657,7 @@ class Sandbox:
             for run in running.values():  # the grader is stopping: so do the runs
                 os.kill(run.pid, signal.SIGKILL)
                 os.waitpid(run.pid, 0)
+                Cgroups.remove(run.cgroup)
 
     def probe_available(self):
         """Raise Unavailable, with the reason, where no throwaway host can be built."""

@@ -537,3 +537,41 @@ def test_root_of_a_user_namespace_with_max_user_namespaces_0_gets_the_refusal_se
     assert r.err.startswith(REFUSAL), r.err
     assert "user.max_user_namespaces is 0" in r.err
     assert Path("/proc/sys/user/max_user_namespaces").read_text() == before
+
+
+# A run's memory as a whole: a tmpfs the program mounts counts against no
+# process's limit, only against the run's cgroup.
+FILL_TMPFS = """#!/bin/sh
+mount -t tmpfs -o size=4g nskit-fill /mytmp || exit 1
+n=0
+while [ $n -lt 40 ]; do head -c 50000000 /dev/zero > /mytmp/f$n || break; n=$((n + 1)); done
+echo "wrote $((n * 50)) MB"
+exec "$@"
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the grader makes cgroups only as root")
+def test_a_run_that_fills_a_tmpfs_of_its_own_is_stopped_at_its_memory_limit(tmp_path):
+    from conformance.cgroups import Cgroups
+    cgroups = Cgroups.available(1 << 30, 256)
+    if cgroups is None:
+        pytest.skip("this machine lets the grader make no memory cgroup")
+    # The grader runs in a cgroup of the test's own, so the runs' cgroups are
+    # made below it and none of another grader running meanwhile is counted.
+    mine = Cgroups([(place, {}) for place, _ in cgroups.places]).create()
+    target = tmp_path / "target"
+    target.mkdir()
+    (target / "00_fill").write_text(FILL_TMPFS)
+    (target / "00_fill").chmod(0o755)
+    try:
+        join = " && ".join(f"echo $$ > {quote(str(f / 'cgroup.procs'))}" for f in mine)
+        graded = in_frame(f"{join} && {quote(PYTHON)} -m conformance --target "
+                          f"{quote(str(target))} --step 00 --memory 512M "
+                          f"--json {quote(str(tmp_path / 'r.json'))}")
+        report = json.loads((tmp_path / "r.json").read_text())
+        (step,) = report[str(target)]["steps"]
+        assert step["problem"] == "went over its memory limit (512 MiB) and was killed", graded
+        assert not [p for f in mine for p in f.iterdir() if p.is_dir()], \
+            "a run's cgroup was left behind"
+    finally:
+        Cgroups.remove(mine)
