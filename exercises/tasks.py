@@ -18,8 +18,8 @@ TASKS = {
 01 net, your task: run the command in a new network namespace.
 
 Add the clone flag for a new network namespace to clone_flags, beside SIGCHLD.
-Python's signal module has SIGCHLD but not the clone flags: define the one you
-need as a constant, with its value from `man 2 clone` or
+The skeleton defines SIGCHLD as <signal.h> does; define the clone flag you
+need as a constant too, with its value from `man 2 clone` or
 /usr/include/linux/sched.h.
 
 You should see: `ip a` lists only lo, DOWN, and none of the host's links.

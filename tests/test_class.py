@@ -106,10 +106,10 @@ def learners():
             f, nn, "\nimport ctypes\n", "\nimport ctypes, time\ntime.sleep(600)\n")),
             **{f"s{nn}": zero})
     add("extra-flag", lambda f: (correct(f), edit(
-        f, "01", "clone_flags = CLONE_NEWNET | signal.SIGCHLD",
-        "clone_flags = CLONE_NEWNET | 0x04000000 | signal.SIGCHLD")), s01=all_but_one)
+        f, "01", "clone_flags = CLONE_NEWNET | SIGCHLD",
+        "clone_flags = CLONE_NEWNET | 0x04000000 | SIGCHLD")), s01=all_but_one)
     add("leftover", lambda f: (correct(f), edit(
-        f, "04", "    sys.stdout.flush()\n", "    os.system('sleep 300 &')\n    sys.stdout.flush()\n")),
+        f, "04", "    argv = sys.argv[1:]\n", "    argv = sys.argv[1:]\n    os.system('sleep 300 &')\n")),
         s04=all_but_one)
     add("empty", lambda f: None, **{f"s{nn}": zero for nn in STEPS})
 

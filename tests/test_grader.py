@@ -125,10 +125,10 @@ def build_gallery(root, hang):
         put("canned", file_name(nn), canned)
 
     # A flag where none belongs, too many flags, a wrong flag.
-    put("flags", "00_skeleton.py", variant("00", "CLONE_NEWNET | signal.SIGCHLD"))
-    put("flags", "01_net.py", variant("01", "CLONE_NEWNET | CLONE_NEWUTS | signal.SIGCHLD"))
-    put("flags", "04_ipc.py", variant("04", "CLONE_NEWNET | signal.SIGCHLD"))
-    put("flags", "06_user.py", variant("06", "CLONE_NEWUSER | CLONE_NEWIPC | signal.SIGCHLD"))
+    put("flags", "00_skeleton.py", variant("00", "CLONE_NEWNET | SIGCHLD"))
+    put("flags", "01_net.py", variant("01", "CLONE_NEWNET | CLONE_NEWUTS | SIGCHLD"))
+    put("flags", "04_ipc.py", variant("04", "CLONE_NEWNET | SIGCHLD"))
+    put("flags", "06_user.py", variant("06", "CLONE_NEWUSER | CLONE_NEWIPC | SIGCHLD"))
 
     # The right flag without its work.
     put("no_work", "02_mount.py", variant("02", drop=['mount(b"none"']))
@@ -138,10 +138,10 @@ def build_gallery(root, hang):
         variant("07", drop=['mount(b"none"', "sethostname(", 'mount(b"proc"']))
 
     # The work without its flag: done in the host's namespaces.
-    put("no_flag", "02_mount.py", variant("02", "signal.SIGCHLD"))
-    put("no_flag", "03_uts.py", variant("03", "signal.SIGCHLD"))
-    put("no_flag", "05_pid.py", variant("05", "CLONE_NEWPID | signal.SIGCHLD"))
-    put("no_flag", "07_combined.py", variant("07", "signal.SIGCHLD"))
+    put("no_flag", "02_mount.py", variant("02", "SIGCHLD"))
+    put("no_flag", "03_uts.py", variant("03", "SIGCHLD"))
+    put("no_flag", "05_pid.py", variant("05", "CLONE_NEWPID | SIGCHLD"))
+    put("no_flag", "07_combined.py", variant("07", "SIGCHLD"))
 
     # A mount namespace made a jail.
     jail = (GALLERY / "wrong" / "jail").read_text()

@@ -157,7 +157,7 @@ def test_step_checks_reject_the_skeleton_in_its_place(nn):
 ])
 def test_step_missing_its_flag_is_undone_and_named(nn, flag, undo):
     broken = f"/tmp/{step_path(nn).name}"
-    result = framed(f"sed 's/{flag} | signal.SIGCHLD/signal.SIGCHLD/' {step_path(nn)} > {broken} && "
+    result = framed(f"sed 's/{flag} | SIGCHLD/SIGCHLD/' {step_path(nn)} > {broken} && "
                     f"! cmp -s {broken} {step_path(nn)} && "
                     f"mount --bind {broken} {step_path(nn)} && make step-{nn}" + AFTER)
     assert undo in result.err and flag in result.err, result
