@@ -18,19 +18,18 @@ Processes, not threads, all the way down: cloning from a multi-threaded
 Python can hang the child, so the grader is one single-threaded event loop.
 """
 import ctypes
-import errno
+import fcntl
 import json
 import os
 import platform
-import pwd
 import grp
+import pwd
 import resource
 import select
 import signal
 import socket
 import struct
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -166,9 +165,10 @@ def _in_the_machines_user_namespace():
 # -- small syscall helpers -------------------------------------------------
 
 def _check(ret, what):
-    if ret == -1 or (ret != 0 and what.startswith("!")):
+    """A libc call's result, or OSError naming the call where it failed (-1)."""
+    if ret == -1:
         err = ctypes.get_errno()
-        raise OSError(err, f"{what.lstrip('!')}: {os.strerror(err)}")
+        raise OSError(err, f"{what}: {os.strerror(err)}")
     return ret
 
 
@@ -213,7 +213,6 @@ def _links():
     links = {}
     probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
-        import fcntl
         for _, name in socket.if_nameindex()[:SNAPSHOT_ITEMS]:
             raw = fcntl.ioctl(probe, SIOCGIFFLAGS, struct.pack("16sH", name.encode(), 0) + bytes(22))
             links[name] = "UP" if struct.unpack("16sH", raw[:18])[1] & IFF_UP else "DOWN"
@@ -310,8 +309,8 @@ class RootBuilder:
             with open(f"{new}{path}", "wb") as fh:
                 fh.write(data)
             os.chmod(self.made(f"{new}{path}"), 0o755)
-        for cover in self.covers:
-            _readonly_tree(cover)
+        for anchor in self.covers:
+            _readonly_tree(f"{new}{anchor}")
         os.mkdir(f"{new}/.old")
         _check(libc.syscall(SYS_PIVOT_ROOT, new.encode(), f"{new}/.old".encode()), "pivot_root")
         os.chdir("/")
@@ -322,18 +321,14 @@ class RootBuilder:
     def cover(self, new, anchor):
         """A tmpfs over a folder the run could not enter, holding just what
         the run must reach below it."""
-        anchor = str(anchor)
-        if any(anchor == c or anchor.startswith(c + "/") for c in self.covers_at):
+        anchor = Path(anchor)
+        if any(anchor.is_relative_to(c) for c in self.covers):
             return
-        if any(anchor == f"/{d}" or anchor.startswith(f"/{d}/") for d in FRESH):
+        if any(anchor.is_relative_to(f"/{d}") for d in FRESH):
             return  # already the run's own tmpfs
         os.makedirs(f"{new}{anchor}", exist_ok=True)
         self.tmpfs(f"{new}{anchor}", "mode=755,size=64m")
-        self.covers.append(f"{new}{anchor}")
-
-    @property
-    def covers_at(self):
-        return [c[len("/tmp"):] for c in self.covers]
+        self.covers.append(anchor)
 
 
 # -- inside the run ----------------------------------------------------------------
@@ -346,9 +341,8 @@ class Host:
 
     def furnish(self):
         name = HOSTNAME_PREFIX + self.token[:8]
-        _check(libc.sethostname(name.encode(), len(name)), "!sethostname")
-        if libc.msgget(int(self.token[:7], 16), IPC_CREAT | 0o644) == -1:
-            raise OSError(ctypes.get_errno(), "msgget")
+        _check(libc.sethostname(name.encode(), len(name)), "sethostname")
+        _check(libc.msgget(int(self.token[:7], 16), IPC_CREAT | 0o644), "msgget")
         # A placeholder link (no dummy module on every kernel: a veth pair).
         subprocess.run(["ip", "-batch", "-"], input=b"link set lo up\n"
                        b"link add nskit0 type veth peer name nskit1\n",
