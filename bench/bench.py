@@ -37,6 +37,12 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run as a script: the kit's modules are beside it
+
+from class_throughput import build_class  # noqa: E402  (beside this script)
+from conformance.checks import STEPS as STEP_NAMES  # noqa: E402
+from tools.frame import expose_to_users, own_root  # noqa: E402
+
 STEPS_DIR = ROOT / "steps"
 BENCH = ROOT / "bench"
 PYTHON = sys.executable
@@ -47,8 +53,6 @@ NOBODY = 65534
 STEPS = {"00": [], "01": ["--net"], "02": ["--mount"], "03": ["--uts"], "04": ["--ipc"],
          "05": ["--pid", "--mount", "--mount-proc"], "06": ["--user"],
          "07": ["--mount", "--uts", "--ipc", "--user", "--pid", "--net", "--mount-proc"]}
-STEP_NAMES = {"00": "skeleton", "01": "net", "02": "mount", "03": "uts", "04": "ipc",
-              "05": "pid", "06": "user", "07": "combined"}
 NAMESPACES = ["net", "mnt", "uts", "ipc", "pid", "user"]
 # Targets of issue 6 (this 2-core machine).
 STEP_RATIO_MAX = 1.5
@@ -150,34 +154,6 @@ def step_program(nn, steps_dir=STEPS_DIR):
     return str(path)
 
 
-def build_class(folder, learners, source=STEPS_DIR):
-    """A --submissions folder of `learners` copies of source's step programs,
-    built by bench/class_throughput.py's builder for the kit's steps/."""
-    folder = Path(folder)
-    if Path(source).resolve() == STEPS_DIR:
-        sys.path.insert(0, str(BENCH))
-        from class_throughput import build_class as build
-        build(folder, learners)
-        return folder
-    # A --steps folder of candidate programs (class_throughput copies steps/ only).
-    for i in range(learners):
-        learner = folder / f"learner-{i:03d}"
-        learner.mkdir(parents=True)
-        for program in Path(source).glob("0[0-7]_*"):
-            shutil.copy(program, learner / program.name)
-    return folder
-
-
-def _expose_to_users():
-    """tests/conftest.py's bash prelude that lets any user reach the interpreter
-    (pyenv's, under /root, 0700) and the repo in a private mount namespace."""
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("nskit_tests_conftest", ROOT / "tests" / "conftest.py")
-    conftest = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(conftest)
-    return conftest._expose_to_users()
-
-
 def as_mode(argv, user):
     """argv run in a mount namespace of its own, as root or as `user` (a uid,
     no capabilities, the interpreter made reachable). Both modes go through
@@ -185,7 +161,7 @@ def as_mode(argv, user):
     if user is None:
         script = f"exec {shlex.join(argv)}"
     else:
-        script = (_expose_to_users() + f"exec setpriv --reuid {user} --regid {user} "
+        script = (expose_to_users() + f"exec setpriv --reuid {user} --regid {user} "
                   f"--clear-groups --inh-caps=-all {shlex.join(argv)}")
     return ["unshare", "--mount", "--propagation", "private", "bash", "-c", script]
 
@@ -228,7 +204,8 @@ def bench_grading(rounds, class_sizes, work, steps_dir):
     commands = [Command("steps_root", as_mode(grader("--target", str(steps_dir)), None), ROOT),
                 Command("steps_user", as_mode(grader("--target", str(steps_dir)), NOBODY), ROOT)]
     for n in sorted(class_sizes):
-        folder = build_class(work / f"class-{n}", n, steps_dir)
+        folder = work / f"class-{n}"
+        build_class(folder, n, steps_dir)
         scores = out / f"scores-{n}.csv"
         # Fewer rounds for big classes (7, 3, 2 for 1, 10, 100 learners by
         # default): their spread is small beside their length.
@@ -327,7 +304,7 @@ def tables(startup, kernel, grading, class_sizes):
     return shown
 
 
-README = BENCH / "README.md"
+READMES = (ROOT / "README.md", BENCH / "README.md")
 BEGIN, END = "<!-- bench:results -->", "<!-- /bench:results -->"
 
 
@@ -342,8 +319,8 @@ def results_markdown(report):
     return f"{head}\n\n{body}"
 
 
-def update_readme(report, path=README):
-    """Put the latest tables between the README's markers."""
+def update_readme(report, path):
+    """Put the latest tables between a README's markers."""
     text = Path(path).read_text()
     if BEGIN not in text or END not in text:
         return False
@@ -354,18 +331,13 @@ def update_readme(report, path=README):
 
 
 def in_frame(argv):
-    """Re-run this script in a throwaway frame; /mytmp, which steps 02 and 07
-    need, is made for the run and removed after if it was not there before."""
-    existed = os.path.lexists("/mytmp")
+    """Re-run this script in a throwaway frame on a root of its own in memory,
+    with the /mytmp that steps 02 and 07 need: nothing it makes reaches the
+    machine's disk."""
     env = {**os.environ, FRAME_MARK: "1"}
-    try:
-        return subprocess.run([*FRAME, PYTHON, str(Path(__file__).resolve()), *argv], env=env).returncode
-    finally:
-        if not existed:
-            try:
-                os.rmdir("/mytmp")
-            except OSError:
-                pass
+    again = shlex.join([PYTHON, str(Path(__file__).resolve()), *argv])
+    return subprocess.run([*FRAME, "bash", "-c", own_root(mytmp=True) + "exec " + again],
+                          env=env).returncode
 
 
 def main(argv=None):
@@ -392,7 +364,6 @@ def main(argv=None):
         args.rounds, args.grade_rounds, args.class_sizes = 8, 2, "1,10"
     steps_dir = Path(args.steps).resolve()
     class_sizes = [int(n) for n in args.class_sizes.split(",") if n.strip()]
-    os.makedirs("/mytmp", exist_ok=True)  # in the frame's mount namespace, on the real disk
 
     load = os.getloadavg()[0]
     if load > 0.5:
@@ -439,8 +410,10 @@ def main(argv=None):
     # Only a full run of the kit's own steps is the README's latest table.
     full = parts == {"startup", "namespaces", "grading"} and not args.quick and \
         steps_dir == STEPS_DIR and 100 in class_sizes
-    if full and Path(args.json).resolve() == (BENCH / "results.json") and update_readme(report):
-        print(f"updated: {README}")
+    if full and Path(args.json).resolve() == (BENCH / "results.json"):
+        for readme in READMES:
+            if update_readme(report, readme):
+                print(f"updated: {readme}")
     return 0
 
 

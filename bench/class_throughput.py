@@ -20,9 +20,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def build_class(folder, learners):
-    """folder/learner-NNN/ for each learner, each a copy of the kit's steps."""
-    programs = sorted(ROOT.glob("steps/0[0-7]_*.py"))
+def build_class(folder, learners, source=ROOT / "steps"):
+    """folder/learner-NNN/ for each learner, each a copy of the step programs
+    in source (the kit's steps/ by default); how many programs each has."""
+    programs = sorted(Path(source).glob("0[0-7]_*"))
     for n in range(learners):
         learner = folder / f"learner-{n:03d}"
         learner.mkdir(parents=True)

@@ -195,7 +195,7 @@ def _close_fds_except(keep):
                 pass
 
 
-def _hidden_ancestor(path):
+def hidden_ancestor(path):
     """The outermost folder on the way to path (itself included) that other
     users cannot enter: the run's root is 'other' to the machine's files."""
     for folder in [*reversed(Path(path).parents), Path(path)]:
@@ -304,7 +304,7 @@ class RootBuilder:
             _mount(f"/proc/self/fd/{fd}", f"{new}{path}", None, MS_BIND | MS_REC)
             _readonly_tree(f"{new}{path}")
         for path, data in self.request.files.items():
-            self.cover(new, _hidden_ancestor(Path(path).parent) or Path(path).parent)
+            self.cover(new, hidden_ancestor(Path(path).parent) or Path(path).parent)
             os.makedirs(f"{new}{Path(path).parent}", exist_ok=True)
             with open(f"{new}{path}", "wb") as fh:
                 fh.write(data)
@@ -549,7 +549,7 @@ def _reach_for(paths):
     out = []
     for path in map(Path, paths):
         fresh = any(path.is_relative_to(f"/{d}") for d in FRESH)
-        anchor = _hidden_ancestor(path) if os.geteuid() == 0 else None
+        anchor = hidden_ancestor(path) if os.geteuid() == 0 else None
         if fresh or anchor is not None:
             out.append((path, anchor or path))
     return out

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import sh
 
+from tools.frame import expose_to_users, own_root as own_root_prelude
+
 # Prints from a clone child must survive a pipe without this crutch.
 os.environ.pop("PYTHONUNBUFFERED", None)
 
@@ -39,52 +41,6 @@ class Framed:
         return f"<exit {self.code}\nstdout:\n{self.out}\nstderr:\n{self.err}>"
 
 
-def _hidden_ancestor(path):
-    """The outermost folder above path that other users cannot enter, or None."""
-    for parent in reversed(Path(path).parents):
-        if not parent.stat().st_mode & 0o001:
-            return parent
-    return None
-
-
-def _expose_to_users():
-    """Bash that makes the interpreter and the repo reachable for any user in
-    the frame, however private their homes are (pyenv lives in /root, 0700),
-    without touching the real folders' modes."""
-    paths = [Path(sys.base_prefix).resolve(), ROOT]
-    hidden = {a for a in map(_hidden_ancestor, paths) if a}
-    if not hidden:
-        return ""
-    lines = ["mount -t tmpfs nskit-stage /mnt"]
-    for i, path in enumerate(paths):
-        lines += [f"mkdir /mnt/{i}", f"mount --bind '{path}' /mnt/{i}"]
-    lines += [f"mount -t tmpfs -o mode=755 nskit-expose '{a}'" for a in hidden]
-    for i, path in enumerate(paths):
-        lines += [f"mkdir -p '{path}'", f"mount --bind /mnt/{i} '{path}'"]
-    return " && ".join(lines) + " && "
-
-
-def _own_root(mytmp, keep):
-    """Bash that moves the frame onto a root of its own in memory: binds of
-    every folder of the machine's /, an empty /tmp, and /mytmp only if asked,
-    so what a test makes there (steps 02 and 07 mkdir /mytmp) never reaches
-    the machine's disk. The repo, the interpreter and the folders in keep
-    stay where they are, even when they live under /tmp."""
-    keep = [p for p in (ROOT, Path(sys.base_prefix).resolve(), *map(Path, keep))
-            if Path("/tmp") in p.parents]
-    lines = [
-        "mount -t tmpfs -o mode=755 nskit-root /mnt", "cd /mnt", "shopt -s dotglob",
-        'for d in /*; do n=${d#/}; case $n in mnt|tmp|mytmp) continue;; esac; '
-        'if [ -L "$d" ]; then cp -P "$d" "$n"; elif [ -d "$d" ]; then mkdir "$n" && '
-        'mount --rbind "$d" "$n" || exit 99; else : > "$n"; fi; done',
-        "mkdir mnt tmp .old", "mount -t tmpfs -o mode=1777 nskit-tmp tmp",
-        *(["mkdir mytmp"] if mytmp else []),
-        *[f"mkdir -p '.{p}' && mount --rbind '{p}' '.{p}'" for p in keep],
-        "pivot_root . .old", "umount -l /.old", "rmdir /.old", f"cd '{ROOT}'",
-    ]
-    return " && ".join(lines) + " && "
-
-
 def in_frame(script, rshared=False, user=None, own_root=False, mytmp=False, keep=(), setup=""):
     """Run a bash script in a throwaway frame, from the repo's folder. With
     own_root, on a root of its own in memory (and /mytmp in it if mytmp,
@@ -92,11 +48,11 @@ def in_frame(script, rshared=False, user=None, own_root=False, mytmp=False, keep
     with rshared, its / propagates mounts the way a systemd host's does;
     setup is bash run as root first; with user (a uid), the script runs as
     that ordinary user, with no capabilities."""
-    prelude = _own_root(mytmp, keep) if own_root else ""
+    prelude = own_root_prelude(mytmp, keep) if own_root else ""
     prelude += "mount --make-rshared / && " if rshared else ""
     prelude += setup
     if user is not None:
-        prelude += _expose_to_users()
+        prelude += expose_to_users()
         script = (f"exec setpriv --reuid {user} --regid {user} --clear-groups "
                   f"--inh-caps=-all bash -c {sh_quote(script)}")
     return Framed(_unshare("bash", "-c", prelude + script))

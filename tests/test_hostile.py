@@ -24,7 +24,8 @@ from shlex import quote
 
 import pytest
 
-from conftest import PYTHON, ROOT, _expose_to_users, in_frame, step_path
+from conftest import PYTHON, ROOT, in_frame, step_path
+from tools.frame import expose_to_users
 
 HOSTILE = Path(__file__).resolve().parent / "hostile"
 KIT = (HOSTILE / "_kit.py").read_text()
@@ -409,7 +410,7 @@ def as_user(tmp_path_factory):
         f"cp -r {quote(str(klass))} /srv/class && mkdir -m 1777 /srv/out || exit 99",
         f"chmod -R a+rX /srv/class && chown -R {USER}:{USER} {own} || exit 99",
         grader.format("root"),
-        f"{_expose_to_users()}{as_nobody}",
+        f"{expose_to_users()}{as_nobody}",
         "echo '@@frame root'; cat /srv/out/root.json",
         "echo '@@frame user'; cat /srv/out/user.json",
         "echo '@@frame user-out'; head -c 20000 /srv/out/user.out",
@@ -519,7 +520,7 @@ os.execvp("setpriv", ["setpriv", "--reuid", "65534", "--regid", "65534", "--clea
 
 def test_max_user_namespaces_0_gets_the_refusal_sentence():
     before = Path("/proc/sys/user/max_user_namespaces").read_text()
-    r = in_frame(f"{_expose_to_users()}{quote(PYTHON)} -c {quote(NO_USERNS_FOR_NOBODY)} "
+    r = in_frame(f"{expose_to_users()}{quote(PYTHON)} -c {quote(NO_USERNS_FOR_NOBODY)} "
                  f"{GRADE_STEPS}")
     assert r.code == 2, r
     assert r.err.startswith(REFUSAL), r.err

@@ -1,0 +1,48 @@
+"""Throwaway frames for the kit's tests and benches, as bash to run first in a
+frame of new namespaces (`unshare --mount ... bash -c`): they change only the
+frame's own mounts, never the machine's folders or their modes."""
+import sys
+from pathlib import Path
+
+from conformance.sandbox import hidden_ancestor
+
+ROOT = Path(__file__).resolve().parent.parent
+PREFIX = Path(sys.base_prefix).resolve()
+
+
+def expose_to_users():
+    """Bash that makes the interpreter and the repo reachable for any user in
+    the frame, however private their homes are (pyenv lives in /root, 0700),
+    without touching the real folders' modes."""
+    paths = [PREFIX, ROOT]
+    hidden = {a for a in map(hidden_ancestor, paths) if a}
+    if not hidden:
+        return ""
+    lines = ["mount -t tmpfs nskit-stage /mnt"]
+    for i, path in enumerate(paths):
+        lines += [f"mkdir /mnt/{i}", f"mount --bind '{path}' /mnt/{i}"]
+    lines += [f"mount -t tmpfs -o mode=755 nskit-expose '{a}'" for a in hidden]
+    for i, path in enumerate(paths):
+        lines += [f"mkdir -p '{path}'", f"mount --bind /mnt/{i} '{path}'"]
+    return " && ".join(lines) + " && "
+
+
+def own_root(mytmp=False, keep=()):
+    """Bash that moves the frame onto a root of its own in memory: binds of
+    every folder of the machine's /, an empty /tmp, and /mytmp only if asked,
+    so what a test makes there (steps 02 and 07 mkdir /mytmp) never reaches
+    the machine's disk. The repo, the interpreter and the folders in keep
+    stay where they are, even when they live under /tmp."""
+    keep = [p for p in (ROOT, PREFIX, *map(Path, keep))
+            if Path("/tmp") in p.parents]
+    lines = [
+        "mount -t tmpfs -o mode=755 nskit-root /mnt", "cd /mnt", "shopt -s dotglob",
+        'for d in /*; do n=${d#/}; case $n in mnt|tmp|mytmp) continue;; esac; '
+        'if [ -L "$d" ]; then cp -P "$d" "$n"; elif [ -d "$d" ]; then mkdir "$n" && '
+        'mount --rbind "$d" "$n" || exit 99; else : > "$n"; fi; done',
+        "mkdir mnt tmp .old", "mount -t tmpfs -o mode=1777 nskit-tmp tmp",
+        *(["mkdir mytmp"] if mytmp else []),
+        *[f"mkdir -p '.{p}' && mount --rbind '{p}' '.{p}'" for p in keep],
+        "pivot_root . .old", "umount -l /.old", "rmdir /.old", f"cd '{ROOT}'",
+    ]
+    return " && ".join(lines) + " && "
