@@ -11,8 +11,9 @@ from . import probe
 from .checks import NOT_RUN, STEPS, Evidence, checks_for
 from .sandbox import Request, Sandbox
 
-# A .py program runs with the grader's own interpreter, from outside its venv:
-# the steps use the standard library only.
+# A .py program runs with the grader's own interpreter, from outside its venv,
+# and without site (-S): the steps use the standard library only, and the .pth
+# files a machine's site-packages may carry cost a run tens of milliseconds.
 INTERPRETER = os.path.realpath(sys.executable)
 PREFIX = str(Path(sys.base_prefix).resolve())
 MAX_PROGRAM = 16 << 20
@@ -52,7 +53,7 @@ def _failed_all(step, program, reason):
 
 def request_for(program, token, label=None):
     path = str(program.path)
-    argv = [INTERPRETER, path] if program.is_python else [path]
+    argv = [INTERPRETER, "-S", path] if program.is_python else [path]
     return Request(argv + probe.command(token), reach=[PREFIX] if program.is_python else [],
                    files={path: _read_program(program.path)}, tag=(label, program, token))
 
