@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """00 skeleton: run a command in a child process made by clone(2).
 
-The article's skeleton.c in Python. Every later step is a copy of this file
-with one more clone flag and the little code that flag needs.
+A step of the article "Creating containers - Part 1: Namespaces", in Python.
+Every step is the article's skeleton.c (steps/00_skeleton.py) with one more
+clone flag and the little code that flag needs: `make diff-NN` shows it.
 
-    python3 steps/00_skeleton.py CMD [ARGS...]
+Usage: python3 THIS_FILE CMD [ARGS...]
 """
 import ctypes
 import errno
