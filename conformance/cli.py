@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from . import report
-from .checks import NOT_RUN, STEPS
+from .checks import STEPS
 from .discover import TargetError, find_programs, find_submissions
 from .grade import grade
 from .sandbox import Limits, Sandbox, Unavailable
@@ -170,11 +170,8 @@ def _report_class(args, results):
             report.write_json(folder / "results.json", report.gradescope(steps))
     if args.junit:
         Path(args.junit).write_text(report.junit(results))
-    # Steps that were not run (missing, timed out) or never ran the command (a
-    # crash, a syntax error): the first check that saw no output says why.
-    trouble = [(label, s.step, s.problem or next(c.seen for c in s.checks if c.seen.startswith(NOT_RUN)))
-               for label, steps in results.items() for s in steps
-               if s.problem or any(c.seen.startswith(NOT_RUN) for c in s.checks)]
+    trouble = [(label, s.step, s.trouble) for label, steps in results.items()
+               for s in steps if s.trouble]
     if trouble:
         print("\nnot graded normally:")
         for label, nn, problem in trouble:

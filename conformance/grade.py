@@ -45,6 +45,12 @@ class StepResult:
     def passed(self):
         return all(c.passed for c in self.checks)
 
+    @property
+    def trouble(self):
+        """Why it was not graded normally: not run (missing, timed out), or
+        its command never ran (a crash, a syntax error); None otherwise."""
+        return self.problem or next((c.seen for c in self.checks if c.seen.startswith(NOT_RUN)), None)
+
 
 def _failed_all(step, program, reason):
     checks = [CheckResult(step, c.title, False, reason, "") for c in checks_for(step)]

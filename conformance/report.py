@@ -31,17 +31,24 @@ def table(steps):
     return f"{body}\n\nscore: {got}/{out_of} checks passed"
 
 
-def class_table(results):
-    """Learner x step: checks passed per step, and the total."""
+def _by_learner(results):
+    """The steps graded, and per learner: checks passed per step (None where
+    the step was not graded), and the total as (passed, out of)."""
     steps = sorted({s.step for r in results.values() for s in r})
     rows = []
     for label, learner in results.items():
-        by_step = {s.step: s for s in learner}
-        cells = [f"{score([by_step[s]])[0]}/{score([by_step[s]])[1]}" if s in by_step else "-"
-                 for s in steps]
-        got, out_of = score(learner)
-        rows.append([label, *cells, f"{got}/{out_of}"])
-    return tabulate(rows, headers=["learner", *steps, "total"], tablefmt="simple")
+        by_step = {s.step: score([s]) for s in learner}
+        rows.append((label, [by_step.get(nn) for nn in steps], score(learner)))
+    return steps, rows
+
+
+def class_table(results):
+    """Learner x step: checks passed per step, and the total."""
+    def fraction(cell):
+        return f"{cell[0]}/{cell[1]}" if cell else "-"
+    steps, rows = _by_learner(results)
+    table = [[label, *map(fraction, cells), fraction(total)] for label, cells, total in rows]
+    return tabulate(table, headers=["learner", *steps, "total"], tablefmt="simple")
 
 
 def gradescope(steps):
@@ -93,11 +100,9 @@ def write_json(path, data):
 
 def write_scores_csv(path, results):
     """learner, one column per step (checks passed), total, out_of."""
-    steps = sorted({s.step for r in results.values() for s in r})
+    steps, rows = _by_learner(results)
     with open(path, "w", newline="") as fh:
         out = csv.writer(fh)
         out.writerow(["learner", *[f"{s}_{STEPS[s]}" for s in steps], "total", "out_of"])
-        for label, learner in results.items():
-            by_step = {s.step: s for s in learner}
-            out.writerow([label, *[score([by_step[s]])[0] if s in by_step else 0 for s in steps],
-                          *score(learner)])
+        for label, cells, total in rows:
+            out.writerow([label, *[cell[0] if cell else 0 for cell in cells], *total])

@@ -456,7 +456,6 @@ class Host:
                 return left[:20] + ([f"... and {len(left) - 20} more"] if len(left) > 20 else [])
 
     def main(self, report):
-        started = time.monotonic()
         libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
             signal.signal(sig, signal.SIG_DFL)  # init ignores what it does not handle
@@ -475,7 +474,6 @@ class Host:
         payload = json.dumps({
             "output": output.decode("latin-1"), "cut": cut, "status": status,
             "before": before, "after": after, "leftover": leftover,
-            "seconds": time.monotonic() - started,
         }).encode()
         view = memoryview(payload)
         while view:
