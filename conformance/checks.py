@@ -8,16 +8,7 @@ the next thing to do, not at the code that does it.
 """
 from dataclasses import dataclass
 
-from .probe import NAMESPACES
-
-STEPS = {
-    "00": "skeleton", "01": "net", "02": "mount", "03": "uts",
-    "04": "ipc", "05": "pid", "06": "user", "07": "combined",
-}
-NEW_NAMESPACES = {
-    "00": set(), "01": {"net"}, "02": {"mnt"}, "03": {"uts"}, "04": {"ipc"},
-    "05": {"pid", "mnt"}, "06": {"user"}, "07": set(NAMESPACES),
-}
+from .catalog import NAMESPACES, NEW_NAMESPACES, STEP_NAMES as STEPS
 NOT_RUN = "the command's output never came back"
 
 

@@ -9,6 +9,8 @@ cannot know it.
 import re
 from dataclasses import dataclass, field
 
+from .catalog import NAMESPACES
+
 # (section, command): what the command inside sees.
 PROBES = (
     ("ns", "ls -l /proc/self/ns/"),
@@ -20,7 +22,6 @@ PROBES = (
     ("id", "id"),
     ("ls", "ls -la /"),
 )
-NAMESPACES = ("ipc", "mnt", "net", "pid", "user", "uts")
 
 
 def script(token):

@@ -33,16 +33,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .catalog import (CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWPID,
+                      CLONE_NEWUSER, CLONE_NEWUTS)
 from .cgroups import Cgroups
 
 libc = ctypes.CDLL(None, use_errno=True)
 
-CLONE_NEWNS = 0x00020000
-CLONE_NEWUTS = 0x04000000
-CLONE_NEWIPC = 0x08000000
-CLONE_NEWUSER = 0x10000000
-CLONE_NEWPID = 0x20000000
-CLONE_NEWNET = 0x40000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_REMOUNT = 1, 2, 4, 32
 MS_BIND, MS_REC, MS_PRIVATE = 4096, 16384, 1 << 18
 MNT_DETACH = 2

@@ -1,0 +1,39 @@
+"""The kit's vocabulary, in one place: the steps, the six namespaces, the
+clone flags. Everything else imports these names.
+
+Words, used the same way everywhere:
+  the machine   the real computer the grader or a test runs on;
+  the run's host  the throwaway host a graded run gets (conformance/sandbox);
+  the frame     the throwaway namespaces a test of the kit runs in (tests/).
+"""
+
+# step number -> its name, as in NN_<name>.py; graded by default.
+STEP_NAMES = {
+    "00": "skeleton", "01": "net", "02": "mount", "03": "uts",
+    "04": "ipc", "05": "pid", "06": "user", "07": "combined",
+}
+
+# The six namespaces the article creates, as /proc/PID/ns names them.
+NAMESPACES = ("ipc", "mnt", "net", "pid", "user", "uts")
+
+# The namespaces each step's command must have of its own.
+NEW_NAMESPACES = {
+    "00": set(), "01": {"net"}, "02": {"mnt"}, "03": {"uts"}, "04": {"ipc"},
+    "05": {"pid", "mnt"}, "06": {"user"}, "07": set(NAMESPACES),
+}
+
+# <sched.h> and <signal.h>, x86_64 and arm64.
+CLONE_NEWNS = 0x00020000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+SIGCHLD = 17
+CLONE_FLAG_OF = {"mnt": CLONE_NEWNS, "uts": CLONE_NEWUTS, "ipc": CLONE_NEWIPC,
+                 "user": CLONE_NEWUSER, "pid": CLONE_NEWPID, "net": CLONE_NEWNET}
+
+
+def file_name(nn):
+    """The file a step's program is named after: 04 -> 04_ipc."""
+    return f"{nn}_{STEP_NAMES[nn]}"
