@@ -1,101 +1,81 @@
-"""Fixtures for the kit's own tests.
-
-Everything that creates namespaces runs inside a throwaway frame, so a bug in
-a step or a test cannot change the real machine's hostname, mounts, IPC
-objects or network links.
-"""
-import json
+"""pytest's hooks for the kit's tests: the `root` marker, and the guard that
+every test leaves the machine as it found it. What tests share is in
+helpers.py."""
 import os
-import sys
-from shlex import quote as sh_quote
+import re
+import subprocess
 from pathlib import Path
 
 import pytest
-import sh
 
-from tools.frame import expose_to_users, own_root as own_root_prelude
+from conformance.sandbox import RANGE, unused_range
+from helpers import IS_ROOT
 
 # Prints from a clone child must survive a pipe without this crutch.
 os.environ.pop("PYTHONUNBUFFERED", None)
 
-ROOT = Path(__file__).resolve().parent.parent
-STEPS = ROOT / "steps"
-PYTHON = sys.executable
-
-_unshare = sh.Command("unshare").bake(
-    "--mount", "--uts", "--ipc", "--net", "--pid", "--fork", "--mount-proc",
-    "--propagation", "private",
-    _ok_code=range(256), _return_cmd=True, _cwd=str(ROOT), _timeout=120,
-)
+# The hostnames the steps and the frames set; the machine must never get one.
+KIT_HOSTNAMES = {"myhostname", "nskit-frame"}
+# The queue key of the grader's own tests (0x6e736b, "nsk").
+KIT_QUEUE_KEYS = {0x6E736B}
+KIT_UIDS = range(unused_range(), unused_range() + RANGE)
 
 
-class Framed:
-    """What a script printed in its frame, and how it exited."""
-
-    def __init__(self, cmd):
-        self.code = cmd.exit_code
-        self.out = cmd.stdout.decode(errors="replace")
-        self.err = cmd.stderr.decode(errors="replace")
-
-    def __repr__(self):
-        return f"<exit {self.code}\nstdout:\n{self.out}\nstderr:\n{self.err}>"
+def pytest_runtest_setup(item):
+    if item.get_closest_marker("root") and not IS_ROOT:
+        pytest.skip("needs the machine's root (run it with sudo)")
 
 
-def in_frame(script, rshared=False, user=None, own_root=False, mytmp=False, keep=(), setup=""):
-    """Run a bash script in a throwaway frame, from the repo's folder. With
-    own_root, on a root of its own in memory (and /mytmp in it if mytmp,
-    and the folders in keep where they are);
-    with rshared, its / propagates mounts the way a systemd host's does;
-    setup is bash run as root first; with user (a uid), the script runs as
-    that ordinary user, with no capabilities."""
-    prelude = own_root_prelude(mytmp, keep) if own_root else ""
-    prelude += "mount --make-rshared / && " if rshared else ""
-    prelude += setup
-    if user is not None:
-        prelude += expose_to_users()
-        script = (f"exec setpriv --reuid {user} --regid {user} --clear-groups "
-                  f"--inh-caps=-all bash -c {sh_quote(script)}")
-    return Framed(_unshare("bash", "-c", prelude + script))
+def _queues():
+    # key msqid perms cbytes qnum lspid lrpid uid ...
+    rows = [row.split() for row in Path("/proc/sysvipc/msg").read_text().splitlines()[1:]]
+    return sorted((int(r[0]), int(r[7])) for r in rows
+                  if int(r[0]) in KIT_QUEUE_KEYS or int(r[7]) in KIT_UIDS)
 
 
-def step_path(nn):
-    """steps/NN_name.py for a two-digit step number."""
-    (path,) = STEPS.glob(f"{nn}_*.py")
-    return path
+def _orphans():
+    """Processes of the grader's uid range that nobody waits for any more."""
+    found = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(line.split(":", 1) for line in status.read_text().splitlines())
+        except (OSError, ValueError):
+            continue  # gone meanwhile
+        uid = int(fields["Uid"].split()[0])
+        if uid in KIT_UIDS and fields["PPid"].strip() == "1":
+            found.append(f"{fields['Name'].strip()} (pid {status.parent.name}, uid {uid})")
+    return sorted(found)
 
 
-@pytest.fixture
-def frame():
-    return in_frame
+def machine_traces():
+    """What the kit could leave on the machine, and nothing else: other work
+    on it (containers, other queues and links) may change the rest meanwhile,
+    and a parallel worker's tests run in frames of their own."""
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    mounts = Path("/proc/self/mounts").read_text().splitlines()
+    hostname = os.uname().nodename
+    shm = [p.name for p in Path("/dev/shm").iterdir() if "nskit" in p.name]
+    return {
+        "links named nskit": sorted(re.findall(r"^\d+: (\S*nskit[^:@\s]*)", links, re.M)),
+        "mounts of nskit or /mytmp": sorted(m for m in mounts if "nskit" in m or "/mytmp" in m),
+        "the kit's hostnames": hostname if hostname in KIT_HOSTNAMES else None,
+        "/mytmp": os.path.lexists("/mytmp"),
+        "queues of the kit's keys or uids": _queues(),
+        "files named nskit in /dev/shm": sorted(shm),
+        "orphans of the grader's uid range": _orphans(),
+    }
 
 
-class Graded:
-    """What `python -m conformance` said of a folder: exit code, table, and
-    every check's verdict as {step: {title: check}}."""
-
-    def __init__(self, done, report):
-        self.code, self.out, self.err = done.exit_code, done.stdout.decode(), done.stderr.decode()
-        self.steps = {}
-        if report.exists():
-            for label in json.loads(report.read_text()).values():
-                for step in label["steps"]:
-                    self.steps[step["step"]] = {c["title"]: c for c in step["checks"]}
-
-    def failed(self, step):
-        """Titles of the checks of a step that failed."""
-        return {title for title, check in self.steps[step].items() if not check["passed"]}
-
-    def __repr__(self):
-        return f"<grader exit {self.code}\n{self.out}\n{self.err}>"
+@pytest.fixture(scope="session")
+def machine_at_start():
+    return machine_traces()
 
 
-_grader = sh.Command(PYTHON).bake("-m", "conformance", _ok_code=range(256), _return_cmd=True,
-                                  _cwd=str(ROOT), _timeout=300)
-
-
-def grade(*args, tmp):
-    """Run the grader with these arguments (e.g. "--target", dir), its JSON
-    report written under the folder tmp."""
-    report = Path(tmp) / "grader-report.json"
-    report.unlink(missing_ok=True)
-    return Graded(_grader(*args, "--json", str(report)), report)
+@pytest.fixture(autouse=True)
+def machine_unchanged(machine_at_start):
+    """After each test: nothing of the kit's is left on the machine."""
+    yield
+    after = machine_traces()
+    changed = {what: (machine_at_start[what], now) for what, now in after.items()
+               if now != machine_at_start[what]}
+    assert not changed, f"the test left this on the machine (before, after): {changed}"

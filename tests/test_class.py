@@ -15,9 +15,8 @@ import sys
 
 import pytest
 
-from conftest import PYTHON, ROOT, grade, step_path
+from helpers import PYTHON, ROOT, grade, step_path
 
-sys.path.insert(0, str(ROOT))
 from conformance import checks  # noqa: E402
 from conformance.checks import STEPS, checks_for  # noqa: E402
 from exercises.make_work import make_work  # noqa: E402

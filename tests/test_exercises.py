@@ -5,16 +5,13 @@ the article passes step by step, guided by hints that never give the answer.
 import ast
 import shutil
 import subprocess
-import sys
 
 import pytest
 
-from conftest import PYTHON, ROOT, grade, step_path
-
-sys.path.insert(0, str(ROOT))
-from conformance.checks import STEPS  # noqa: E402
-from exercises.make_work import SKELETON, with_docstring  # noqa: E402
-from exercises.tasks import TASKS, file_name  # noqa: E402
+from conformance.catalog import STEP_NAMES, file_name
+from exercises.make_work import SKELETON, with_docstring
+from exercises.tasks import TASKS
+from helpers import PYTHON, ROOT, grade, step_path
 
 ARTICLE = ROOT.parent / "shared" / "reference" / "creating-containers-part-1-namespaces.md"
 # What the hints must not give away: the flags, their values, the calls' code.
@@ -47,14 +44,14 @@ def work(tmp_path):
 
 def test_work_holds_the_skeleton_with_one_task_per_step(work):
     skeleton = SKELETON.read_text()
-    assert sorted(p.name for p in work.iterdir()) == [file_name(nn) for nn in STEPS]
+    assert sorted(p.name for p in work.iterdir()) == [f"{file_name(nn)}.py" for nn in STEP_NAMES]
     assert (work / "00_skeleton.py").read_text() == skeleton
     for nn in TASKS:
-        source = (work / file_name(nn)).read_text()
+        source = (work / f"{file_name(nn)}.py").read_text()
         task = docstring(source)
         # Only the docstring differs from the skeleton.
         assert with_docstring(source, "") == with_docstring(skeleton, "")
-        assert task != docstring(skeleton) and task.startswith(f"{nn} {STEPS[nn]}, your task:")
+        assert task != docstring(skeleton) and task.startswith(f"{nn} {STEP_NAMES[nn]}, your task:")
         assert f"make grade STEP={nn}" in task and "You should see:" in task
 
 
@@ -63,7 +60,7 @@ def test_work_holds_the_skeleton_with_one_task_per_step(work):
 def test_every_task_points_at_a_section_the_article_has(work):
     article = ARTICLE.read_text()
     for nn in TASKS:
-        task = docstring((work / file_name(nn)).read_text())
+        task = docstring((work / f"{file_name(nn)}.py").read_text())
         section = task.split('Article:    "')[1].split('"')[0]
         assert f"## {section}\n" in article, f"{nn} points at a section the article lacks"
 
@@ -105,7 +102,7 @@ def test_following_the_article_passes_step_by_step(work, tmp_path):
     assert "CLONE_NEW" not in fresh.out and "libc." not in fresh.out
     # The article's answer, one step at a time: each passes once it is done.
     for nn in TASKS:
-        shutil.copy(step_path(nn), work / file_name(nn))
+        shutil.copy(step_path(nn), work / f"{file_name(nn)}.py")
         done = grade("--target", work, "--step", nn, tmp=tmp_path)
         assert done.code == 0 and not done.failed(nn), done
     assert grade("--target", work, tmp=tmp_path).code == 0

@@ -22,9 +22,8 @@ from shlex import quote
 
 import pytest
 
-from conftest import PYTHON, ROOT, STEPS, grade, in_frame, step_path
+from helpers import PYTHON, ROOT, STEPS_DIR as STEPS, grade, in_frame, step_path
 
-sys.path.insert(0, str(ROOT))
 from conformance.checks import STEPS as NAMES, checks_for  # noqa: E402
 
 GALLERY = Path(__file__).resolve().parent / "gallery"

@@ -14,9 +14,8 @@ from shlex import quote
 
 import pytest
 
-from conftest import PYTHON, ROOT, step_path
+from helpers import PYTHON, ROOT, step_path
 
-sys.path.insert(0, str(ROOT))
 from conformance.checks import STEPS, checks_for  # noqa: E402
 from exercises.tasks import file_name  # noqa: E402
 

@@ -24,7 +24,7 @@ from shlex import quote
 
 import pytest
 
-from conftest import PYTHON, ROOT, in_frame, step_path
+from helpers import PYTHON, ROOT, in_frame, step_path
 from tools.frame import expose_to_users
 
 HOSTILE = Path(__file__).resolve().parent / "hostile"

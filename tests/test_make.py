@@ -6,16 +6,12 @@ and /mytmp can be made present or missing without touching the real one.
 """
 import os
 import re
-from shlex import quote
 
 import pytest
 
-from conftest import PYTHON, ROOT, in_frame, step_path
+from conformance.catalog import STEP_NAMES
+from helpers import ROOT, flag_names, in_frame, refused, sections, step_path
 
-STEPS = ["00", "01", "02", "03", "04", "05", "06", "07"]
-FLAGS = {"01": "CLONE_NEWNET", "02": "CLONE_NEWNS", "03": "CLONE_NEWUTS",
-         "04": "CLONE_NEWIPC", "05": "CLONE_NEWPID", "06": "CLONE_NEWUSER",
-         "07": "CLONE_NEWUSER"}
 FRAME_HOST = "nskit-frame"
 NOTICE = "You are not root: running in a user namespace where root is you."
 
@@ -40,14 +36,13 @@ def framed(script, mytmp=False, user=None):
     return in_frame(script, own_root=True, mytmp=mytmp, user=user, setup=HOST)
 
 
-def sections(out):
+def shown(out):
     """The demo's output, by heading: {"through steps/03_uts.py: hostname": "..."}."""
-    parts = re.split(r"^── (.*)$", out.split("\nWhat you just saw:")[0], flags=re.M)
-    return {head: body.strip("\n") for head, body in zip(parts[1::2], parts[2::2])}
+    return sections(out.split("\nWhat you just saw:")[0], prefix="── ")
 
 
 def host_and_step(out, nn, cmd):
-    seen = sections(out)
+    seen = shown(out)
     return seen[f"on the host: {cmd}"], seen[f"through steps/{step_path(nn).name}: {cmd}"]
 
 
@@ -69,7 +64,7 @@ def check_mount(out, nn):
 
 def check_no_jail(out, nn):
     check_mount(out, nn)  # its mounts are its own, yet:
-    step = sections(out)[f"through steps/{step_path(nn).name}: ls /"]
+    step = shown(out)[f"through steps/{step_path(nn).name}: ls /"]
     assert {"usr", ROOT.parts[1], "mytmp"} <= set(step.split())
 
 
@@ -78,15 +73,15 @@ def check_hostname(out, nn):
 
 
 def check_queue(out, nn):
-    (key,) = re.findall(r"^(0x[0-9a-f]+) ", sections(out)["on the host: ipcs -q"], re.M)
-    assert key not in host_and_step(out, nn, "ipcs -q")[1]
+    keys = re.findall(r"^(0x[0-9a-f]+) ", shown(out)["on the host: ipcs -q"], re.M)
+    assert len(keys) == 1 and keys[0] not in host_and_step(out, nn, "ipcs -q")[1]
 
 
 def check_pids(out, nn):
     host, step = host_and_step(out, nn, "ps aux")
     assert len(processes(host)) > 1
-    (alone,) = processes(step)
-    assert alone.split()[1] == "1" and alone.endswith("ps aux")
+    alone = processes(step)
+    assert len(alone) == 1 and alone[0].split()[1] == "1" and alone[0].endswith("ps aux")
 
 
 def check_nobody(out, nn):
@@ -101,8 +96,8 @@ def check_files(out, nn):
 
 
 def check_same(out, nn):
-    assert "through steps/00_skeleton.py: ip a" in sections(out)
-    host, step = sections(out).values()
+    assert "through steps/00_skeleton.py: ip a" in shown(out)
+    host, step = shown(out).values()
     assert host == step and "nskit0" in host
 
 
@@ -129,7 +124,7 @@ def left_as_found(result, mytmp=False):
     assert (after[3:] == ["/mytmp"]) == mytmp, result
 
 
-@pytest.mark.parametrize("nn", STEPS)
+@pytest.mark.parametrize("nn", STEP_NAMES)
 def test_step_shows_the_outcome_and_leaves_nothing(nn):
     result = framed(f"make step-{nn}" + AFTER)
     assert "exit=0" in result.out, result
@@ -139,15 +134,17 @@ def test_step_shows_the_outcome_and_leaves_nothing(nn):
     left_as_found(result)
 
 
-@pytest.mark.parametrize("nn", STEPS[1:])
+@pytest.mark.parametrize("nn", list(STEP_NAMES)[1:])
 def test_step_checks_reject_the_skeleton_in_its_place(nn):
     """The checks above see the namespace, not just a heading: with the
-    skeleton bound over step NN, each of them fails."""
+    skeleton bound over step NN, the demo runs as well as ever and each
+    check says no (a missing section would be a KeyError, not a no)."""
     result = framed(f"mount --bind steps/00_skeleton.py {step_path(nn)} && "
                     f"make step-{nn}" + AFTER)
+    assert "exit=0" in result.out and "What you just saw:" in result.out, result
     left_as_found(result)
     for check in CHECKS[nn]:
-        with pytest.raises((AssertionError, KeyError, ValueError)):
+        with pytest.raises(AssertionError):
             check(result.out, nn)
 
 
@@ -164,16 +161,17 @@ def test_step_missing_its_flag_is_undone_and_named(nn, flag, undo):
     left_as_found(result)
 
 
-@pytest.mark.parametrize("nn", STEPS)
-def test_diff_shows_the_flag(nn):
+@pytest.mark.parametrize("nn", STEP_NAMES)
+def test_diff_shows_the_flags(nn):
     result = in_frame(f"make diff-{nn}")
     assert result.code == 0, result
     if nn == "00":
         assert result.out == ""
     else:
         assert result.out.startswith("--- steps/00_skeleton.py")
-        assert re.search(rf"^\+.*{FLAGS[nn]}", result.out, re.M)
-        assert not re.search(rf"^-.*{FLAGS[nn]}", result.out, re.M)
+    for flag in flag_names(nn):
+        assert re.search(rf"^\+.*{flag}", result.out, re.M), flag
+        assert not re.search(rf"^-.*{flag}", result.out, re.M), flag
 
 
 def test_unknown_step_is_named():
@@ -203,33 +201,6 @@ def test_user_without_mytmp_is_asked_for_sudo_mkdir():
     assert "run `sudo mkdir /mytmp`" in result.err
     assert len(result.err.strip().splitlines()) == 2  # the sentence, make's own line
     assert "Traceback" not in result.err
-
-
-# Refuses every new user namespace, as Docker's default seccomp profile does:
-# unshare(2) and clone(2) with CLONE_NEWUSER fail with EPERM, and clone3,
-# whose flags a filter cannot read, is "missing", so glibc falls back to clone.
-NO_USERNS = r'''
-import ctypes, os, platform, struct, sys
-NR = {"x86_64": (0xC000003E, 272, 56, 435), "aarch64": (0xC00000B7, 97, 220, 435)}
-arch, unshare, clone, clone3 = NR[platform.machine()]
-LD, JEQ, JSET, RET = 0x20, 0x15, 0x45, 0x06
-ALLOW, ERRNO = 0x7FFF0000, 0x00050000
-prog = [(LD, 0, 0, 4), (JEQ, 0, 8, arch), (LD, 0, 0, 0), (JEQ, 5, 0, clone3),
-        (JEQ, 1, 0, unshare), (JEQ, 0, 4, clone), (LD, 0, 0, 16),
-        (JSET, 0, 2, 0x10000000), (RET, 0, 0, ERRNO | 1), (RET, 0, 0, ERRNO | 38),
-        (RET, 0, 0, ALLOW)]
-code = b"".join(struct.pack("HBBI", *insn) for insn in prog)
-buf = ctypes.create_string_buffer(code)
-fprog = struct.pack("HxxxxxxQ", len(prog), ctypes.addressof(buf))
-libc = ctypes.CDLL(None, use_errno=True)
-assert libc.prctl(38, 1, 0, 0, 0) == 0  # PR_SET_NO_NEW_PRIVS
-assert libc.prctl(22, 2, ctypes.c_char_p(fprog)) == 0  # PR_SET_SECCOMP, FILTER
-os.execvp(sys.argv[1], sys.argv[1:])
-'''
-
-
-def refused(script):
-    return f"{PYTHON} -c {quote(NO_USERNS)} bash -c {quote(script)}"
 
 
 def test_refusal_filter_refuses_user_namespaces_only():

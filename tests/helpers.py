@@ -1,0 +1,163 @@
+"""What the kit's tests share: the frame, the grader's verdicts, the steps'
+paths, the printed-sections parser and the filter that refuses user
+namespaces. Tests import them (`from helpers import in_frame`); pytest finds
+this folder through pyproject.toml's pythonpath.
+
+Everything that creates namespaces runs inside a throwaway frame, so a bug in
+a step or a test cannot change the machine's hostname, mounts, IPC objects or
+network links. As root the frame is new namespaces of the machine's root; as
+an ordinary user it is a user namespace of its own too, where the user is
+root, so the same tests run wherever user namespaces are allowed.
+"""
+import json
+import os
+import sys
+from pathlib import Path
+from shlex import quote
+
+import sh
+
+from conformance import catalog
+from conformance.catalog import NEW_NAMESPACES, file_name
+from tools.frame import expose_to_users, own_root as own_root_prelude
+
+ROOT = Path(__file__).resolve().parent.parent
+STEPS_DIR = ROOT / "steps"
+PYTHON = sys.executable
+# The machine's root, not root of a user namespace of a frame.
+IS_ROOT = os.geteuid() == 0
+
+_FRAME = ["--mount", "--uts", "--ipc", "--net", "--pid", "--fork", "--mount-proc",
+          "--propagation", "private"]
+_unshare = sh.Command("unshare").bake(
+    *([] if IS_ROOT else ["--user", "--map-root-user"]), *_FRAME,
+    _ok_code=range(256), _return_cmd=True, _cwd=str(ROOT), _timeout=120,
+)
+
+
+class Framed:
+    """What a script printed in its frame, and how it exited."""
+
+    def __init__(self, cmd):
+        self.code = cmd.exit_code
+        self.out = cmd.stdout.decode(errors="replace")
+        self.err = cmd.stderr.decode(errors="replace")
+
+    def __repr__(self):
+        return f"<exit {self.code}\nstdout:\n{self.out}\nstderr:\n{self.err}>"
+
+
+def as_user(uid, script):
+    """Bash that runs script as uid, an ordinary user with no capabilities.
+    In an ordinary user's frame only its root is mapped, so the uid lives in
+    a user namespace nested in it (where it may not set groups)."""
+    if IS_ROOT:
+        return (f"exec setpriv --reuid {uid} --regid {uid} --clear-groups "
+                f"--inh-caps=-all bash -c {quote(script)}")
+    return (f"exec unshare --user --map-user={uid} --map-group={uid} "
+            f"setpriv --inh-caps=-all bash -c {quote(script)}")
+
+
+def in_frame(script, rshared=False, user=None, own_root=False, mytmp=False, keep=(), setup=""):
+    """Run a bash script in a throwaway frame, from the repo's folder. With
+    own_root, on a root of its own in memory (and /mytmp in it if mytmp,
+    and the folders in keep where they are);
+    with rshared, its / propagates mounts the way a systemd host's does;
+    setup is bash run as the frame's root first; with user (a uid), the
+    script runs as that ordinary user, with no capabilities."""
+    prelude = own_root_prelude(mytmp, keep) if own_root else ""
+    prelude += "mount --make-rshared / && " if rshared else ""
+    prelude += setup
+    if user is not None:
+        prelude += expose_to_users()
+        script = as_user(user, script)
+    return Framed(_unshare("bash", "-c", prelude + script))
+
+
+# namespace -> the name of its clone flag: "net" -> "CLONE_NEWNET".
+FLAG_NAMES = {ns: next(name for name, value in vars(catalog).items()
+                       if name.startswith("CLONE_NEW") and value == flag)
+              for ns, flag in catalog.CLONE_FLAG_OF.items()}
+
+
+def flag_names(nn):
+    """The clone flags step nn adds to the skeleton's, by name."""
+    return {FLAG_NAMES[ns] for ns in NEW_NAMESPACES[nn]}
+
+
+def step_path(nn):
+    """steps/NN_name.py for a two-digit step number."""
+    return STEPS_DIR / f"{file_name(nn)}.py"
+
+
+def sections(text, prefix="@@"):
+    """Prints marked with `PREFIXname` lines, as {name: the lines below it}."""
+    found, name = {}, None
+    for line in text.splitlines():
+        if line.startswith(prefix):
+            name = line[len(prefix):].strip()
+            found[name] = []
+        elif name is not None:
+            found[name].append(line)
+    return {k: "\n".join(v).strip("\n") for k, v in found.items()}
+
+
+class Graded:
+    """What `python -m conformance` said of a folder: exit code, table, and
+    every check's verdict as {step: {title: check}}."""
+
+    def __init__(self, done, report):
+        self.code, self.out, self.err = done.exit_code, done.stdout.decode(), done.stderr.decode()
+        self.steps = {}
+        if report.exists():
+            for label in json.loads(report.read_text()).values():
+                for step in label["steps"]:
+                    self.steps[step["step"]] = {c["title"]: c for c in step["checks"]}
+
+    def failed(self, step):
+        """Titles of the checks of a step that failed."""
+        return {title for title, check in self.steps[step].items() if not check["passed"]}
+
+    def __repr__(self):
+        return f"<grader exit {self.code}\n{self.out}\n{self.err}>"
+
+
+_grader = sh.Command(PYTHON).bake("-m", "conformance", _ok_code=range(256), _return_cmd=True,
+                                  _cwd=str(ROOT), _timeout=300)
+
+
+def grade(*args, tmp):
+    """Run the grader with these arguments (e.g. "--target", dir), its JSON
+    report written under the folder tmp."""
+    report = Path(tmp) / "grader-report.json"
+    report.unlink(missing_ok=True)
+    return Graded(_grader(*args, "--json", str(report)), report)
+
+
+# Refuses every new user namespace, as Docker's default seccomp profile does:
+# unshare(2) and clone(2) with CLONE_NEWUSER fail with EPERM, and clone3,
+# whose flags a filter cannot read, is "missing", so glibc falls back to clone.
+# Then it runs its arguments as a command.
+NO_USERNS = r'''
+import ctypes, os, platform, struct, sys
+NR = {"x86_64": (0xC000003E, 272, 56, 435), "aarch64": (0xC00000B7, 97, 220, 435)}
+arch, unshare, clone, clone3 = NR[platform.machine()]
+LD, JEQ, JSET, RET = 0x20, 0x15, 0x45, 0x06
+ALLOW, ERRNO = 0x7FFF0000, 0x00050000
+prog = [(LD, 0, 0, 4), (JEQ, 0, 8, arch), (LD, 0, 0, 0), (JEQ, 5, 0, clone3),
+        (JEQ, 1, 0, unshare), (JEQ, 0, 4, clone), (LD, 0, 0, 16),
+        (JSET, 0, 2, 0x10000000), (RET, 0, 0, ERRNO | 1), (RET, 0, 0, ERRNO | 38),
+        (RET, 0, 0, ALLOW)]
+code = b"".join(struct.pack("HBBI", *insn) for insn in prog)
+buf = ctypes.create_string_buffer(code)
+fprog = struct.pack("HxxxxxxQ", len(prog), ctypes.addressof(buf))
+libc = ctypes.CDLL(None, use_errno=True)
+assert libc.prctl(38, 1, 0, 0, 0) == 0  # PR_SET_NO_NEW_PRIVS
+assert libc.prctl(22, 2, ctypes.c_char_p(fprog)) == 0  # PR_SET_SECCOMP, FILTER
+os.execvp(sys.argv[1], sys.argv[1:])
+'''
+
+
+def refused(script):
+    """Bash that runs the bash script with user namespaces refused."""
+    return f"{quote(PYTHON)} -c {quote(NO_USERNS)} bash -c {quote(script)}"
