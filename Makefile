@@ -4,22 +4,42 @@ VENV := .venv
 PY := $(VENV)/bin/python
 
 STEPS := 00 01 02 03 04 05 06 07
+# pytest's workers: one per core (`make test JOBS=1` runs in one process).
+JOBS ?= auto
+PYTEST := $(PY) -m pytest -n $(JOBS)
 
-.PHONY: setup test $(STEPS:%=step-%) $(STEPS:%=diff-%)
+.PHONY: help setup test test-all test-as-user $(STEPS:%=step-%) $(STEPS:%=diff-%)
+
+## help: this list of targets
+help:
+	@sed -n 's/^## //p' $(MAKEFILE_LIST)
+
+## setup: make .venv with the pinned packages of requirements.txt (the other targets do it first)
 setup: $(VENV)/.installed
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements.txt
 	touch $@
 
+## test: the kit's tests and the conformance suite on steps/, leaving out the slow and network ones
 test: setup
-	$(PY) -m pytest tests conformance
+	$(PYTEST) -m "not slow and not network"
 
-# The article's commands for step NN, on the host and through the step.
+## test-all: every test, the slow and network ones too (what CI runs)
+test-all: setup
+	$(PYTEST) -m ""
+
+## test-as-user: `make test` as uid 65534 on a world-readable copy of the kit, in a frame (root only)
+test-as-user: setup
+	@bash tools/as-user $(USER_TEST)
+USER_TEST ?= make test
+
+## step-NN: the article's commands for step NN, on the host and through the step
 $(STEPS:%=step-%): step-%: setup
 	@$(PY) -m demo $*
 
-# What step NN changes in the skeleton; diff's exit 1 only means "they differ".
+## diff-NN: what step NN changes in the skeleton
+# diff's exit 1 only means "they differ".
 $(STEPS:%=diff-%): diff-%: setup
 	@set -- steps/$*_*.py; [ -f "$$1" ] || { echo "There is no steps/$*_*.py yet." >&2; exit 1; }; \
 	diff -u steps/00_skeleton.py "$$1" || [ $$? -eq 1 ]
@@ -29,29 +49,31 @@ step-% diff-%:
 
 include docker.mk
 
-# -- exercises and grading (issue 5) --
-# make exercise: the tasks in work/ (files already there are kept).
-# make grade [TARGET=DIR] [STEP=NN...]: grade work/, or any folder of step programs.
-# make gradescope-bundle: build/nskit-gradescope.zip, the Gradescope autograder.
+# -- exercises and grading --
 WORK ?= work
 TARGET ?= $(WORK)
 STEP ?=
-.PHONY: exercise grade gradescope-bundle
+.PHONY: exercise grade gradescope-bundle package
+## exercise: write the tasks into work/ (WORK=DIR elsewhere); files already there are kept
 exercise: setup
 	@$(PY) -m exercises.make_work $(WORK)
 
+## grade [TARGET=DIR] [STEP=NN...]: grade work/, or any folder of step programs
 grade: setup
 	@if [ "$(TARGET)" = "$(WORK)" ] && [ ! -e "$(WORK)" ]; then \
 	echo "There is no $(WORK)/ yet: make exercise writes it." >&2; exit 2; fi
 	@$(PY) -m conformance --target $(TARGET) $(foreach s,$(STEP),--step $(s))
 
+## gradescope-bundle: build/nskit-gradescope.zip, the Gradescope autograder
 gradescope-bundle: setup
 	@$(PY) -m gradescope.bundle build/nskit-gradescope.zip
 
-# -- benchmarks (issue 6) --
-# make bench: the steps beside python -c pass, the article's C and unshare, the
-# kernel's price per namespace, and grading (root, nobody, 1/10/100 learners);
-# in a throwaway frame, about 2 minutes; writes bench/results.json.
+## package: build/dist/nskit-*.whl, for `pip install` or `pipx install` elsewhere
+package: setup
+	$(VENV)/bin/pip wheel --quiet --no-deps --no-build-isolation --wheel-dir build/dist .
+
+# -- benchmarks --
 .PHONY: bench
+## bench: the steps and the grader timed in a throwaway frame (about 2 minutes); writes bench/results.json
 bench: setup
 	$(PY) bench/bench.py

@@ -1,7 +1,7 @@
 # The container path: the kit in the article's `docker run -it --privileged`
 # box. Included from the Makefile, whose VENV and PY it uses; all the Docker
-# work is in tools/docker-run, which the Makefile's step-NN fallback calls too
-# (`tools/docker-run make step-04`).
+# work is in tools/docker-run, which `make step-NN` also hands itself to where
+# namespaces are out of reach (demo/__main__.py: `tools/docker-run make step-04`).
 DOCKER_RUN := tools/docker-run
 
 # What `make docker-test` runs inside the container, in the kit's folder:

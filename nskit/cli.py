@@ -1,0 +1,87 @@
+"""The `nskit` command: the Makefile's targets for an installed kit.
+
+    nskit step 04                   make step-04
+    nskit diff 04                   make diff-04
+    nskit exercise [DIR]            make exercise [WORK=DIR]
+    nskit grade --target DIR ...    make grade, with every option of python -m conformance
+    nskit gradescope-bundle [ZIP]   make gradescope-bundle
+"""
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+from conformance.catalog import STEP_NAMES, file_name
+
+# Where the installed kit keeps its files: beside its packages, as in a checkout.
+ROOT = Path(__file__).resolve().parent.parent
+STEPS_DIR = ROOT / "steps"
+BUNDLE = "build/nskit-gradescope.zip"
+
+
+def step_number(text):
+    nn = text.zfill(2)
+    if nn not in STEP_NAMES:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a step: choose from {', '.join(STEP_NAMES)}")
+    return nn
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):
+        """One line, not the usage block: what is wrong, and where help is."""
+        self.exit(2, f"nskit: {message}; see nskit --help\n")
+
+
+def parser():
+    p = Parser(prog="nskit", description="The namespace half of `docker run`, step by step "
+               "beside Michael Crosby's article, and a grader for anyone's step programs. "
+               "Each command is a target of the kit's Makefile.")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=Parser)
+    s = sub.add_parser("step", help="the article's commands for a step, on the host and through it")
+    s.add_argument("nn", metavar="NN", type=step_number, help="the step: 00 to 07")
+    d = sub.add_parser("diff", help="what a step changes in the skeleton")
+    d.add_argument("nn", metavar="NN", type=step_number, help="the step: 00 to 07")
+    e = sub.add_parser("exercise", help="write the tasks into a folder (files there are kept)")
+    e.add_argument("folder", metavar="DIR", nargs="?", default="work",
+                   help="where (default: work)")
+    sub.add_parser("grade", add_help=False, prefix_chars="\0",
+                   help="grade step programs: nskit grade --help lists the grader's options")
+    b = sub.add_parser("gradescope-bundle", help="build the Gradescope autograder zip")
+    b.add_argument("out", metavar="ZIP", nargs="?", default=BUNDLE,
+                   help=f"where (default: {BUNDLE})")
+    return p
+
+
+def diff(nn):
+    # diff's exit 1 only means "they differ".
+    done = subprocess.run(["diff", "-u", "steps/00_skeleton.py", f"steps/{file_name(nn)}.py"],
+                          cwd=ROOT)
+    return 0 if done.returncode in (0, 1) else done.returncode
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["grade"]:
+        # Everything after `grade` is the grader's own: its options, its --help.
+        from conformance.cli import main as grade
+        return grade(argv[1:])
+    args = parser().parse_args(argv)
+    if args.command == "step":
+        from demo.__main__ import main as demo
+        return demo([args.nn])
+    if args.command == "diff":
+        return diff(args.nn)
+    if args.command == "exercise":
+        from exercises.make_work import main as make_work
+        return make_work([str(Path(args.folder).resolve())])
+    from gradescope.bundle import main as bundle
+    if not (ROOT / "requirements.txt").exists():
+        print("nskit: the Gradescope bundle is built from a checkout of the kit, which this "
+              "installed copy is not: run `make gradescope-bundle` in a clone.", file=sys.stderr)
+        return 2
+    return bundle([args.out])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,106 @@
+"""The kit as a package: a wheel that `pip install` (or pipx) puts in a venv
+of its own gives an `nskit` command whose subcommands are the Makefile's
+targets, and `python -m conformance` still works from the checkout.
+
+No network: the wheel is built with the kit's own setuptools (pinned in
+requirements.txt), and the fresh venv borrows sh and tabulate from the kit's
+venv through a .pth file, as a venv with its dependencies installed has them.
+"""
+import shutil
+import subprocess
+import sys
+import sysconfig
+import venv
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from helpers import PYTHON, ROOT, step_path
+
+PIP = [PYTHON, "-m", "pip", "--disable-pip-version-check", "--no-input"]
+
+
+def run(argv, **kw):
+    return subprocess.run(argv, capture_output=True, text=True, **kw)
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory):
+    # From a copy, so the build's own folders never land in the checkout.
+    tmp = tmp_path_factory.mktemp("package")
+    source = tmp / "source"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
+        ".venv", ".git", "build", "work", "*.egg-info", "__pycache__", ".pytest_cache"))
+    done = run([*PIP, "wheel", "--no-deps", "--no-build-isolation", "--no-index",
+                "--wheel-dir", str(tmp / "dist"), str(source)])
+    assert done.returncode == 0, done.stderr
+    (built,) = (tmp / "dist").glob("nskit-*.whl")
+    return built
+
+
+@pytest.fixture(scope="module")
+def installed(wheel, tmp_path_factory):
+    """A fresh venv with the wheel installed: its bin folder."""
+    env = tmp_path_factory.mktemp("venv") / "env"
+    venv.create(env, with_pip=False)
+    python = env / "bin" / "python"
+    done = run([*PIP, "--python", str(python), "install", "--no-deps", "--no-index", str(wheel)])
+    assert done.returncode == 0, done.stderr
+    site = run([python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"])
+    Path(site.stdout.strip(), "kit-dependencies.pth").write_text(
+        sysconfig.get_path("purelib") + "\n")
+    return env / "bin"
+
+
+def test_the_wheel_holds_the_packages_the_steps_and_the_dependencies(wheel):
+    names = zipfile.ZipFile(wheel).namelist()
+    for name in ("nskit/cli.py", "conformance/cli.py", "demo/scenes.py",
+                 "exercises/make_work.py", "gradescope/run_autograder",
+                 f"steps/{step_path('04').name}", "skeleton/skeleton.py"):
+        assert name in names, name
+    assert not [n for n in names if n.startswith(("tests/", "tools/"))]
+    (metadata,) = [n for n in names if n.endswith(".dist-info/METADATA")]
+    requires = [line for line in zipfile.ZipFile(wheel).read(metadata).decode().splitlines()
+                if line.startswith("Requires-Dist:")]
+    assert any(" sh" in r for r in requires) and any(" tabulate" in r for r in requires), requires
+
+
+def test_nskit_help_names_the_makefile_targets(installed, tmp_path):
+    done = run([installed / "nskit", "--help"], cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    for command in ("step", "diff", "exercise", "grade", "gradescope-bundle"):
+        assert f"    {command} " in done.stdout or f"    {command}\n" in done.stdout, command
+
+
+def test_nskit_grade_passes_the_graders_options_through(installed, tmp_path):
+    helped = run([installed / "nskit", "grade", "--help"], cwd=tmp_path)
+    assert helped.returncode == 0, helped.stderr
+    assert "--target DIR" in helped.stdout and "--submissions DIR" in helped.stdout
+    # The installed grader, not the checkout's: the venv is outside the repo.
+    where = run([installed / "python", "-c", "import conformance; print(conformance.__file__)"],
+                cwd=tmp_path)
+    assert where.stdout.startswith(str(installed.parent)), where
+    wrong = run([installed / "nskit", "grade", "--step", "09"], cwd=tmp_path)
+    assert wrong.returncode == 2 and wrong.stderr.startswith("nskit: ")
+    assert "Traceback" not in wrong.stderr
+
+
+def test_nskit_exercise_and_diff_use_the_installed_files(installed, tmp_path):
+    done = run([installed / "nskit", "exercise", "mine"], cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "mine" / step_path("07").name).exists()
+    diff = run([installed / "nskit", "diff", "03"], cwd=tmp_path)
+    assert diff.returncode == 0 and "+CLONE_NEWUTS" in diff.stdout.replace(" ", ""), diff
+
+
+def test_nskit_refuses_what_is_not_a_step_in_one_line(installed, tmp_path):
+    done = run([installed / "nskit", "step", "09"], cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.strip() == ("nskit: argument NN: '09' is not a step: choose from "
+                                   "00, 01, 02, 03, 04, 05, 06, 07; see nskit --help")
+
+
+def test_python_m_conformance_still_works_in_the_checkout():
+    done = run([sys.executable, "-m", "conformance", "--help"], cwd=ROOT)
+    assert done.returncode == 0 and "--target DIR" in done.stdout
