@@ -66,10 +66,19 @@ def in_frame(script, rshared=False, user=None, own_root=False, mytmp=False, keep
     setup is bash run as the frame's root first; with user (a uid), the
     script runs as that ordinary user, with no capabilities."""
     prelude = own_root_prelude(mytmp, keep) if own_root else ""
+    if own_root and not IS_ROOT:
+        # A user namespace may mount a proc only beside one already fully
+        # visible: a second, so step 05's unmount of /proc leaves the first.
+        prelude += "mount -t proc proc /proc && "
     prelude += "mount --make-rshared / && " if rshared else ""
     prelude += setup
     if user is not None:
         prelude += expose_to_users()
+        if own_root and not IS_ROOT:
+            # The user nested in an ordinary user's frame is that frame's root
+            # in disguise, owner of its /: read-only, / refuses them a
+            # mkdir /mytmp as the machine's / refuses an ordinary user.
+            prelude += "mount -o remount,bind,ro / && "
         script = as_user(user, script)
     return Framed(_unshare("bash", "-c", prelude + script))
 
