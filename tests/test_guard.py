@@ -1,0 +1,28 @@
+"""The guard every test runs on teardown (conftest.machine_unchanged) sees
+what the kit could leave on the machine: shown in a frame, whose namespaces
+stand in for the machine's."""
+from shlex import quote
+
+from helpers import PYTHON, in_frame
+
+LEAVE = r"""
+import ctypes, os, subprocess, sys
+sys.path[:0] = ["tests", "."]
+import conftest
+before = conftest.machine_traces()
+subprocess.run("ip link add nskit9 type veth peer name other9 && "
+               "mount -t tmpfs nskit-left /mnt && mkdir /mytmp && "
+               "mount -t tmpfs none /mytmp", shell=True, check=True)
+assert ctypes.CDLL(None).msgget(0x6E736B, 0o1000 | 0o600) >= 0
+print(sorted(conftest.left_behind(before, conftest.machine_traces())))
+print(conftest.left_behind(before, before))
+"""
+
+
+def test_the_guard_sees_links_mounts_mytmp_and_queues_of_the_kit():
+    result = in_frame(f"{quote(PYTHON)} -c {quote(LEAVE)}", own_root=True)
+    assert result.code == 0, result
+    seen, nothing = result.out.splitlines()
+    assert seen == str(sorted(["links named nskit", "mounts of nskit or /mytmp", "/mytmp",
+                               "queues of the kit's keys or uids"])), result
+    assert nothing == "{}"
