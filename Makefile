@@ -8,7 +8,8 @@ STEPS := 00 01 02 03 04 05 06 07
 JOBS ?= auto
 PYTEST := $(PY) -m pytest -n $(JOBS)
 
-.PHONY: help setup test test-all test-as-user $(STEPS:%=step-%) $(STEPS:%=diff-%)
+.PHONY: setup test $(STEPS:%=step-%) $(STEPS:%=diff-%)
+.PHONY: help test-all test-as-user
 
 ## help: this list of targets
 help:
@@ -39,7 +40,7 @@ $(STEPS:%=step-%): step-%: setup
 	@$(PY) -m demo $*
 
 ## diff-NN: what step NN changes in the skeleton
-# diff's exit 1 only means "they differ".
+# What step NN changes in the skeleton; diff's exit 1 only means "they differ".
 $(STEPS:%=diff-%): diff-%: setup
 	@set -- steps/$*_*.py; [ -f "$$1" ] || { echo "There is no steps/$*_*.py yet." >&2; exit 1; }; \
 	diff -u steps/00_skeleton.py "$$1" || [ $$? -eq 1 ]
@@ -53,7 +54,7 @@ include docker.mk
 WORK ?= work
 TARGET ?= $(WORK)
 STEP ?=
-.PHONY: exercise grade gradescope-bundle package
+.PHONY: exercise grade gradescope-bundle
 ## exercise: write the tasks into work/ (WORK=DIR elsewhere); files already there are kept
 exercise: setup
 	@$(PY) -m exercises.make_work $(WORK)
@@ -68,12 +69,15 @@ grade: setup
 gradescope-bundle: setup
 	@$(PY) -m gradescope.bundle build/nskit-gradescope.zip
 
+.PHONY: package
 ## package: build/dist/nskit-*.whl, for `pip install` or `pipx install` elsewhere
 package: setup
 	$(VENV)/bin/pip wheel --quiet --no-deps --no-build-isolation --wheel-dir build/dist .
 
 # -- benchmarks --
+## bench: the steps beside python -c pass, the article's C and unshare, the
+##   kernel's price per namespace, and grading (root, nobody, 1/10/100 learners);
+##   in a throwaway frame, about 2 minutes; writes bench/results.json.
 .PHONY: bench
-## bench: the steps and the grader timed in a throwaway frame (about 2 minutes); writes bench/results.json
 bench: setup
 	$(PY) bench/bench.py
