@@ -87,7 +87,7 @@ def test_make_work_rejects_a_wrong_folder(tmp_path, args, says):
     assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
 
 
-def test_following_the_article_passes_step_by_step(work, tmp_path):
+def test_untouched_exercises_fail_with_hints_that_give_nothing_away(work, tmp_path):
     fresh = grade("--target", work, tmp=tmp_path)
     assert fresh.code == 1
     assert not fresh.failed("00"), fresh
@@ -100,6 +100,10 @@ def test_following_the_article_passes_step_by_step(work, tmp_path):
         for answer in ANSWERS:
             assert not any(answer in hint for hint in hints), f"a hint of {nn} gives away {answer}"
     assert "CLONE_NEW" not in fresh.out and "libc." not in fresh.out
+
+
+@pytest.mark.slow
+def test_following_the_article_passes_step_by_step(work, tmp_path):
     # The article's answer, one step at a time: each passes once it is done.
     for nn in TASKS:
         shutil.copy(step_path(nn), work / f"{file_name(nn)}.py")
