@@ -457,6 +457,7 @@ def test_shell_scripts_around_unshare_pass(tmp_path):
 
 # -- the steps, speed, a partial folder ------------------------------------------------
 
+@pytest.mark.slow
 def test_steps_pass_within_5_seconds(tmp_path):
     started = time.monotonic()
     graded = grade("--target", str(STEPS), tmp=tmp_path)

@@ -24,7 +24,7 @@ from shlex import quote
 
 import pytest
 
-from helpers import PYTHON, ROOT, in_frame, step_path
+from helpers import PYTHON, ROOT, in_frame, refused, step_path
 from tools.frame import expose_to_users
 
 HOSTILE = Path(__file__).resolve().parent / "hostile"
@@ -248,6 +248,7 @@ def test_each_attack_ran_and_reported(gallery):
         assert attempted(gallery, attack), attack
 
 
+@pytest.mark.slow
 def test_the_whole_gallery_takes_seconds(gallery):
     # 24 runs, two at a time; the fork bomb, 4 GiB and 200 MB end well within a timeout.
     assert float(gallery.frame["seconds"]) < 2 * TIMEOUT
@@ -456,34 +457,10 @@ def test_an_ordinary_users_own_folder_stays_unplanted(as_user):
 REFUSAL = "nskit: cannot create the user namespace every graded run needs"
 GRADE_STEPS = f"{quote(PYTHON)} -m conformance --target steps --jobs 2"
 
-# A seccomp filter like Docker's default profile: no new user namespace by
-# unshare or clone (EPERM), and no clone3, whose flags it cannot see (ENOSYS).
-SECCOMP = r"""
-import ctypes, os, struct, sys
-def stmt(code, k, jt=0, jf=0): return struct.pack("HBBI", code, jt, jf, k)
-LD, JEQ, JSET, RET = 0x20, 0x15, 0x45, 0x06
-ALLOW, EPERM, ENOSYS = 0x7fff0000, 0x00050000 | 1, 0x00050000 | 38
-prog = b"".join([
-    stmt(LD, 4), stmt(JEQ, 0xc000003e, 1, 0), stmt(RET, ALLOW),   # x86_64 only
-    stmt(LD, 0),
-    stmt(JEQ, 435, 0, 1), stmt(RET, ENOSYS),                      # clone3
-    stmt(JEQ, 272, 1, 0), stmt(JEQ, 56, 0, 3),                    # unshare, clone
-    stmt(LD, 16), stmt(JSET, 0x10000000, 0, 1), stmt(RET, EPERM), # CLONE_NEWUSER
-    stmt(RET, ALLOW),
-])
-buf = ctypes.create_string_buffer(prog)
-fprog = struct.pack("HxxxxxxQ", len(prog) // 8, ctypes.addressof(buf))
-libc = ctypes.CDLL(None, use_errno=True)
-assert libc.prctl(38, 1, 0, 0, 0) == 0                           # PR_SET_NO_NEW_PRIVS
-assert libc.prctl(22, 2, ctypes.c_char_p(fprog), 0, 0) == 0, ctypes.get_errno()  # SECCOMP_MODE_FILTER
-os.execv(sys.executable, [sys.executable, *sys.argv[1:]])
-"""
-
-
 @pytest.mark.skipif(os.uname().machine != "x86_64", reason="the filter knows x86_64's syscalls")
 def test_a_seccomp_filter_gets_the_refusal_sentence():
     before = Path("/proc/sys/user/max_user_namespaces").read_text()
-    r = in_frame(f"{quote(PYTHON)} -c {quote(SECCOMP)} -m conformance --target steps --jobs 2")
+    r = in_frame(refused(GRADE_STEPS))
     assert r.code == 2, r
     assert r.err.startswith(REFUSAL), r.err
     assert "a seccomp filter or security policy refuses them" in r.err
