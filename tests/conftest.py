@@ -23,8 +23,10 @@ KIT_UIDS = range(unused_range(), unused_range() + RANGE)
 
 
 def pytest_runtest_setup(item):
-    if item.get_closest_marker("root") and not IS_ROOT:
-        pytest.skip("needs the machine's root (run it with sudo)")
+    marker = item.get_closest_marker("root")
+    if marker and not IS_ROOT:
+        why = f": {marker.args[0]}" if marker.args else ""
+        pytest.skip(f"needs the machine's root{why} (run it with sudo)")
 
 
 def _queues():

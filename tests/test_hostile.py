@@ -27,6 +27,7 @@ import pytest
 from helpers import PYTHON, ROOT, in_frame, refused, step_path
 from tools.frame import expose_to_users
 
+pytestmark = pytest.mark.root("the attacks, their canaries and maps use uids other than the user's")
 HOSTILE = Path(__file__).resolve().parent / "hostile"
 KIT = (HOSTILE / "_kit.py").read_text()
 STEPS = ["00", "01", "02", "03", "04", "05", "06", "07"]
