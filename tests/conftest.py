@@ -37,16 +37,20 @@ def _queues():
 
 
 def _orphans():
-    """Processes of the grader's uid range that nobody waits for any more."""
+    """Running processes of the grader's uid range that nobody waits for any
+    more (a zombie is already dead: reaping it is the machine's init's job)."""
     found = []
     for status in Path("/proc").glob("[0-9]*/status"):
         try:
             fields = dict(line.split(":", 1) for line in status.read_text().splitlines())
+            command = (status.parent / "cmdline").read_bytes().replace(b"\0", b" ")
         except (OSError, ValueError):
             continue  # gone meanwhile
         uid = int(fields["Uid"].split()[0])
-        if uid in KIT_UIDS and fields["PPid"].strip() == "1":
-            found.append(f"{fields['Name'].strip()} (pid {status.parent.name}, uid {uid})")
+        if (uid in KIT_UIDS and fields["PPid"].strip() == "1"
+                and not fields["State"].strip().startswith("Z")):
+            found.append(f"pid {status.parent.name}, uid {uid}: "
+                         f"{command.decode(errors='replace').strip()[:120]}")
     return sorted(found)
 
 

@@ -3,6 +3,8 @@ what the kit could leave on the machine: shown in a frame, whose namespaces
 stand in for the machine's."""
 from shlex import quote
 
+import pytest
+
 from helpers import PYTHON, in_frame
 
 LEAVE = r"""
@@ -26,3 +28,23 @@ def test_the_guard_sees_links_mounts_mytmp_and_queues_of_the_kit():
     assert seen == str(sorted(["links named nskit", "mounts of nskit or /mytmp", "/mytmp",
                                "queues of the kit's keys or uids"])), result
     assert nothing == "{}"
+
+
+ORPHAN = r"""
+import subprocess, sys, time
+sys.path[:0] = ["tests", "."]
+import conftest
+before = conftest.machine_traces()
+uid = conftest.KIT_UIDS.start
+subprocess.run(f"(setpriv --reuid {uid} --regid {uid} --clear-groups sleep 30 &)", shell=True)
+time.sleep(0.5)
+print(sorted(conftest.left_behind(before, conftest.machine_traces())))
+"""
+
+
+@pytest.mark.root("only the machine's root may become a uid of the grader's range")
+def test_the_guard_sees_an_orphan_of_the_graders_uid_range():
+    # The frame's bash is PID 1 of its PID namespace: the orphan's new parent.
+    result = in_frame(f"{quote(PYTHON)} -c {quote(ORPHAN)}")
+    assert result.code == 0, result
+    assert result.out.strip() == str(["orphans of the grader's uid range"]), result
