@@ -24,16 +24,17 @@ def as_a_reader_types_it(monkeypatch):
         monkeypatch.delenv(name, raising=False)
 
 
-# A host worth comparing with, where no test may start a container: a known
-# name, a link of its own, and every docker binary covered by an empty file.
-HOST = (f"hostname {FRAME_HOST} && ip link add nskit0 type veth peer name nskit1 && "
+# A frame worth comparing with (the demo's "host" side), where no test may
+# start a container: a known name, a link of its own, and every docker binary
+# covered by an empty file.
+FRAME_SETUP = (f"hostname {FRAME_HOST} && ip link add nskit0 type veth peer name nskit1 && "
         "touch /tmp/.no-docker && for d in $(which -a docker); do "
         "mount --bind /tmp/.no-docker $d; done; ")
 
 
 def framed(script, mytmp=False, user=None):
     """in_frame on a root of its own; with user, as that uid with no caps."""
-    return in_frame(script, own_root=True, mytmp=mytmp, user=user, setup=HOST)
+    return in_frame(script, own_root=True, mytmp=mytmp, user=user, setup=FRAME_SETUP)
 
 
 def shown(out):
