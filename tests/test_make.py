@@ -12,7 +12,7 @@ import pytest
 from conformance.catalog import STEP_NAMES
 from helpers import IS_ROOT, ROOT, flag_names, in_frame, refused, sections, step_path
 
-FRAME_HOST = "nskit-frame"
+FRAME_HOSTNAME = "nskit-frame"
 NOTICE = "You are not root: running in a user namespace where root is you."
 
 
@@ -27,7 +27,7 @@ def as_a_reader_types_it(monkeypatch):
 # A frame worth comparing with (the demo's "host" side), where no test may
 # start a container: a known name, a link of its own, and every docker binary
 # covered by an empty file.
-FRAME_SETUP = (f"hostname {FRAME_HOST} && ip link add nskit0 type veth peer name nskit1 && "
+FRAME_SETUP = (f"hostname {FRAME_HOSTNAME} && ip link add nskit0 type veth peer name nskit1 && "
         "touch /tmp/.no-docker && for d in $(which -a docker); do "
         "mount --bind /tmp/.no-docker $d; done; ")
 
@@ -70,7 +70,7 @@ def check_no_jail(out, nn):
 
 
 def check_hostname(out, nn):
-    assert host_and_step(out, nn, "hostname") == (FRAME_HOST, "myhostname")
+    assert host_and_step(out, nn, "hostname") == (FRAME_HOSTNAME, "myhostname")
 
 
 def check_queue(out, nn):
@@ -125,7 +125,7 @@ AFTER = ("; echo \"exit=$?\"; echo '== after'; hostname; ipcs -q | grep -c '^0x'
 
 def left_as_found(result, mytmp=False):
     after = result.out.split("== after\n", 1)[1].split()
-    assert after[:3] == [FRAME_HOST, "0", "0"], result
+    assert after[:3] == [FRAME_HOSTNAME, "0", "0"], result
     # The /mytmp a demo made is gone again; one that was there stays.
     assert (after[3:] == ["/mytmp"]) == mytmp, result
 
