@@ -2,8 +2,6 @@
 every test leaves the machine as it found it. What tests share is in
 helpers.py."""
 import os
-import re
-import subprocess
 import time
 from pathlib import Path
 
@@ -43,14 +41,14 @@ def _orphans():
     for status in Path("/proc").glob("[0-9]*/status"):
         try:
             fields = dict(line.split(":", 1) for line in status.read_text().splitlines())
-            command = (status.parent / "cmdline").read_bytes().replace(b"\0", b" ")
+            uid = int(fields["Uid"].split()[0])
+            if (uid in KIT_UIDS and fields["PPid"].strip() == "1"
+                    and not fields["State"].strip().startswith("Z")):
+                command = (status.parent / "cmdline").read_bytes().replace(b"\0", b" ")
+                found.append(f"pid {status.parent.name}, uid {uid}: "
+                             f"{command.decode(errors='replace').strip()[:120]}")
         except (OSError, ValueError):
             continue  # gone meanwhile
-        uid = int(fields["Uid"].split()[0])
-        if (uid in KIT_UIDS and fields["PPid"].strip() == "1"
-                and not fields["State"].strip().startswith("Z")):
-            found.append(f"pid {status.parent.name}, uid {uid}: "
-                         f"{command.decode(errors='replace').strip()[:120]}")
     return sorted(found)
 
 
@@ -58,12 +56,14 @@ def machine_traces():
     """What the kit could leave on the machine, and nothing else: other work
     on it (containers, other queues and links) may change the rest meanwhile,
     and a parallel worker's tests run in frames of their own."""
-    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    # /proc/net is the reader's network namespace (/sys/class/net is not).
+    links = [line.split(":")[0].strip() for line in
+             Path("/proc/net/dev").read_text().splitlines()[2:]]
     mounts = Path("/proc/self/mounts").read_text().splitlines()
     hostname = os.uname().nodename
     shm = [p.name for p in Path("/dev/shm").iterdir() if "nskit" in p.name]
     return {
-        "links named nskit": sorted(re.findall(r"^\d+: (\S*nskit[^:@\s]*)", links, re.M)),
+        "links named nskit": sorted(link for link in links if "nskit" in link),
         "mounts of nskit or /mytmp": sorted(m for m in mounts if "nskit" in m or "/mytmp" in m),
         "the kit's hostnames": hostname if hostname in KIT_HOSTNAMES else None,
         "/mytmp": os.path.lexists("/mytmp"),
