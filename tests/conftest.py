@@ -7,7 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from conformance.sandbox import RANGE, unused_range
+try:  # where the split sandbox keeps the grader's uids
+    from conformance.ids import RANGE, unused_range
+except ImportError:  # the sandbox in one module
+    from conformance.sandbox import RANGE, unused_range
 from helpers import IS_ROOT
 
 # Prints from a clone child must survive a pipe without this crutch.
