@@ -31,7 +31,7 @@ _FRAME = ["--mount", "--uts", "--ipc", "--net", "--pid", "--fork", "--mount-proc
           "--propagation", "private"]
 _unshare = sh.Command("unshare").bake(
     *([] if IS_ROOT else ["--user", "--map-root-user"]), *_FRAME,
-    _ok_code=range(256), _return_cmd=True, _cwd=str(ROOT), _timeout=120,
+    _ok_code=range(256), _return_cmd=True, _cwd=str(ROOT),
 )
 
 
@@ -58,13 +58,15 @@ def as_user(uid, script):
             f"setpriv --inh-caps=-all bash -c {quote(script)}")
 
 
-def in_frame(script, rshared=False, user=None, own_root=False, mytmp=False, keep=(), setup=""):
+def in_frame(script, rshared=False, user=None, own_root=False, mytmp=False, keep=(), setup="",
+             timeout=120):
     """Run a bash script in a throwaway frame, from the repo's folder. With
     own_root, on a root of its own in memory (and /mytmp in it if mytmp,
     and the folders in keep where they are);
     with rshared, its / propagates mounts the way a systemd host's does;
     setup is bash run as the frame's root first; with user (a uid), the
-    script runs as that ordinary user, with no capabilities."""
+    script runs as that ordinary user, with no capabilities; it is stopped
+    after timeout seconds."""
     prelude = own_root_prelude(mytmp, keep) if own_root else ""
     if own_root and not IS_ROOT:
         # A user namespace may mount a proc only beside one already fully
@@ -80,7 +82,7 @@ def in_frame(script, rshared=False, user=None, own_root=False, mytmp=False, keep
             # mkdir /mytmp as the machine's / refuses an ordinary user.
             prelude += "mount -o remount,bind,ro / && "
         script = as_user(user, script)
-    return Framed(_unshare("bash", "-c", prelude + script))
+    return Framed(_unshare("bash", "-c", prelude + script, _timeout=timeout))
 
 
 # namespace -> the name of its clone flag: "net" -> "CLONE_NEWNET".
