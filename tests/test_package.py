@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import PYTHON, ROOT, step_path
+from helpers import PYTHON, ROOT, in_frame, step_path
 
 PIP = [PYTHON, "-m", "pip", "--disable-pip-version-check", "--no-input"]
 
@@ -104,3 +104,10 @@ def test_nskit_refuses_what_is_not_a_step_in_one_line(installed, tmp_path):
 def test_python_m_conformance_still_works_in_the_checkout():
     done = run([sys.executable, "-m", "conformance", "--help"], cwd=ROOT)
     assert done.returncode == 0 and "--target DIR" in done.stdout
+
+
+def test_nskit_step_runs_the_installed_demo_in_a_frame(installed):
+    result = in_frame(f"cd / && {installed}/nskit step 03")
+    assert result.code == 0, result
+    assert f"through steps/{step_path('03').name}: hostname" in result.out
+    assert "\nmyhostname\n" in result.out, result
