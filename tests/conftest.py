@@ -55,6 +55,13 @@ def _orphans():
     return sorted(found)
 
 
+def _kits_mount(line):
+    # The kit names every filesystem it mounts nskit...; a folder of someone
+    # else's that is merely called so (a daemon's data root) is not the kit's.
+    source, target = line.split()[:2]
+    return source.startswith("nskit") or target == "/mytmp" or target.startswith("/mytmp/")
+
+
 def machine_traces():
     """What the kit could leave on the machine, and nothing else: other work
     on it (containers, other queues and links) may change the rest meanwhile,
@@ -67,7 +74,7 @@ def machine_traces():
     shm = [p.name for p in Path("/dev/shm").iterdir() if "nskit" in p.name]
     return {
         "links named nskit": sorted(link for link in links if "nskit" in link),
-        "mounts of nskit or /mytmp": sorted(m for m in mounts if "nskit" in m or "/mytmp" in m),
+        "mounts named nskit or on /mytmp": sorted(m for m in mounts if _kits_mount(m)),
         "the kit's hostnames": hostname if hostname in KIT_HOSTNAMES else None,
         "/mytmp": os.path.lexists("/mytmp"),
         "queues of the kit's keys or uids": _queues(),

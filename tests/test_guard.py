@@ -25,7 +25,7 @@ def test_the_guard_sees_links_mounts_mytmp_and_queues_of_the_kit():
     result = in_frame(f"{quote(PYTHON)} -c {quote(LEAVE)}", own_root=True)
     assert result.code == 0, result
     seen, nothing = result.out.splitlines()
-    assert seen == str(sorted(["links named nskit", "mounts of nskit or /mytmp", "/mytmp",
+    assert seen == str(sorted(["links named nskit", "mounts named nskit or on /mytmp", "/mytmp",
                                "queues of the kit's keys or uids"])), result
     assert nothing == "{}"
 
