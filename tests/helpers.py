@@ -1,7 +1,8 @@
 """What the kit's tests share: the frame, the grader's verdicts, the steps'
-paths, the printed-sections parser and the filter that refuses user
-namespaces. Tests import them (`from helpers import in_frame`); pytest finds
-this folder through pyproject.toml's pythonpath.
+paths, the printed-sections parser, what the kit could leave on the machine
+and the filter that refuses user namespaces. Tests import them (`from helpers
+import in_frame`); pytest finds this folder through pyproject.toml's
+pythonpath.
 
 Everything that creates namespaces runs inside a throwaway frame, so a bug in
 a step or a test cannot change the machine's hostname, mounts, IPC objects or
@@ -19,6 +20,10 @@ import sh
 
 from conformance import catalog
 from conformance.catalog import NEW_NAMESPACES, file_name
+try:  # where the split sandbox keeps the grader's uids
+    from conformance.ids import RANGE, unused_range
+except ImportError:  # the sandbox in one module
+    from conformance.sandbox import RANGE, unused_range
 from tools.frame import expose_to_users, own_root as own_root_prelude
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -143,6 +148,82 @@ def grade(*args, tmp):
     report = Path(tmp) / "grader-report.json"
     report.unlink(missing_ok=True)
     return Graded(_grader(*args, "--json", str(report)), report)
+
+
+# -- what the kit could leave on the machine ----------------------------------------
+
+# The hostnames the steps and the frames set; the machine must never get one.
+KIT_HOSTNAMES = {"myhostname", "nskit-frame"}
+# The queue key of the grader's own tests (0x6e736b, "nsk").
+KIT_QUEUE_KEYS = {0x6E736B}
+KIT_UIDS = range(unused_range(), unused_range() + RANGE)
+
+
+def _queues():
+    # key msqid perms cbytes qnum lspid lrpid uid ...
+    rows = [row.split() for row in Path("/proc/sysvipc/msg").read_text().splitlines()[1:]]
+    return sorted((int(r[0]), int(r[7])) for r in rows
+                  if int(r[0]) in KIT_QUEUE_KEYS or int(r[7]) in KIT_UIDS)
+
+
+def _orphans():
+    """Running processes of the grader's uid range that nobody waits for any
+    more (a zombie is already dead: reaping it is the machine's init's job)."""
+    found = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(line.split(":", 1) for line in status.read_text().splitlines())
+            uid = int(fields["Uid"].split()[0])
+            if (uid in KIT_UIDS and fields["PPid"].strip() == "1"
+                    and not fields["State"].strip().startswith("Z")):
+                command = (status.parent / "cmdline").read_bytes().replace(b"\0", b" ")
+                found.append(f"pid {status.parent.name}, uid {uid}: "
+                             f"{command.decode(errors='replace').strip()[:120]}")
+        except (OSError, ValueError):
+            continue  # gone meanwhile
+    return sorted(found)
+
+
+def _kits_mount(line):
+    # The kit names every filesystem it mounts nskit...; a folder of someone
+    # else's that is merely called so (a daemon's data root) is not the kit's.
+    source, target = line.split()[:2]
+    return source.startswith("nskit") or target == "/mytmp" or target.startswith("/mytmp/")
+
+
+def machine_traces():
+    """What the kit could leave on the machine, and nothing else: other work
+    on it (containers, other queues and links) may change the rest meanwhile,
+    and a parallel worker's tests run in frames of their own."""
+    # /proc/net is the reader's network namespace (/sys/class/net is not).
+    links = [line.split(":")[0].strip() for line in
+             Path("/proc/net/dev").read_text().splitlines()[2:]]
+    mounts = Path("/proc/self/mounts").read_text().splitlines()
+    hostname = os.uname().nodename
+    shm = [p.name for p in Path("/dev/shm").iterdir() if "nskit" in p.name]
+    return {
+        "links named nskit": sorted(link for link in links if "nskit" in link),
+        "mounts named nskit or on /mytmp": sorted(m for m in mounts if _kits_mount(m)),
+        "the kit's hostnames": hostname if hostname in KIT_HOSTNAMES else None,
+        "/mytmp": os.path.lexists("/mytmp"),
+        "queues of the kit's keys or uids": _queues(),
+        "files named nskit in /dev/shm": sorted(shm),
+        "orphans of the grader's uid range": _orphans(),
+    }
+
+
+def left_behind(before, now):
+    """What is on the machine now that was not at the start: new entries of
+    each list, or a value changed (a /mytmp made, or removed)."""
+    changed = {}
+    for what, value in now.items():
+        if isinstance(value, list):
+            new = [entry for entry in value if entry not in before[what]]
+            if new:
+                changed[what] = new
+        elif value != before[what]:
+            changed[what] = (before[what], value)
+    return changed
 
 
 # Refuses every new user namespace, as Docker's default seccomp profile does:

@@ -12,7 +12,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -22,7 +21,7 @@ from shlex import quote
 
 import pytest
 
-from helpers import PYTHON, ROOT, STEPS_DIR as STEPS, grade, in_frame, step_path
+from helpers import PYTHON, ROOT, STEPS_DIR as STEPS, grade, in_frame, machine_traces, step_path
 
 from conformance.checks import STEPS as NAMES, checks_for  # noqa: E402
 
@@ -218,15 +217,8 @@ PROBLEMS = {
 # -- the real machine ---------------------------------------------------------------
 
 def real_host():
-    """What a leak would change on the real machine."""
-    links = run(["ip", "-o", "link"]).stdout
-    return {
-        "hostname": socket.gethostname(),
-        "mounts": Path("/proc/self/mounts").read_text(),
-        "queues": run(["ipcs", "-q"]).stdout,
-        "links": sorted(re.findall(r"^\d+: ([^:@]+)", links, re.M)),
-        "root": sorted(os.listdir("/")),   # no /mytmp made on the real disk
-    }
+    """What a leak of the kit's would change on the real machine."""
+    return machine_traces()
 
 
 def strangers():
@@ -665,10 +657,3 @@ def test_pytest_plugin_keyword_on_the_no_flag_scenario(gallery, tmp_path):
     assert cases == {case("03", MYHOSTNAME): True, case("03", HOSTNAME_KEPT): False,
                      case("07", MYHOSTNAME): True, case("07", HOSTNAME_KEPT): False}
 
-
-# -- last: the machine as the module found it ----------------------------------------------
-
-def test_real_host_unchanged_after_every_test_of_this_module(host_at_start):
-    before, old = host_at_start
-    assert real_host() == before
-    assert strangers_gone(old) == set()

@@ -1,4 +1,4 @@
-"""The guard every test runs on teardown (conftest.machine_unchanged) sees
+"""The guard every test runs on teardown (helpers.machine_unchanged) sees
 what the kit could leave on the machine: shown in a frame, whose namespaces
 stand in for the machine's."""
 from shlex import quote
@@ -10,14 +10,14 @@ from helpers import PYTHON, in_frame
 LEAVE = r"""
 import ctypes, os, subprocess, sys
 sys.path[:0] = ["tests", "."]
-import conftest
-before = conftest.machine_traces()
+import helpers
+before = helpers.machine_traces()
 subprocess.run("ip link add nskit9 type veth peer name other9 && "
                "mount -t tmpfs nskit-left /mnt && mkdir /mytmp && "
                "mount -t tmpfs none /mytmp", shell=True, check=True)
 assert ctypes.CDLL(None).msgget(0x6E736B, 0o1000 | 0o600) >= 0
-print(sorted(conftest.left_behind(before, conftest.machine_traces())))
-print(conftest.left_behind(before, before))
+print(sorted(helpers.left_behind(before, helpers.machine_traces())))
+print(helpers.left_behind(before, before))
 """
 
 
@@ -33,12 +33,12 @@ def test_the_guard_sees_links_mounts_mytmp_and_queues_of_the_kit():
 ORPHAN = r"""
 import subprocess, sys, time
 sys.path[:0] = ["tests", "."]
-import conftest
-before = conftest.machine_traces()
-uid = conftest.KIT_UIDS.start
+import helpers
+before = helpers.machine_traces()
+uid = helpers.KIT_UIDS.start
 subprocess.run(f"(setpriv --reuid {uid} --regid {uid} --clear-groups sleep 30 &)", shell=True)
 time.sleep(0.5)
-print(sorted(conftest.left_behind(before, conftest.machine_traces())))
+print(sorted(helpers.left_behind(before, helpers.machine_traces())))
 """
 
 
