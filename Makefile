@@ -32,10 +32,12 @@ include docker.mk
 # -- exercises and grading (issue 5) --
 # make exercise: the tasks in work/ (files already there are kept).
 # make grade [TARGET=DIR] [STEP=NN...]: grade work/, or any folder of step programs.
-# make gradescope-bundle: build/nskit-gradescope.zip, the Gradescope autograder.
+# make gradescope-bundle [COURSE=FILE]: build/nskit-gradescope.zip, the Gradescope
+# autograder, with the course file's points and visibility baked in.
 WORK ?= work
 TARGET ?= $(WORK)
 STEP ?=
+COURSE ?=
 .PHONY: exercise grade gradescope-bundle
 exercise: setup
 	@$(PY) -m exercises.make_work $(WORK)
@@ -46,7 +48,7 @@ grade: setup
 	@$(PY) -m conformance --target $(TARGET) $(foreach s,$(STEP),--step $(s))
 
 gradescope-bundle: setup
-	@$(PY) -m gradescope.bundle build/nskit-gradescope.zip
+	@$(PY) -m gradescope.bundle build/nskit-gradescope.zip $(if $(COURSE),--course $(COURSE))
 
 # -- benchmarks (issue 6) --
 # make bench: the steps beside python -c pass, the article's C and unshare, the

@@ -98,7 +98,7 @@ def find_work(submission):
     return next((p for p in _places(submission) if _real_dir(p) and _claims(p)), None)
 
 
-def _looks_like_the_kit(submission):
+def looks_like_the_kit(submission):
     folders = [submission, *[p for p in _places(submission) if p.name != WORK]]
     return any(_real_dir(f / mark) for f in folders for mark in KIT_MARKS)
 
@@ -116,7 +116,7 @@ def find_programs(target, steps=None, search=True):
                           f"your NN_name programs.")
     found_in = (find_work(target) if search else None) or target
     by_step = _claims(found_in)
-    if not by_step and search and _looks_like_the_kit(target):
+    if not by_step and search and looks_like_the_kit(target):
         return [Program(step, problem=NO_WORK) for step in steps or STEP_NAMES]
     programs = []
     for step in steps or STEP_NAMES:

@@ -102,15 +102,15 @@ def _test_output(check, base):
     return relative(bound(check.seen) + (f"\nHint: {check.hint}" if check.hint else ""), base)
 
 
-def summary(steps, course=None, where=None):
+def summary(steps, course=None, where=None, base=None):
     """A few lines for the learner: points per step and the total."""
     course = course or Course()
     earned, possible = course.earned(steps)
     lines = [f"Graded: {where}" if where else None,
              f"{number(earned)}/{number(possible)} points"]
     lines += [f"  {s.step} {STEP_NAMES[s.step]}: {number(course.earned([s])[0])}/"
-              f"{number(course.step_points(s.step))}" + (" (not graded: see its tests)"
-                                                          if s.problem else "") for s in steps]
+              f"{number(course.step_points(s.step))}"
+              + (f" ({relative(bound(s.problem, 200), base)})" if s.problem else "") for s in steps]
     return "\n".join(line for line in lines if line is not None)
 
 
@@ -128,7 +128,7 @@ def gradescope(steps, course=None, base=None, seconds=None, output=None):
     results = {"score": course.earned(steps)[0],
                "execution_time": round(seconds if seconds is not None
                                        else sum(s.seconds for s in steps), 3),
-               "output": output if output is not None else summary(steps, course),
+               "output": output if output is not None else summary(steps, course, base=base),
                "tests": tests}
     return fit(results)
 
@@ -150,7 +150,7 @@ def prairielearn(steps, course=None, base=None):
               "output": ""}
              for step in steps for check, got, worth in course.checks(step)]
     return fit({"gradable": True, "score": round(earned / possible, 4) if possible else 0.0,
-                "message": summary(steps, course), "tests": tests})
+                "message": summary(steps, course, base=base), "tests": tests})
 
 
 def prairielearn_not_graded(learner, staff="", learners_fault=False):
@@ -166,7 +166,7 @@ def classroom(steps, course=None):
     """What GitHub Classroom's grading reporter reads from a runner's
     `result` output (base64 of this JSON): a test per check, with points."""
     course = course or Course()
-    tests = [{"name": check.name, "status": "pass" if got or status(check) == "passed" else "fail",
+    tests = [{"name": check.name, "status": "pass" if status(check) == "passed" else "fail",
               "score": got, "message": _test_output(check, None), "line_no": 0,
               "execution_time": f"{step.seconds:.2f}s", "test_code": ""}
              for step in steps for check, got, worth in course.checks(step)]
