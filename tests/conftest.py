@@ -99,3 +99,9 @@ def grade(*args, tmp):
     report = Path(tmp) / "grader-report.json"
     report.unlink(missing_ok=True)
     return Graded(_grader(*args, "--json", str(report)), report)
+
+
+def pytest_configure(config):
+    for name, what in (("slow", "takes more than about 5 s"), ("network", "needs the network"),
+                       ("docker", "needs Docker"), ("root", "needs root")):
+        config.addinivalue_line("markers", f"{name}: {what}")
