@@ -539,3 +539,45 @@ def test_the_classroom_workflow_grades_a_template(workflow, template, tmp_path, 
         assert test["status"] in ("pass", "fail") and test["name"][:2] in STEPS
         if test["name"][:2] in passed:
             assert test["status"] == "pass"
+
+
+# -- where the machine cannot grade -----------------------------------------------
+
+def test_a_machine_that_cannot_grade_writes_not_graded_never_a_zero(tmp_path):
+    """In a user namespace whose limit of user namespaces is 0, as a refusing
+    container is: PrairieLearn is told the submission is not gradable (no
+    attempt spent, no points), Gradescope's output says it was not graded."""
+    pl, gs = tmp_path / "pl.json", tmp_path / "gs.json"
+    command = (f"echo 0 > /proc/sys/user/max_user_namespaces && exec {PYTHON} -m conformance "
+               f"--target steps --prairielearn {pl} --gradescope {gs}")
+    done = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "--pid", "--fork",
+                           "--mount-proc", "bash", "-c", command], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert "user namespace" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    results = json.loads(pl.read_text())
+    assert results["gradable"] is False and "score" not in results
+    assert results["message"].startswith("Not graded: ") and "sysctl" not in results["message"]
+    assert "user.max_user_namespaces" in results["output"]
+    results = json.loads(gs.read_text())
+    assert results["output"].startswith("Not graded: ") and results["tests"] == []
+
+
+def test_c_without_a_compiler_asks_for_the_program(tmp_path):
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "00_skeleton.c").write_text(C_SKELETON)
+    bin_dir = tmp_path / "bin"      # a PATH with the tools the grader needs, and no cc
+    bin_dir.mkdir()
+    for tool in ("sh", "bash", "ip", "ps", "ipcs", "hostname", "cat", "ls", "id", "unshare"):
+        if shutil.which(tool):
+            os.symlink(shutil.which(tool), bin_dir / tool)
+    report = tmp_path / "report.json"
+    done = subprocess.run([PYTHON, "-m", "conformance", "--target", str(tmp_path / "t"),
+                           "--step", "00", "--json", str(report)], cwd=ROOT, capture_output=True,
+                          text=True, env=dict(os.environ, PATH=str(bin_dir)), timeout=120)
+    assert done.returncode == 1, done
+    (learner,) = json.loads(report.read_text()).values()
+    assert {c["seen"] for c in learner["steps"][0]["checks"]} == {
+        "00_skeleton.c is C source and this machine has no C compiler (cc): compile it first "
+        "and submit the program"}
+    assert "chmod" not in done.stdout
