@@ -83,8 +83,11 @@ def _places(submission):
     """Where a submission's work may be, in the order looked at."""
     yield submission / WORK
     yield submission
-    inside = [p for p in submission.iterdir() if p.name not in ARCHIVE_CLUTTER
-              and not p.name.startswith(".")]
+    try:
+        inside = [p for p in submission.iterdir() if p.name not in ARCHIVE_CLUTTER
+                  and not p.name.startswith(".")]
+    except OSError:
+        return
     if len(inside) == 1 and _real_dir(inside[0]):
         yield inside[0] / WORK
         yield inside[0]
