@@ -583,3 +583,52 @@ def test_c_without_a_compiler_asks_for_the_program(tmp_path):
         "00_skeleton.c is C source and this machine has no C compiler (cc): compile it first "
         "and submit the program"}
     assert "chmod" not in done.stdout
+
+
+# -- points and bounds, without running anything ------------------------------------
+
+class _Check:
+    """A check as the grader reports it, with a status where it has one."""
+
+    def __init__(self, step, title, passed, status=None, seen="seen"):
+        self.step, self.title, self.passed, self.seen, self.hint = step, title, passed, seen, "hint"
+        if status:
+            self.status = status
+
+    @property
+    def name(self):
+        return f"{self.step} {STEPS[self.step]}: {self.title}"
+
+
+def _step(nn, checks):
+    from conformance.grade import StepResult
+    return StepResult(nn, f"/class/ann/work/{file_name(nn)}", checks, seconds=0.5)
+
+
+def test_points_are_shared_and_skipped_or_failed_checks_earn_nothing():
+    from conformance import report
+    from conformance.course import Course
+    steps = [_step("07", [_Check("07", f"c{i}", i < 9) for i in range(15)]),
+             _step("01", [_Check("01", "a", True), _Check("01", "b", False, "skipped"),
+                          _Check("01", "c", True, "passed")])]
+    course = Course()
+    assert course.shares("07", 15) == [0.67] * 10 + [0.66] * 5
+    assert course.earned(steps[:1]) == (6.03, 10)
+    assert course.earned(steps[1:]) == (6.67, 10)       # 3.34 + 3.33
+    results = report.gradescope(steps, course)
+    assert [t["status"] for t in results["tests"][15:]] == ["passed", "skipped", "passed"]
+    assert results["score"] == 12.7
+    suite = ET.fromstring(report.junit({"ann": steps}).split("?>", 1)[1]).find("testsuite")
+    assert (suite.get("failures"), suite.get("skipped")) == ("6", "1")
+
+
+def test_a_learners_results_stay_within_1_mb_and_xml_gets_no_control_bytes():
+    from conformance import report
+    flood = "\x00\x01\x1b[2J" + "x" * 100_000
+    steps = [_step("07", [_Check("07", f"c{i}", False, seen=flood) for i in range(300)])]
+    for results in (report.gradescope(steps), report.prairielearn(steps)):
+        assert len(report.dumps(results).encode()) <= 1 << 20
+    suites = ET.fromstring(report.junit({"../work": steps}).split("?>", 1)[1].encode())
+    failure = next(suites.iter("failure"))
+    assert "\x00" not in failure.get("message") and len(failure.get("message")) < 2200
+    assert next(suites.iter("testcase")).get("classname") == "work.07_combined"
