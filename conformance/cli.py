@@ -155,18 +155,17 @@ def main(argv=None):
         print(f"nskit: {error}", file=sys.stderr)
         return 2
     except Unavailable as error:
+        _not_graded(args, f"{error}; {refusal()}" if error.refused else str(error))
         if not error.refused:
-            why = (f"the grader cannot build its throwaway host here ({error}): "
-                   f"run it in the kit's container (make shell), or report this with the "
-                   f"message above.")
-        else:
-            why = (f"cannot create the user namespace every graded run needs ({error}; "
-                   f"{refusal()}): run the grader with sudo, allow user namespaces "
-                   f"(sysctl user.max_user_namespaces=15000, or on Ubuntu "
-                   f"kernel.apparmor_restrict_unprivileged_userns=0), or use the container: "
-                   f"make shell.")
-        print(f"nskit: {why}", file=sys.stderr)
-        _not_graded(args, why)
+            print(f"nskit: the grader cannot build its throwaway host here ({error}): "
+                  f"run it in the kit's container (make shell), or report this with the "
+                  f"message above.", file=sys.stderr)
+            return 2
+        print(f"nskit: cannot create the user namespace every graded run needs ({error}; "
+              f"{refusal()}): run the grader with sudo, allow user namespaces "
+              f"(sysctl user.max_user_namespaces=15000, or on Ubuntu "
+              f"kernel.apparmor_restrict_unprivileged_userns=0), or use the container: make shell.",
+              file=sys.stderr)
         return 2
     progress = Progress(len(targets)) if args.submissions else None
     results = grade(targets, sandbox, on_done=progress)
@@ -207,9 +206,8 @@ def _not_graded(args, why):
 def _report_class(args, results, course, roster):
     print(report.class_table(results, course))
     csv_path = args.csv or "scores.csv"
-    notes = {label: steps[0].problem for label, steps in results.items()
-             if steps and all(s.problem == steps[0].problem for s in steps)
-             and steps[0].problem in (NO_WORK,)}
+    notes = {label: NO_WORK for label, steps in results.items()
+             if steps and all(s.problem == NO_WORK for s in steps)}
     report.write_scores_csv(csv_path, results, course, roster, notes)
     print(f"\nscores: {csv_path}")
     if roster is not None:
