@@ -102,19 +102,18 @@ def _test_output(check, base):
     return relative(bound(check.seen) + (f"\nHint: {check.hint}" if check.hint else ""), base)
 
 
-def summary(steps, course=None, where=None, base=None):
+def summary(steps, course=None, base=None):
     """A few lines for the learner: points per step and the total."""
     course = course or Course()
     earned, possible = course.earned(steps)
-    lines = [f"Graded: {where}" if where else None,
-             f"{number(earned)}/{number(possible)} points"]
+    lines = [f"{number(earned)}/{number(possible)} points"]
     lines += [f"  {s.step} {STEP_NAMES[s.step]}: {number(course.earned([s])[0])}/"
               f"{number(course.step_points(s.step))}"
               + (f" ({relative(bound(s.problem, 200), base)})" if s.problem else "") for s in steps]
-    return "\n".join(line for line in lines if line is not None)
+    return "\n".join(lines)
 
 
-def gradescope(steps, course=None, base=None, seconds=None, output=None):
+def gradescope(steps, course=None, base=None):
     """Gradescope's results.json: one test per check, each worth its share of
     its step's points, with the visibility the course gives it."""
     course = course or Course()
@@ -126,9 +125,8 @@ def gradescope(steps, course=None, base=None, seconds=None, output=None):
                           "output": _test_output(check, base),
                           "visibility": course.visibility_of(step.step, check.title)})
     results = {"score": course.earned(steps)[0],
-               "execution_time": round(seconds if seconds is not None
-                                       else sum(s.seconds for s in steps), 3),
-               "output": output if output is not None else summary(steps, course, base=base),
+               "execution_time": round(sum(s.seconds for s in steps), 3),
+               "output": summary(steps, course, base),
                "tests": tests}
     return fit(results)
 
@@ -150,16 +148,13 @@ def prairielearn(steps, course=None, base=None):
               "output": ""}
              for step in steps for check, got, worth in course.checks(step)]
     return fit({"gradable": True, "score": round(earned / possible, 4) if possible else 0.0,
-                "message": summary(steps, course, base=base), "tests": tests})
+                "message": summary(steps, course, base), "tests": tests})
 
 
-def prairielearn_not_graded(learner, staff="", learners_fault=False):
+def prairielearn_not_graded(learner, staff=""):
     """Not gradable: PrairieLearn then awards nothing and takes no attempt,
     where a 0 would count against the learner."""
-    results = {"gradable": False, "message": f"Not graded: {learner}", "output": staff}
-    if learners_fault:
-        results["format_errors"] = [learner]
-    return results
+    return {"gradable": False, "message": f"Not graded: {learner}", "output": staff}
 
 
 def classroom(steps, course=None):
