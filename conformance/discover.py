@@ -96,9 +96,12 @@ def _places(submission):
 def find_work(submission):
     """The folder of a submission that holds its step programs, or None."""
     submission = Path(submission)
-    if not _real_dir(submission):
+    if not submission.is_dir():
         return None
-    return next((p for p in _places(submission) if _real_dir(p) and _claims(p)), None)
+    # The submission itself may be a link the instructor made; what is
+    # inside it is the learner's, and no link of theirs is followed.
+    return next((p for p in _places(submission)
+                 if (p == submission or _real_dir(p)) and _claims(p)), None)
 
 
 def looks_like_the_kit(submission):
@@ -148,7 +151,7 @@ def find_submissions(folder):
     if not folder.is_dir():
         raise TargetError(f"{folder} is not a folder: give --submissions a folder with one "
                           f"subfolder per learner.")
-    learners = sorted(p for p in folder.iterdir() if _real_dir(p) and not p.name.startswith("."))
+    learners = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not learners:
         raise TargetError(f"{folder} has no subfolders: put each learner's programs in a "
                           f"subfolder of their own.")

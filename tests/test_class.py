@@ -632,3 +632,22 @@ def test_a_learners_results_stay_within_1_mb_and_xml_gets_no_control_bytes():
     failure = next(suites.iter("failure"))
     assert "\x00" not in failure.get("message") and len(failure.get("message")) < 2200
     assert next(suites.iter("testcase")).get("classname") == "work.07_combined"
+
+
+def test_a_learners_link_is_never_followed_to_find_work(tmp_path):
+    """A work/ that links to another learner's folder, or an unzipped folder
+    that is a link, grades nothing; the instructor's own links to learners'
+    folders are followed."""
+    other = correct(tmp_path / "other", ["00"])
+    cls = tmp_path / "class"
+    (cls / "mal").mkdir(parents=True)
+    (cls / "mal" / "work").symlink_to(other)
+    (cls / "mel").mkdir()
+    (cls / "mel" / "archive").symlink_to(other)
+    (cls / "linked").symlink_to(other)
+    done = grade("--submissions", cls, "--step", "00", "--csv", tmp_path / "scores.csv",
+                 tmp=tmp_path)
+    assert done.code == 0, done
+    with open(tmp_path / "scores.csv", newline="") as fh:
+        totals = {row["learner"]: row["total"] for row in csv.DictReader(fh)}
+    assert totals == {"linked": str(10), "mal": "0", "mel": "0"}
