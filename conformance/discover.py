@@ -176,7 +176,7 @@ def c_argv(cc, source):
     """A command that compiles source in the run and runs the result in its
     place with the arguments that follow; when it does not compile, it says
     COMPILE_FAILED and the compiler's first error."""
-    script = (f'"$0" -O2 -fno-diagnostics-show-caret -fdiagnostics-color=never -o {BINARY} "$1" '
+    script = (f'"$0" -O2 -o {BINARY} "$1" '
               f'2>/tmp/.nskit-cc || {{ echo {COMPILE_FAILED}; '
               f'grep -m1 "error" /tmp/.nskit-cc || head -n1 /tmp/.nskit-cc; exit 1; }}; '
               f'shift; exec {BINARY} "$@"')
