@@ -356,11 +356,14 @@ def namespace_table(step):
     links = [f"/proc/self/ns/{ns}" for ns in catalog.NAMESPACES]
     host = nstable.own()
     wrap = wrap_for(step)
-    parent = host
-    if wrap:
-        parent = nstable.parse(str(sh.Command(wrap[0])(*wrap[1:], "readlink", *links)))
-    argv = [*wrap, sys.executable, str(step), "readlink", *links]
-    command = nstable.parse(str(sh.Command(argv[0])(*argv[1:])))
+    # One run of the wrapper for both, since each run makes a fresh user
+    # namespace: what the step started in, then what its command has.
+    script = (f"readlink {' '.join(links)} && "
+              f"{shlex.quote(sys.executable)} {shlex.quote(str(step))} readlink {' '.join(links)}")
+    argv = [*wrap, "sh", "-c", script]
+    lines = str(sh.Command(argv[0])(*argv[1:])).splitlines()
+    parent = nstable.parse("\n".join(lines[:len(links)]))
+    command = nstable.parse("\n".join(lines[len(links):]))
     print(nstable.render(nstable.rows(host, parent, command),
                          nstable.colour_wanted(sys.stdout)), flush=True)
 
