@@ -47,9 +47,13 @@ include docker.mk
 WORK ?= work
 TARGET ?= $(WORK)
 STEP ?=
-.PHONY: exercise grade gradescope-bundle
+.PHONY: exercise exercise-beyond grade gradescope-bundle
 exercise: setup
 	@$(PY) -m exercises.make_work $(WORK)
+
+# make exercise-beyond: 08 and 09, each from your own 03 and 06 in work/.
+exercise-beyond: setup
+	@$(PY) -m exercises.make_work --beyond $(WORK)
 
 grade: setup
 	@if [ "$(TARGET)" = "$(WORK)" ] && [ ! -e "$(WORK)" ]; then \
