@@ -291,26 +291,27 @@ def kill_parent(step):
     heading(f"through {step}: sleep 60, then kill -KILL the step, its parent")
     argv = [*wrap_for(step), sys.executable, str(step), "sleep", "60"]
     parent = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
+    command = None
     try:
         command = command_of(parent.pid)
-    except Stop:
         parent.kill()
         parent.wait()
-        raise
-    parent.kill()
-    parent.wait()
-    for _ in range(100):
-        if not alive(command):
-            break
-        time.sleep(0.02)
-    if alive(command):
+        for _ in range(100):
+            if not alive(command):
+                print(f"sleep 60 (pid {command}) is gone: the kernel killed it with "
+                      "its parent.", flush=True)
+                return True
+            time.sleep(0.02)
         print(f"sleep 60 (pid {command}) still runs: it outlived its parent.", flush=True)
         heading(f"clean up: kill {command}")
-        os.kill(command, signal.SIGKILL)
         return False
-    print(f"sleep 60 (pid {command}) is gone: the kernel killed it with its parent.",
-          flush=True)
-    return True
+    finally:
+        # However the demo ends, neither is left behind.
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+        if command and alive(command):
+            os.kill(command, signal.SIGKILL)
 
 
 def isolate(step):

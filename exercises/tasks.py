@@ -6,7 +6,6 @@ article and `man 2 clone` have that. Step 00 has no task, so work/00 is the
 skeleton as it is.
 """
 from conformance.catalog import file_name as catalog_file_name
-from conformance.checks import STEPS
 
 HOW = """\
 Try it:     sudo python3 work/{file} {cmd}
