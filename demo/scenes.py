@@ -296,7 +296,7 @@ def kill_parent(step):
         command = command_of(parent.pid)
         parent.kill()
         parent.wait()
-        for _ in range(100):
+        for _ in range(50):  # a second: the kernel's kill is all but instant
             if not alive(command):
                 print(f"sleep 60 (pid {command}) is gone: the kernel killed it with "
                       "its parent.", flush=True)

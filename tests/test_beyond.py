@@ -52,7 +52,7 @@ P=$!
 for i in $(seq 200); do C=$(pgrep -P $P -x sleep) && break; sleep 0.05; done
 [ -n "$C" ] || {{ echo "@@nostart"; exit 0; }}
 kill -KILL $P; wait $P 2>/dev/null
-for i in $(seq 60); do
+for i in $(seq 30); do
     s=$(awk '{{print $3}}' /proc/$C/stat 2>/dev/null)
     [ -z "$s" ] || [ "$s" = Z ] && break; sleep 0.05
 done
