@@ -346,8 +346,9 @@ def uid_map(step):
 SCENES = {"00": skeleton, "01": net, "02": mnt, "03": uts,
           "04": ipc, "05": pid, "06": user, "07": combined,
           "08": isolate, "09": uid_map}
-# The article each scene stands beside.
+# The article each scene stands beside: 09's maps are the series' second post.
 ARTICLE = {nn: SECOND if nn in catalog.BEYOND_PART_1 else FIRST for nn in SCENES}
+ARTICLE["09"] = f"{SECOND}, part 2"
 NEEDS_MYTMP = ("02", "07")
 
 

@@ -15,10 +15,14 @@ import ast
 import difflib
 import re
 import shlex
+import sys
 
 import pytest
 
-from conftest import PYTHON, ROOT, in_frame, step_path
+from conftest import PYTHON, ROOT, STEPS, grade, in_frame, step_path
+
+sys.path.insert(0, str(ROOT))
+from conformance.catalog import BEYOND_PART_1, STEP_NAMES  # noqa: E402
 
 GALLERY = ROOT / "tests" / "gallery" / "beyond"
 HOLD = 0.4  # seconds the parent is held before each of its writes
@@ -215,3 +219,10 @@ def test_a_full_copy_of_its_base_plus_the_pipe(nn, base):
     assert removed == [], removed
     assert "PR_SET_PDEATHSIG" in new and "os.pipe()" in new and 'b"OK"' in new
     assert "import" not in "".join(set(new.splitlines()) - set(old.splitlines()))
+
+
+def test_grading_stays_00_to_07_with_08_and_09_in_the_folder(tmp_path):
+    assert not set(BEYOND_PART_1) & set(STEP_NAMES)
+    graded = grade("--target", str(STEPS), tmp=tmp_path)
+    assert graded.code == 0, graded
+    assert sorted(graded.steps) == sorted(STEP_NAMES)
