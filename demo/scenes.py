@@ -108,7 +108,9 @@ def flag_alone(ns):
     for old, new in (("clone_flags = SIGCHLD", f"clone_flags = {flag} | SIGCHLD"),
                      ("SIG_DFL, SIG_IGN = 0, 1\n",
                       f"SIG_DFL, SIG_IGN = 0, 1\n{flag} = {catalog.CLONE_FLAG_OF[ns]:#010x}\n")):
-        assert old in source, f"{SKELETON} lacks {old!r}"
+        if old not in source:
+            raise Stop(f"{SKELETON} no longer has `{old.strip()}`, which the in-between "
+                       f"stage is made from: restore it with git checkout {SKELETON}.")
         source = source.replace(old, new)
     with tempfile.TemporaryDirectory(prefix="nskit-demo-") as folder:
         path = Path(folder) / f"skeleton_with_{flag}.py"
@@ -259,8 +261,8 @@ def combined(step):
 
 
 def command_of(parent, timeout=10):
-    """The pid of the command a step started, once it has exec'd (its
-    name is no longer python's), found among its parent's children."""
+    """The pid of the `sleep` a step started, among its parent's children,
+    once the child has exec'd it."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for entry in os.scandir("/proc"):
