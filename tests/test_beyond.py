@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 from conformance.catalog import BEYOND_PART_1, STEP_NAMES  # noqa: E402
 
 GALLERY = ROOT / "tests" / "gallery" / "beyond"
-HOLD = 0.4  # seconds the parent is held before each of its writes
+HOLD = 0.6  # seconds the parent is held before each of its writes
 USER = 65534
 
 # Runs a step program with the parent held before each os.write, so that a
