@@ -3,9 +3,11 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-STEPS := 00 01 02 03 04 05 06 07
+STEPS := 00 01 02 03 04 05 06 07 08 09
+# Beyond Part 1, each step is a copy of an earlier one: NN:BASE.
+BASES := 08:03 09:06
 
-.PHONY: setup test $(STEPS:%=step-%) $(STEPS:%=diff-%)
+.PHONY: setup test ns-tables $(STEPS:%=step-%) $(STEPS:%=diff-%)
 setup: $(VENV)/.installed
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -19,10 +21,19 @@ test: setup
 $(STEPS:%=step-%): step-%: setup
 	@$(PY) -m demo $*
 
-# What step NN changes in the skeleton; diff's exit 1 only means "they differ".
-$(STEPS:%=diff-%): diff-%: setup
-	@set -- steps/$*_*.py; [ -f "$$1" ] || { echo "There is no steps/$*_*.py yet." >&2; exit 1; }; \
-	diff -u steps/00_skeleton.py "$$1" || [ $$? -eq 1 ]
+# What step NN changes in its base (the skeleton, or BASES); diff's exit 1
+# only means "they differ".
+diff-00: setup
+	@echo "00 is the skeleton itself, the article's skeleton.c: every later step is a copy of it. Next: make diff-01."
+
+$(filter-out diff-00,$(STEPS:%=diff-%)): diff-%: setup
+	@base=$(or $(patsubst $*:%,%,$(filter $*:%,$(BASES))),00); \
+	set -- steps/$*_*.py; [ -f "$$1" ] || { echo "There is no steps/$*_*.py yet." >&2; exit 1; }; \
+	set -- steps/$${base}_*.py "$$1"; diff -u "$$@" || [ $$? -eq 1 ]
+
+# steps/README.md's namespace tables, from conformance/catalog.py.
+ns-tables: setup
+	@$(PY) tools/ns_tables.py
 
 step-% diff-%:
 	@echo "There is no step $*: the steps are $(STEPS)." >&2; exit 1
@@ -38,9 +49,13 @@ WORK ?= work
 TARGET ?= $(WORK)
 STEP ?=
 COURSE ?=
-.PHONY: exercise grade gradescope-bundle
+.PHONY: exercise exercise-beyond grade gradescope-bundle
 exercise: setup
 	@$(PY) -m exercises.make_work $(WORK)
+
+# make exercise-beyond: 08 and 09, each from your own 03 and 06 in work/.
+exercise-beyond: setup
+	@$(PY) -m exercises.make_work --beyond $(WORK)
 
 grade: setup
 	@if [ "$(TARGET)" = "$(WORK)" ] && [ ! -e "$(WORK)" ]; then \
