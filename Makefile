@@ -3,12 +3,14 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-STEPS := 00 01 02 03 04 05 06 07
+STEPS := 00 01 02 03 04 05 06 07 08 09
+# Beyond Part 1, each step is a copy of an earlier one: NN:BASE.
+BASES := 08:03 09:06
 # pytest's workers: one per core (`make test JOBS=1` runs in one process).
 JOBS ?= auto
 PYTEST := $(PY) -m pytest -n $(JOBS)
 
-.PHONY: setup test $(STEPS:%=step-%) $(STEPS:%=diff-%)
+.PHONY: setup test ns-tables $(STEPS:%=step-%) $(STEPS:%=diff-%)
 .PHONY: help test-all test-as-user
 
 ## help: this list of targets
@@ -39,11 +41,19 @@ USER_TEST ?= make test
 $(STEPS:%=step-%): step-%: setup
 	@$(PY) -m demo $*
 
-## diff-NN: what step NN changes in the skeleton
-# What step NN changes in the skeleton; diff's exit 1 only means "they differ".
-$(STEPS:%=diff-%): diff-%: setup
-	@set -- steps/$*_*.py; [ -f "$$1" ] || { echo "There is no steps/$*_*.py yet." >&2; exit 1; }; \
-	diff -u steps/00_skeleton.py "$$1" || [ $$? -eq 1 ]
+## diff-NN: what step NN changes in its base (the skeleton, or 03 for 08, 06 for 09)
+# diff's exit 1 only means "they differ".
+diff-00: setup
+	@echo "00 is the skeleton itself, the article's skeleton.c: every later step is a copy of it. Next: make diff-01."
+
+$(filter-out diff-00,$(STEPS:%=diff-%)): diff-%: setup
+	@base=$(or $(patsubst $*:%,%,$(filter $*:%,$(BASES))),00); \
+	set -- steps/$*_*.py; [ -f "$$1" ] || { echo "There is no steps/$*_*.py yet." >&2; exit 1; }; \
+	set -- steps/$${base}_*.py "$$1"; diff -u "$$@" || [ $$? -eq 1 ]
+
+## ns-tables: steps/README.md's namespace tables, from conformance/catalog.py
+ns-tables: setup
+	@$(PY) tools/ns_tables.py
 
 step-% diff-%:
 	@echo "There is no step $*: the steps are $(STEPS)." >&2; exit 1
@@ -54,10 +64,15 @@ include docker.mk
 WORK ?= work
 TARGET ?= $(WORK)
 STEP ?=
-.PHONY: exercise grade gradescope-bundle
+COURSE ?=
+.PHONY: exercise exercise-beyond grade gradescope-bundle
 ## exercise: write the tasks into work/ (WORK=DIR elsewhere); files already there are kept
 exercise: setup
 	@$(PY) -m exercises.make_work $(WORK)
+
+## exercise-beyond: 08 and 09, each from your own 03 and 06 in work/
+exercise-beyond: setup
+	@$(PY) -m exercises.make_work --beyond $(WORK)
 
 ## grade [TARGET=DIR] [STEP=NN...]: grade work/, or any folder of step programs
 grade: setup
@@ -65,9 +80,10 @@ grade: setup
 	echo "There is no $(WORK)/ yet: make exercise writes it." >&2; exit 2; fi
 	@$(PY) -m conformance --target $(TARGET) $(foreach s,$(STEP),--step $(s))
 
-## gradescope-bundle: build/nskit-gradescope.zip, the Gradescope autograder
+## gradescope-bundle [COURSE=FILE]: build/nskit-gradescope.zip, the Gradescope
+##   autograder, with the course file's points and visibility baked in
 gradescope-bundle: setup
-	@$(PY) -m gradescope.bundle build/nskit-gradescope.zip
+	@$(PY) -m gradescope.bundle build/nskit-gradescope.zip $(if $(COURSE),--course $(COURSE))
 
 .PHONY: package
 ## package: build/dist/nskit-*.whl, for `pip install` or `pipx install` elsewhere

@@ -12,9 +12,10 @@ import sys
 import time
 from pathlib import Path
 
+from . import course as courses
 from . import report
 from .checks import STEPS
-from .discover import TargetError, find_programs, find_submissions
+from .discover import NO_WORK, TargetError, find_programs, find_submissions
 from .grade import grade
 from .sandbox import Limits, Sandbox, Unavailable
 
@@ -74,6 +75,16 @@ def parser():
                    "(default scores.csv)")
     p.add_argument("--gradescope-dir", metavar="OUT", help="with --submissions: write "
                    "OUT/<learner>/results.json")
+    p.add_argument("--course", metavar="FILE", help="a course file (TOML): the steps graded, "
+                   "each step's points, each check's visibility in Gradescope; default: every "
+                   "step, 10 points each")
+    p.add_argument("--roster", metavar="FILE", help="with --submissions: a CSV with a folder "
+                   "column, and id and email columns: scores.csv gets them, and a row for "
+                   "every learner without a folder")
+    p.add_argument("--prairielearn", metavar="FILE", help="with --target: write a "
+                   "PrairieLearn external grader's results.json")
+    p.add_argument("--classroom", metavar="FILE", help="with --target: write the result "
+                   "GitHub Classroom's grading reporter reads, as JSON")
     return p
 
 
@@ -115,6 +126,21 @@ class Progress:
 
 def main(argv=None):
     args = parser().parse_args(argv)
+    if args.submissions and (args.prairielearn or args.classroom):
+        print("nskit: --prairielearn and --classroom grade one learner: use them with --target.",
+              file=sys.stderr)
+        return 2
+    if args.roster and not args.submissions:
+        print("nskit: --roster goes with --submissions.", file=sys.stderr)
+        return 2
+    try:
+        course = courses.load(args.course) if args.course else courses.Course()
+        roster = courses.load_roster(args.roster) if args.roster else None
+    except courses.CourseError as error:
+        print(f"nskit: {error}", file=sys.stderr)
+        return 2
+    if args.course:
+        args.step = [nn for nn in course.steps if not args.step or nn in args.step]
     limits = Limits(timeout=args.timeout, processes=args.processes, memory=args.memory,
                     output=args.max_output)
     try:
@@ -129,6 +155,7 @@ def main(argv=None):
         print(f"nskit: {error}", file=sys.stderr)
         return 2
     except Unavailable as error:
+        _not_graded(args, f"{error}; {refusal()}" if error.refused else str(error))
         if not error.refused:
             print(f"nskit: the grader cannot build its throwaway host here ({error}): "
                   f"run it in the kit's container (make shell), or report this with the "
@@ -146,28 +173,56 @@ def main(argv=None):
         progress.close()
 
     if args.json:
-        report.write_json(args.json, report.full(results))
+        report.write_json(args.json, report.full(results, course))
     if args.submissions:
-        return _report_class(args, results)
+        return _report_class(args, results, course, roster)
     steps = results[args.target]
-    print(report.table(steps))
+    print(report.table(steps, course))
+    base = Path(args.target).absolute()
     if args.gradescope:
-        report.write_json(args.gradescope, report.gradescope(steps))
+        report.write_json(args.gradescope, report.gradescope(steps, course, base))
+    if args.prairielearn:
+        report.write_json(args.prairielearn, report.prairielearn(steps, course, base))
+    if args.classroom:
+        report.write_json(args.classroom, report.classroom(steps, course))
     if args.junit:
         Path(args.junit).write_text(report.junit(results))
     return 0 if all(s.passed for s in steps) else 1
 
 
-def _report_class(args, results):
-    print(report.class_table(results))
+LEARNERS_SENTENCE = ("this machine could not run the grader, so your work was not graded "
+                     "and nothing was counted against you; your course staff have been told why.")
+
+
+def _not_graded(args, why):
+    """Where nothing could be graded, the results files a platform reads say
+    so: a sentence for the learner, the why for staff, never a silent 0."""
+    if args.gradescope:
+        report.write_json(args.gradescope, report.gradescope_not_graded(LEARNERS_SENTENCE))
+    if args.prairielearn:
+        report.write_json(args.prairielearn, report.prairielearn_not_graded(LEARNERS_SENTENCE, why))
+
+
+def _report_class(args, results, course, roster):
+    print(report.class_table(results, course))
     csv_path = args.csv or "scores.csv"
-    report.write_scores_csv(csv_path, results)
+    notes = {label: NO_WORK for label, steps in results.items()
+             if steps and all(s.problem == NO_WORK for s in steps)}
+    report.write_scores_csv(csv_path, results, course, roster, notes)
     print(f"\nscores: {csv_path}")
+    if roster is not None:
+        missing = sorted(set(roster) - set(results))
+        strangers = sorted(set(results) - set(roster))
+        if missing:
+            print(f"\nno submission (a row of zeros each): {', '.join(missing)}")
+        if strangers:
+            print(f"\nfolders not on the roster: {', '.join(strangers)}")
     if args.gradescope_dir:
         for label, steps in results.items():
             folder = Path(args.gradescope_dir, label)
             folder.mkdir(parents=True, exist_ok=True)
-            report.write_json(folder / "results.json", report.gradescope(steps))
+            report.write_json(folder / "results.json", report.gradescope(
+                steps, course, Path(args.submissions, label).absolute()))
     if args.junit:
         Path(args.junit).write_text(report.junit(results))
     trouble = [(label, s.step, s.trouble) for label, steps in results.items()

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import probe
+from .discover import c_argv, compile_error, compiler
 from .checks import NOT_RUN, STEPS, Evidence, checks_for
 from .sandbox import Request, Sandbox
 
@@ -59,7 +60,10 @@ def _failed_all(step, program, reason):
 
 def request_for(program, token, label=None):
     path = str(program.path)
-    argv = [INTERPRETER, "-S", path] if program.is_python else [path]
+    if program.is_c:
+        argv = c_argv(compiler(), path)
+    else:
+        argv = [INTERPRETER, "-S", path] if program.is_python else [path]
     return Request(argv + probe.command(token), reach=[PREFIX] if program.is_python else [],
                    files={path: _read_program(program.path)}, tag=(label, program, token))
 
@@ -79,6 +83,8 @@ def judge(program, token, result):
     if result.error:
         return _failed_all(step, path, result.error)
     output = result.output.decode(errors="replace")
+    if program.is_c and (error := compile_error(output, path)):
+        return _failed_all(step, path, f"it does not compile: {error}")
     if result.cut:
         output += f"\n[... {result.cut} bytes of output cut ...]"
     evidence = Evidence(probe.parse(output, token), result.before, result.after,

@@ -1,8 +1,9 @@
 """python -m demo NN: decide where the demo for step NN can run, and run it.
 
-As root on Linux it runs right here. An ordinary user gets a user namespace
-where root is them, if the kernel allows it. Elsewhere the kit's container
-runs it: `tools/docker-run make step-NN`.
+As root on Linux it runs right here. For an ordinary user the host side
+runs right here too, showing the machine as they see it, and the step side
+in a user namespace where root is them, if the kernel allows it. Elsewhere
+the kit's container runs it: `tools/docker-run make step-NN`.
 """
 import os
 import shutil
@@ -16,12 +17,9 @@ from demo import scenes
 ROOT = Path(__file__).resolve().parent.parent
 DOCKER_RUN = ROOT / "tools" / "docker-run"
 
-# Only what the steps need to work for a user: a PID namespace with a /proc
-# of its own, because the /proc a user namespace inherits from the host is
-# locked and step 05 could not unmount it. The host's network, hostname and
-# queues stay in view, so the "on the host" side still shows the real host.
-USERNS = ["unshare", "--user", "--map-root-user", "--mount", "--pid", "--fork",
-          "--mount-proc", "--propagation", "private"]
+USERNS = scenes.USERNS_PROC  # the most any step side needs
+NOTICE = ("You are not root: the host side is the machine as you see it; the "
+          "step side runs in a user namespace where root is you.")
 
 
 def fail(message):
@@ -61,9 +59,8 @@ def main(args):
     if os.geteuid() == 0:
         return scenes.play(nn)
     if userns_allowed():
-        print("You are not root: running in a user namespace where root is you.",
-              flush=True)
-        os.execvp(USERNS[0], [*USERNS, sys.executable, "-m", "demo", nn])
+        print(NOTICE, flush=True)
+        return scenes.play(nn, user=True)
     return in_container(nn, "You are not root and user namespaces are refused here",
                         f", or run it as root: sudo make step-{nn}")
 

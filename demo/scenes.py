@@ -1,22 +1,55 @@
 """What each `make step-NN` shows: the article's commands for that step, as
 the host sees them (through steps/00_skeleton.py, which makes no namespace)
-and through step NN, then everything the demo made is removed.
+and through step NN, then which namespaces the command had of its own, and
+everything the demo made is removed.
 
 Each scene's docstring is the article's heading for it; it returns the
 "what you just saw" sentence.
 """
 import os
 import shlex
+import signal
+import subprocess
 import sys
-from contextlib import contextmanager
+import tempfile
+import time
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import sh
+
+from conformance import catalog
+from demo import nstable
 
 SKELETON = Path("steps/00_skeleton.py")
 MYTMP = "/mytmp"
 MAX_LINES = 20  # a real host's `ps aux` runs to hundreds of lines
 PACKAGES = {"ip": "iproute2", "ps": "procps", "hostname": "hostname"}
+FIRST = "Creating containers - Part 1: Namespaces"
+SECOND = "Deep dive into Linux namespaces"
+
+# What an ordinary user's step side runs in (see demo/__main__.py): a user
+# namespace where root is them, and for 05 and 07 a PID namespace with a
+# /proc of its own, because the /proc a user namespace inherits is locked
+# and 05 could not unmount it. 06 and 09 need nothing: a user namespace is
+# theirs to make.
+USERNS = ["unshare", "--user", "--map-root-user"]
+USERNS_PROC = [*USERNS, "--mount", "--pid", "--fork", "--mount-proc",
+               "--propagation", "private"]
+WRAPPERS = {"05": USERNS_PROC, "07": USERNS_PROC, "06": [], "09": [], "00": []}
+FLAG_NAME = {value: name for name, value in vars(catalog).items()
+             if name.startswith("CLONE_NEW")}
+# Whether the demo runs as an ordinary user: set by play().
+as_user = False
+
+
+def wrap_for(step):
+    """The command line in front of `python3 step`: nothing for root."""
+    if not as_user:
+        return []
+    # The in-between programs (flag_alone) get only the user namespace, so
+    # that they read the very /proc the host side read.
+    return WRAPPERS.get(Path(step).name[:2], USERNS)
 
 
 class Stop(Exception):
@@ -32,6 +65,7 @@ def heading(text):
 
 
 def show(label, argv, cmd, keep=None):
+    """Run argv, print its output under a heading naming cmd; its lines."""
     heading(f"{label}: {shlex.join(cmd)}")
     result = sh.Command(argv[0])(*argv[1:], _ok_code=range(256), _return_cmd=True)
     sys.stderr.write(result.stderr.decode(errors="replace"))
@@ -39,7 +73,7 @@ def show(label, argv, cmd, keep=None):
         raise Stop(f"`{shlex.join(cmd)}` failed ({label}), "
                    "so the demo stops here; nothing was left behind.",
                    result.exit_code)
-    lines = result.stdout.decode(errors="replace").strip("\n").splitlines()
+    lines = all_lines = result.stdout.decode(errors="replace").strip("\n").splitlines()
     if keep:
         kept = [line for line in lines if keep in line]
         # The article, too, cuts the mounts every view shares.
@@ -48,19 +82,44 @@ def show(label, argv, cmd, keep=None):
     if len(lines) > MAX_LINES:
         lines = lines[:MAX_LINES] + [f"   … {len(lines) - MAX_LINES} more lines"]
     print("\n".join(lines), flush=True)
+    return all_lines
 
 
 def on_host(*cmd, keep=None):
-    show("on the host", cmd, cmd, keep)
+    return show("on the host", cmd, cmd, keep)
 
 
 def through(step, *cmd, keep=None, label=None):
-    show(label or f"through {step}", [sys.executable, step, *cmd], cmd, keep)
+    argv = [*wrap_for(step), sys.executable, str(step), *cmd]
+    return show(label or f"through {step}", argv, cmd, keep)
 
 
 def both(step, *cmd, keep=None):
-    through(SKELETON, *cmd, keep=keep, label="on the host")
-    through(step, *cmd, keep=keep)
+    host = through(SKELETON, *cmd, keep=keep, label="on the host")
+    return host, through(step, *cmd, keep=keep)
+
+
+@contextmanager
+def flag_alone(ns):
+    """The article's in-between program: the skeleton with only the clone
+    flag for ns added, as `cp skeleton.c mount.c` plus the flag."""
+    flag = FLAG_NAME[catalog.CLONE_FLAG_OF[ns]]
+    source = SKELETON.read_text()
+    for old, new in (("clone_flags = SIGCHLD", f"clone_flags = {flag} | SIGCHLD"),
+                     ("SIG_DFL, SIG_IGN = 0, 1\n",
+                      f"SIG_DFL, SIG_IGN = 0, 1\n{flag} = {catalog.CLONE_FLAG_OF[ns]:#010x}\n")):
+        if old not in source:
+            raise Stop(f"{SKELETON} no longer has `{old.strip()}`, which the in-between "
+                       f"stage is made from: restore it with git checkout {SKELETON}.")
+        source = source.replace(old, new)
+    with tempfile.TemporaryDirectory(prefix="nskit-demo-") as folder:
+        path = Path(folder) / f"skeleton_with_{flag}.py"
+        path.write_text(source)
+        yield path, f"the skeleton with {flag} alone"
+
+
+def whaaat(text):
+    print(f"   ⇒ {text}", flush=True)
 
 
 @contextmanager
@@ -124,7 +183,7 @@ def hostname_kept(step):
 
 
 def skeleton(step):
-    """First, what is a container?"""
+    """NET Namespace: skeleton.c"""
     on_host("ip", "a")
     through(step, "ip", "a")
     return ("the skeleton runs the command in a child made by clone(2) with "
@@ -140,9 +199,15 @@ def net(step):
 
 def mnt(step):
     """MNT Namespace"""
-    with mytmp_dir(step):
-        both(step, "mount", keep=MYTMP)
-        through(step, "ls", "/")
+    host = through(SKELETON, "mount", keep=MYTMP, label="on the host")
+    with flag_alone("mnt") as (alone, label):
+        seen = through(alone, "mount", keep=MYTMP, label=f"through {label}")
+    same = "Nothing changed" if sorted(seen) == sorted(host) else "Next to nothing changed"
+    whaaat(f"{same} ({len(seen)} mounts). Whaaat??? A new mount namespace starts as "
+           "a copy of the host's mounts, and `mount` lists them from /proc: to see "
+           "a difference, mount something in it, as 02 does next.")
+    through(step, "mount", keep=MYTMP)
+    through(step, "ls", "/")
     return (f"with CLONE_NEWNS the tmpfs on {MYTMP} exists only in the new "
             "mount namespace, yet `ls /` shows the whole host: a mount "
             "namespace is not a jail.")
@@ -165,7 +230,13 @@ def ipc(step):
 
 def pid(step):
     """PID Namespace"""
-    both(step, "ps", "aux")
+    host = through(SKELETON, "ps", "aux", label="on the host")
+    with flag_alone("pid") as (alone, label):
+        seen = through(alone, "ps", "aux", label=f"through {label}")
+    whaaat(f"Still {len(seen) - 1} processes, not 1, much as on the host ({len(host) - 1}). "
+           "WTF??? ps reads /proc, and this /proc is the host's: it shows the host's "
+           "PID namespace. 05 adds a mount namespace and mounts a proc of its own.")
+    through(step, "ps", "aux")
     return ("with CLONE_NEWPID and a /proc of its own the command is PID 1 "
             "and sees no process of the host.")
 
@@ -180,7 +251,7 @@ def user(step):
 
 def combined(step):
     """In the end..."""
-    with host_queue(), mytmp_dir(step):
+    with host_queue():
         for cmd in (["id"], ["hostname"], ["ps", "aux"], ["ip", "a"], ["ipcs", "-q"]):
             both(step, *cmd)
         both(step, "mount", keep=MYTMP)
@@ -189,22 +260,137 @@ def combined(step):
             "(and still the host's files: namespaces are not a jail).")
 
 
+def command_of(parent, timeout=10):
+    """The pid of the `sleep` a step started, among its parent's children,
+    once the child has exec'd it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for entry in os.scandir("/proc"):
+            try:
+                stat = Path(entry.path, "stat").read_text()
+            except (OSError, ValueError):
+                continue
+            name, fields = stat[stat.index("(") + 1:stat.rindex(")")], stat.rsplit(")", 1)[1].split()
+            if fields[1] == str(parent) and name == "sleep":
+                return int(entry.name)
+        time.sleep(0.02)
+    raise Stop(f"the step's command did not start within {timeout} s, "
+               "so the demo stops here; nothing was left behind.")
+
+
+def alive(pid):
+    """Running: not gone, and not a zombie waiting to be reaped."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def kill_parent(step):
+    """Start `sleep 60` through step, kill the step (the command's parent)
+    with SIGKILL, and say whether the command outlived it."""
+    heading(f"through {step}: sleep 60, then kill -KILL the step, its parent")
+    argv = [*wrap_for(step), sys.executable, str(step), "sleep", "60"]
+    parent = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
+    command = None
+    try:
+        command = command_of(parent.pid)
+        parent.kill()
+        parent.wait()
+        for _ in range(50):  # a second: the kernel's kill is all but instant
+            if not alive(command):
+                print(f"sleep 60 (pid {command}) is gone: the kernel killed it with "
+                      "its parent.", flush=True)
+                return True
+            time.sleep(0.02)
+        print(f"sleep 60 (pid {command}) still runs: it outlived its parent.", flush=True)
+        heading(f"clean up: kill {command}")
+        return False
+    finally:
+        # However the demo ends, neither is left behind.
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+        if command and alive(command):
+            os.kill(command, signal.SIGKILL)
+
+
+def isolate(step):
+    """isolate: the parent in charge"""
+    both(step, "hostname")
+    kill_parent(f"steps/{catalog.file_name(catalog.BASE_STEP['08'])}.py")
+    kill_parent(step)
+    return ("08 is 03 with a pipe: the child waits for the parent's \"OK\" "
+            "before it runs the command, so the parent can set up its "
+            "namespaces first, and PR_SET_PDEATHSIG takes the command down "
+            "with its parent, where 03's command lives on.")
+
+
+def uid_map(step):
+    """User namespaces: root that is you"""
+    on_host("id")
+    base = Path(f"steps/{catalog.file_name(catalog.BASE_STEP['09'])}.py")
+    through(base, "id")
+    through(step, "id")
+    through(step, "cat", "/proc/self/uid_map")
+    with tempfile.TemporaryDirectory(prefix="nskit-demo-") as folder:
+        yours = Path(folder, "yours")
+        yours.touch()
+        both(step, "ls", "-l", str(yours))
+    return (f"06 left the command unmapped, nobody; 09's parent writes the "
+            f"child's uid_map and gid_map, \"0 {os.getuid()} 1\", before it "
+            "lets the child go on: root inside is you outside, and your files "
+            "are root's in there. No sudo needed: a user namespace is "
+            "anyone's to make.")
+
+
 SCENES = {"00": skeleton, "01": net, "02": mnt, "03": uts,
-          "04": ipc, "05": pid, "06": user, "07": combined}
+          "04": ipc, "05": pid, "06": user, "07": combined,
+          "08": isolate, "09": uid_map}
+# The article each scene stands beside: 09's maps are the series' second post.
+ARTICLE = {nn: SECOND if nn in catalog.BEYOND_PART_1 else FIRST for nn in SCENES}
+ARTICLE["09"] = f"{SECOND}, part 2"
+NEEDS_MYTMP = ("02", "07")
 
 
-def play(nn):
+def namespace_table(step):
+    """Which namespaces the step's command had of its own, from /proc/PID/ns."""
+    heading("namespaces: the host's and the command's (readlink /proc/self/ns/*)")
+    links = [f"/proc/self/ns/{ns}" for ns in catalog.NAMESPACES]
+    host = nstable.own()
+    wrap = wrap_for(step)
+    # One run of the wrapper for both, since each run makes a fresh user
+    # namespace: what the step started in, then what its command has.
+    script = (f"readlink {' '.join(links)} && "
+              f"{shlex.quote(sys.executable)} {shlex.quote(str(step))} readlink {' '.join(links)}")
+    argv = [*wrap, "sh", "-c", script]
+    lines = str(sh.Command(argv[0])(*argv[1:])).splitlines()
+    parent = nstable.parse("\n".join(lines[:len(links)]))
+    command = nstable.parse("\n".join(lines[len(links):]))
+    print(nstable.render(nstable.rows(host, parent, command),
+                         nstable.colour_wanted(sys.stdout)), flush=True)
+
+
+def play(nn, user=False):
+    global as_user
+    as_user = user
     found = sorted(Path("steps").glob(f"{nn}_*.py"))
     if not found:
+        base = catalog.BASE_STEP.get(nn)
+        start = f"steps/{catalog.file_name(base)}.py" if base else SKELETON
         warn(f"There is no steps/{nn}_*.py yet: write it first, starting from "
-             f"a copy of {SKELETON}.")
+             f"a copy of {start}.")
         return 1
     step, scene = found[0], SCENES[nn]
-    print(f"Step {nn}, beside the article's “{scene.__doc__}”: its commands "
-          f"on the host, then through {step}.", flush=True)
+    beyond = " (beyond Part 1)" if nn in catalog.BEYOND_PART_1 else ""
+    print(f"Step {nn}{beyond}, beside “{scene.__doc__}” in {ARTICLE[nn]}: its "
+          f"commands on the host, then through {step}.", flush=True)
     try:
-        with hostname_kept(step):
+        with hostname_kept(step), mytmp_dir(step) if nn in NEEDS_MYTMP else nullcontext():
             seen = scene(step)
+            print(f"What you just saw: {seen}", flush=True)
+            namespace_table(step)
     except Stop as stop:
         warn(stop)
         return stop.code
@@ -220,5 +406,4 @@ def play(nn):
         return 1
     except KeyboardInterrupt:
         return 130  # interrupted, and already cleaned up on the way out
-    print(f"What you just saw: {seen}", flush=True)
     return 0

@@ -2,7 +2,10 @@
 step, each the skeleton with that step's task as its docstring.
 
     python -m exercises.make_work [DIR]
+    python -m exercises.make_work --beyond [DIR]
 
+--beyond writes the steps beyond Part 1 (08, 09) instead, each your own
+copy of its base step in DIR (or the skeleton, if you have none yet).
 Files already in DIR are kept as they are: run it again to get back a file
 you deleted, never to lose one you edited.
 """
@@ -10,6 +13,7 @@ import ast
 import sys
 from pathlib import Path
 
+from conformance.catalog import BASE_STEP, BEYOND_PART_1
 from conformance.checks import STEPS
 
 from .tasks import TASKS, docstring, file_name
@@ -37,8 +41,19 @@ def exercise(nn, skeleton):
     return skeleton if nn not in TASKS else with_docstring(skeleton, docstring(nn, file_name(nn)))
 
 
-def make_work(folder):
-    """Write every missing exercise into folder; returns (written, kept) file names."""
+def beyond_source(nn, folder, skeleton):
+    """The learner's own base step for nn, if it is there and has a
+    docstring to replace; the skeleton otherwise."""
+    try:
+        own = (folder / file_name(BASE_STEP[nn])).read_text()
+        return with_docstring(own, docstring(nn, file_name(nn)))
+    except (OSError, SyntaxError, ValueError, IndexError, WorkError):
+        return with_docstring(skeleton, docstring(nn, file_name(nn)))
+
+
+def make_work(folder, beyond=False):
+    """Write every missing exercise into folder (with beyond, those of the
+    steps beyond Part 1); returns (written, kept) file names."""
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise WorkError(f"{folder} is a file, not a folder: move it away, or give make_work "
@@ -50,11 +65,12 @@ def make_work(folder):
                         f"git checkout skeleton/skeleton.py.") from None
     folder.mkdir(parents=True, exist_ok=True)
     written, kept = [], []
-    for nn in STEPS:
+    for nn in BEYOND_PART_1 if beyond else STEPS:
         path = folder / file_name(nn)
+        source = beyond_source(nn, folder, skeleton) if beyond else exercise(nn, skeleton)
         try:
             with open(path, "x") as fh:       # "x": never overwrite
-                fh.write(exercise(nn, skeleton))
+                fh.write(source)
             written.append(path.name)
         except FileExistsError:
             kept.append(path.name)
@@ -63,12 +79,14 @@ def make_work(folder):
 
 def main(argv=None):
     args = sys.argv[1:] if argv is None else argv
+    beyond = args[:1] == ["--beyond"]
+    args = args[1:] if beyond else args
     if len(args) > 1 or any(a.startswith("-") for a in args):
-        print("usage: python -m exercises.make_work [DIR]", file=sys.stderr)
+        print("usage: python -m exercises.make_work [--beyond] [DIR]", file=sys.stderr)
         return 2
     folder = Path(args[0] if args else "work")
     try:
-        written, kept = make_work(folder)
+        written, kept = make_work(folder, beyond)
     except WorkError as error:
         print(f"nskit: {error}", file=sys.stderr)
         return 2
@@ -80,8 +98,11 @@ def main(argv=None):
         print(f"{folder}/: wrote {', '.join(written)}")
     if kept:
         print(f"{folder}/: kept as they were: {', '.join(kept)}")
-    print(f"Next: open {folder}/{file_name('01')}, do what its docstring asks, "
-          f"then make grade STEP=01.")
+    if beyond:
+        print(f"Next: open {folder}/{file_name('08')} and do what its docstring asks.")
+    else:
+        print(f"Next: open {folder}/{file_name('01')}, do what its docstring asks, "
+              f"then make grade STEP=01.")
     return 0
 
 

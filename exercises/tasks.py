@@ -5,7 +5,7 @@ tells the story. They name the calls the article uses but give no code: the
 article and `man 2 clone` have that. Step 00 has no task, so work/00 is the
 skeleton as it is.
 """
-from conformance.checks import STEPS
+from conformance.catalog import file_name as catalog_file_name
 
 HOW = """\
 Try it:     sudo python3 work/{file} {cmd}
@@ -87,11 +87,57 @@ You should see: in the shell, `ip a`, `mount`, `hostname`, `ipcs -q`,
 }
 
 
+# Beyond Part 1: each starts from the learner's own copy of an earlier step
+# (catalog.BASE_STEP), as the series' isolate starts from a UTS step.
+HOW_BEYOND = """\
+Try it:     {sudo}python3 work/{file} {cmd}
+Compare:    make step-{nn} runs the kit's own; diff steps/{file} work/{file}
+Article:    {section}
+"""
+
+BEYOND_TASKS = {
+    "08": ("hostname", "isolate, in Deep dive into Linux namespaces", """\
+08 isolate, your task: keep the parent in charge of the child it clones.
+
+This file starts as your 03 (the skeleton if you have no work/03_uts.py yet:
+do 03's task first). Add a pipe between parent and child: make it before
+clone; in child_exec, close the writing end and wait in read(2) until the
+parent has written "OK"; in the parent, after clone, write "OK" and close.
+Before it waits, the child asks the kernel for SIGKILL when its parent dies
+(prctl(2), PR_SET_PDEATHSIG); then it checks that its parent is still the
+one it had, since the parent may have died just before.
+
+You should see: `hostname` prints myhostname, as in 03. Then run
+`sleep 60` through it in the background and kill the parent (kill -KILL
+PID, the python3 process): the sleep is gone too, where 03's lives on.
+"""),
+    "09": ("id", "the user namespace post of the same series", """\
+09 uid_map, your task: become root in your user namespace, without sudo.
+
+This file starts as your 06 (the skeleton if you have no work/06_user.py
+yet: do 06's task first). Add 08's pipe and death signal. Between clone and
+"OK", the parent writes three files of the child, /proc/PID/setgroups
+("deny"), then /proc/PID/uid_map and /proc/PID/gid_map, one line each:
+"0 <your uid> 1" (and your gid). Only a process outside the new user
+namespace may write them: that is why the child must wait.
+
+You should see, as an ordinary user: `id` prints uid=0(root) gid=0(root),
+`cat /proc/self/uid_map` prints 0, your uid, 1, and a file you own shows
+as root's in `ls -l`. No sudo.
+"""),
+}
+
+
 def docstring(nn, file):
     """The module docstring of work/<file> for step nn: the task, then how to try it."""
+    if nn in BEYOND_TASKS:
+        cmd, section, task = BEYOND_TASKS[nn]
+        sudo = "" if nn == "09" else "sudo "
+        return task + "\n" + HOW_BEYOND.format(file=file, cmd=cmd, nn=nn, section=section,
+                                               sudo=sudo)
     cmd, section, task = TASKS[nn]
     return task + "\n" + HOW.format(file=file, cmd=cmd, nn=nn, section=section)
 
 
 def file_name(nn):
-    return f"{nn}_{STEPS[nn]}.py"
+    return f"{catalog_file_name(nn)}.py"

@@ -1,50 +1,42 @@
 """Grade one Gradescope submission: python -m gradescope.autograde ROOT.
 
-ROOT is /autograder: the learner's files are in ROOT/submission (at its top,
-or in one folder of it such as work/), and Gradescope reads
-ROOT/results/results.json. A results.json is written whatever happens, its
-`output` saying why when the submission could not be graded: no step
-programs, or a container that refuses the user namespaces every run needs.
-That last is found by grading a known-good program first (the kit's step 00,
-in reference/): if it does not pass here, nothing can.
+ROOT is /autograder: the learner's files are in ROOT/submission, and
+Gradescope reads ROOT/results/results.json. The work is found where the
+grader finds a learner's work everywhere (conformance.discover): work/, then
+the top, then the same inside a single unzipped folder. A results.json is
+written whatever happens. Where nothing could be graded, its `output` is a
+sentence for the learner, and the why goes to this script's stdout, which
+Gradescope shows to staff alone. Whether grading works here at all is found
+by grading a known-good program first (the kit's step 00, in reference/).
+The course file baked into the bundle (course.toml), if any, sets the points.
 """
 import json
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
-from conformance.discover import STEP_FILE
+from conformance import report
+from conformance.discover import NO_WORK, find_work, looks_like_the_kit
 
 ROOT = Path(__file__).resolve().parent.parent
+COURSE = ROOT / "course.toml"
 STAFF = ("Course staff: nskit runs every program in a throwaway host made of user "
          "namespaces, and this autograder's container refuses them. Gradescope offers no "
          "setting for that: download the submissions and grade them on a Linux machine "
          "(python -m conformance --submissions DIR), or use GitHub Classroom (nskit's README).")
-
-
-def _has_steps(folder):
-    return any(STEP_FILE.match(p.name) for p in folder.iterdir() if p.is_file())
-
-
-def find_target(submission):
-    """The folder of the submission holding step programs: its top, else the
-    shallowest one (work/ wins a tie), else None."""
-    folders = [submission, *sorted(p for p in submission.rglob("*") if p.is_dir()
-                                   and not any(part.startswith(".") for part in p.parts))]
-    found = [f for f in folders if _has_steps(f)]
-    if not found:
-        return None
-    return min(found, key=lambda f: (len(f.parts), f.name != "work", str(f)))
-
-
-def not_graded(why):
-    return {"score": 0, "tests": [], "output": f"Not graded: {why}"}
+NOTHING_TO_GRADE = ("there are no step programs in your submission: upload the files of your "
+                    "work/ folder (00_skeleton.py to 07_combined.py), the folder itself, or "
+                    "your repository with work/ committed.")
+CANNOT_RUN = ("the autograder could not run here, so your work was not graded and nothing "
+              "was counted against you; your course staff can see why.")
 
 
 def _grader(*args):
-    return subprocess.run([sys.executable, "-m", "conformance", *map(str, args)], cwd=ROOT,
-                          capture_output=True, text=True)
+    course = ["--course", COURSE] if COURSE.exists() else []
+    return subprocess.run([sys.executable, "-m", "conformance", *map(str, args + tuple(course))],
+                          cwd=ROOT, capture_output=True, text=True)
 
 
 def _last_line(text):
@@ -54,33 +46,45 @@ def _last_line(text):
 def cannot_grade_here():
     """None when a known-good program passes here, else why it does not."""
     with tempfile.TemporaryDirectory() as tmp:
-        report = Path(tmp) / "report.json"
-        done = _grader("--target", ROOT / "reference", "--step", "00", "--json", report)
+        out = Path(tmp) / "report.json"
+        done = subprocess.run([sys.executable, "-m", "conformance", "--target",
+                               str(ROOT / "reference"), "--step", "00", "--json", str(out)],
+                              cwd=ROOT, capture_output=True, text=True)
         if done.returncode == 0:
             return None
-        if done.returncode == 1 and report.exists():
-            (steps,) = json.loads(report.read_text()).values()
+        if done.returncode == 1 and out.exists():
+            (steps,) = json.loads(out.read_text()).values()
             return next(c["seen"] for c in steps["steps"][0]["checks"] if not c["passed"])
         return _last_line(done.stderr)
 
 
 def grade(root):
+    """(results.json for the learner, a note for staff)."""
+    start = time.monotonic()
     submission = root / "submission"
-    if not submission.is_dir() or (target := find_target(submission)) is None:
-        return not_graded("no step programs in your submission. Upload the files of your "
-                          "work/ folder (00_skeleton.py to 07_combined.py), or the folder.")
+
+    def not_graded(learner, staff):
+        return report.gradescope_not_graded(learner, time.monotonic() - start), staff
+
+    target = find_work(submission) if submission.is_dir() else None
+    if target is None:
+        kit = submission.is_dir() and looks_like_the_kit(submission)
+        return not_graded(f"{NO_WORK}." if kit else NOTHING_TO_GRADE,
+                          "No step programs in the submission.")
     why = cannot_grade_here()
     if why:
-        return not_graded(f"the grader could not run here.\n{why}\n\n{STAFF}")
-    report = root / "results" / "results.json"
-    done = _grader("--target", target, "--gradescope", report)
-    if done.returncode not in (0, 1) or not report.exists():
-        return not_graded(f"the grader failed (exit status {done.returncode}): "
-                          f"{_last_line(done.stderr)}\n\n"
-                          f"Course staff: please report this to nskit's maintainers.")
-    results = json.loads(report.read_text())
-    results["output"] = f"Graded: {target.relative_to(root)}\n\n{done.stdout}"
-    return results
+        return not_graded(CANNOT_RUN, f"The grader could not run here: {why}\n\n{STAFF}")
+    out = root / "results" / "results.json"
+    done = _grader("--target", submission, "--gradescope", out)
+    if done.returncode not in (0, 1) or not out.exists():
+        return not_graded(CANNOT_RUN, f"The grader failed (exit status {done.returncode}): "
+                          f"{_last_line(done.stderr)}\nPlease report this to nskit's "
+                          f"maintainers.")
+    results = json.loads(out.read_text())
+    where = target.relative_to(root)
+    results["output"] = f"Graded: {where}\n{results['output']}"
+    results["execution_time"] = round(time.monotonic() - start, 3)
+    return results, f"Graded {where}.\n{done.stdout}"
 
 
 def main(argv=None):
@@ -90,11 +94,9 @@ def main(argv=None):
         return 2
     root = Path(args[0])
     (root / "results").mkdir(parents=True, exist_ok=True)
-    results = grade(root)
-    with open(root / "results" / "results.json", "w") as fh:
-        json.dump(results, fh, indent=2)
-        fh.write("\n")
-    print(results.get("output", ""))
+    results, staff = grade(root)
+    report.write_json(root / "results" / "results.json", results)
+    print(staff)
     return 0
 
 

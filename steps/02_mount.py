@@ -39,8 +39,8 @@ def failed(call):
 # child_exec is the function run in the new process that clone creates.
 def child_exec(stuff):
     argv = sys.argv[1:]
-    # The one departure from the article: systemd hosts mount / shared, and
-    # without this the tmpfs below would show up on the host too.
+    # Departing from the article (as the mkdir in main does): systemd hosts
+    # mount / shared, and without this the tmpfs would show up on the host too.
     if libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None) != 0:
         die(failed("mount --make-rprivate /"))
     if libc.mount(b"none", b"/mytmp", b"tmpfs", 0, b"") != 0:

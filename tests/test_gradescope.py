@@ -1,6 +1,8 @@
 """The Gradescope autograder zip, and its run_autograder run against sample
 submissions in a tmp tree laid out as Gradescope's /autograder (never the
-real /autograder: AUTOGRADER_ROOT points the scripts at the tmp tree).
+real /autograder: AUTOGRADER_ROOT points the scripts at the tmp tree): the
+Classroom-shaped class of test_class, one repository at a time, with the
+same course file baked into the bundle.
 """
 import json
 import os
@@ -14,16 +16,17 @@ from shlex import quote
 import pytest
 
 from helpers import PYTHON, ROOT, step_path
-
-from conformance.checks import STEPS, checks_for  # noqa: E402
-from exercises.tasks import file_name  # noqa: E402
+from conformance.checks import STEPS, checks_for
+from conformance.discover import NO_WORK
+from exercises.tasks import file_name
+from test_class import WEIGHT, build_class, course_file, points
 
 OUT_OF = sum(len(checks_for(nn)) for nn in STEPS)
 
 
-def bundle(out):
-    return subprocess.run([PYTHON, "-m", "gradescope.bundle", str(out)], cwd=ROOT,
-                          capture_output=True, text=True)
+def bundle(out, *args):
+    return subprocess.run([PYTHON, "-m", "gradescope.bundle", str(out), *map(str, args)],
+                          cwd=ROOT, capture_output=True, text=True)
 
 
 @pytest.fixture(scope="module")
@@ -34,12 +37,20 @@ def built(tmp_path_factory):
     return out
 
 
-@pytest.fixture
-def autograder(built, tmp_path):
+@pytest.fixture(scope="module")
+def built_for_the_course(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("bundle")
+    done = bundle(tmp / "autograder.zip", "--course", course_file(tmp / "course.toml"))
+    assert done.returncode == 0, done.stderr
+    return tmp / "autograder.zip"
+
+
+def unpacked(zip_file, tmp_path):
     """A fresh /autograder-like tree: the zip unpacked in source/ as Gradescope
     does, an empty submission/, and a function that runs run_autograder there
-    (with the kit's Python unless told otherwise) and returns results.json."""
-    subprocess.run(["unzip", "-q", str(built), "-d", str(tmp_path / "source")], check=True)
+    (with the kit's Python unless told otherwise) and returns results.json;
+    what it printed (for staff alone) is in run.stdout."""
+    subprocess.run(["unzip", "-q", str(zip_file), "-d", str(tmp_path / "source")], check=True)
     (tmp_path / "submission").mkdir()
 
     def run(python=PYTHON, wrap=""):
@@ -51,10 +62,16 @@ def autograder(built, tmp_path):
         done = subprocess.run(["bash", "-c", wrap + script], env=env, capture_output=True,
                               text=True, timeout=300)
         assert done.returncode == 0, done.stderr
+        run.stdout = done.stdout
         return json.loads((tmp_path / "results" / "results.json").read_text())
 
     run.root = tmp_path
     return run
+
+
+@pytest.fixture
+def autograder(built, tmp_path):
+    return unpacked(built, tmp_path)
 
 
 def test_the_bundle_holds_the_scripts_and_the_grader(built, tmp_path):
@@ -64,6 +81,7 @@ def test_the_bundle_holds_the_scripts_and_the_grader(built, tmp_path):
         assert modes[script] & stat.S_IXUSR, f"{script} is not executable in the zip"
     assert {"nskit/requirements.txt", "nskit/conformance/cli.py",
             "nskit/conformance/sandbox.py", "nskit/gradescope/autograde.py"} <= set(modes)
+    assert "nskit/course.toml" not in modes
     assert not [n for n in modes if "__pycache__" in n or n.startswith((".venv", "nskit/tests"))]
     again = tmp_path / "again.zip"
     assert bundle(again).returncode == 0 and again.read_bytes() == built.read_bytes()
@@ -74,27 +92,62 @@ def test_the_bundle_refuses_a_name_that_is_not_a_zip(tmp_path):
     assert done.returncode == 2 and "usage: python -m gradescope.bundle OUT.zip" in done.stderr
 
 
-def test_a_submission_is_graded_check_by_check(autograder):
-    work = autograder.root / "submission" / "my-repo" / "work"
-    work.mkdir(parents=True)
-    for nn in STEPS:
-        shutil.copy(step_path(nn if nn != "05" else "00"), work / file_name(nn))
-    results = autograder()
-    failing = [t for t in results["tests"] if t["score"] == 0]
+def test_the_bundle_bakes_in_a_course_file_and_refuses_a_wrong_one(built_for_the_course, tmp_path):
+    with zipfile.ZipFile(built_for_the_course) as zf:
+        assert zf.read("nskit/course.toml").decode() == course_file(tmp_path / "c.toml").read_text()
+    (tmp_path / "wrong.toml").write_text("[points]\n01 = 'ten'\n")
+    done = bundle(tmp_path / "autograder.zip", "--course", tmp_path / "wrong.toml")
+    assert done.returncode == 2 and "give a number" in done.stderr
+    assert not (tmp_path / "autograder.zip").exists()
+    made = subprocess.run(["make", "-s", "gradescope-bundle", f"COURSE={tmp_path / 'c.toml'}"],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr
+    with zipfile.ZipFile(ROOT / "build" / "nskit-gradescope.zip") as zf:
+        assert "nskit/course.toml" in zf.namelist()
+
+
+# The Classroom-shaped class of test_class, each repository submitted on its
+# own, as Gradescope's GitHub or upload submission puts it in submission/.
+
+@pytest.fixture(scope="module")
+def repositories(tmp_path_factory):
+    root = tmp_path_factory.mktemp("class")
+    return root, build_class(root)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("learner", ["nskit-ann", "nskit-cy", "nskit-dee", "nskit-eve",
+                                     "nskit-cee"])
+def test_the_class_through_the_autograder(built_for_the_course, repositories, tmp_path, learner):
+    root, expected = repositories
+    run = unpacked(built_for_the_course, tmp_path)
+    (run.root / "submission").rmdir()
+    shutil.copytree(root / learner, run.root / "submission")
+    results = run()
+    assert str(root) not in json.dumps(results) and str(tmp_path) not in json.dumps(results)
+    if learner == "nskit-cy":
+        assert results["score"] == 0 and results["tests"] == []
+        assert results["output"] == f"Not graded: {NO_WORK}."
+        return
+    assert results["score"] == sum(points(expected[learner]).values())
+    assert isinstance(results["execution_time"], float)
+    where = {"nskit-dee": "submission/nskit-main/work", "nskit-eve": "submission"}.get(
+        learner, "submission/work")
+    assert results["output"].startswith(f"Graded: {where}\n")
     assert len(results["tests"]) == OUT_OF
-    assert {t["name"][:6] for t in failing} == {"05 pid"}
-    assert results["score"] == OUT_OF - len(failing) > 0
-    assert all(t["max_score"] == 1 for t in results["tests"])
-    assert all("Hint:" in t["output"] for t in failing)
-    assert results["output"].startswith("Graded: submission/my-repo/work\n")
-    assert f"score: {results['score']}/{OUT_OF} checks passed" in results["output"]
+    for test in results["tests"]:
+        assert test["max_score"] == WEIGHT[test["name"][:2]]
+        assert test["visibility"] in ("visible", "hidden", "after_due_date")
+    failing = [t for t in results["tests"] if t["status"] != "passed"]
+    assert all(t["score"] == 0 and t["output"] for t in failing)
+    assert f"Graded {where}." in run.stdout
 
 
 def test_an_empty_submission_says_what_to_upload(autograder):
     (autograder.root / "submission" / "notes.txt").write_text("hello")
     results = autograder()
     assert results["score"] == 0 and results["tests"] == []
-    assert "no step programs in your submission" in results["output"]
+    assert "there are no step programs in your submission" in results["output"]
 
 
 # Containers that cannot grade, as Gradescope's may be: one whose limit of
@@ -115,15 +168,18 @@ def test_a_container_that_cannot_grade_is_explained_not_scored_silently(autograd
         shutil.copy(step_path(nn), autograder.root / "submission" / file_name(nn))
     results = autograder(wrap=wrap)
     assert results["score"] == 0 and results["tests"] == []
-    head, _, rest = results["output"].partition("\n")
-    assert head == "Not graded: the grader could not run here."
-    assert rest.split("\n")[0].strip(), "the reason the grader gave is missing"
-    assert "Course staff:" in results["output"]
+    # The learner reads a sentence for them; staff read why, on stdout.
+    assert results["output"].startswith("Not graded: the autograder could not run here")
+    assert "Course staff" not in results["output"] and "sysctl" not in results["output"]
+    head, _, rest = autograder.stdout.partition("\n")
+    assert head.startswith("The grader could not run here: ") and len(head) > 40
+    assert "Course staff:" in autograder.stdout
 
 
 def test_an_autograder_whose_setup_failed_still_writes_results(autograder):
     results = autograder(python=str(autograder.root / "no-such-python"))
-    assert results["score"] == 0 and "setup.sh did not finish" in results["output"]
+    assert results["score"] == 0 and results["output"].startswith("Not graded: ")
+    assert "setup.sh did not finish" in autograder.stdout
 
 
 def _pypi_reachable():
@@ -134,6 +190,8 @@ def _pypi_reachable():
         return False
 
 
+@pytest.mark.slow
+@pytest.mark.network
 def test_setup_sh_installs_the_grader(autograder):
     if not _pypi_reachable():
         pytest.skip("setup.sh installs nskit's requirements from PyPI, which is out of reach")
@@ -151,4 +209,4 @@ def test_setup_sh_installs_the_grader(autograder):
     for nn in STEPS:
         shutil.copy(step_path(nn), autograder.root / "submission" / file_name(nn))
     results = autograder(python=None)          # the Python that setup.sh installed
-    assert results["score"] == OUT_OF
+    assert results["score"] == 10 * len(STEPS)  # every step, 10 points each

@@ -1,0 +1,301 @@
+"""What `make step-NN` teaches beyond the steps' own output: the article's
+in-between stages of 02 and 05, the namespace table that ends every demo
+(and its twin in steps/README.md), the host side as an ordinary user sees
+it, the demos of 08 and 09, the article's sections, `make diff-NN` and the
+exercises beyond Part 1.
+
+Every demo runs in a throwaway frame on a root of its own (helpers.in_frame's
+own_root), as tests/test_make.py's do.
+"""
+import re
+import shlex
+import subprocess
+
+import pytest
+
+from helpers import PYTHON, ROOT, in_frame, step_path
+
+from conformance.catalog import (ALL_STEPS, BASE_STEP, BEYOND_PART_1, NAMESPACES,  # noqa: E402
+                                NEW_NAMESPACES)
+from demo import scenes  # noqa: E402
+from tools import ns_tables  # noqa: E402
+
+ARTICLE = ROOT.parent / "shared" / "reference" / "creating-containers-part-1-namespaces.md"
+SECOND = ROOT.parent / "shared" / "reference" / "deep-dive-into-linux-namespaces.txt"
+FRAME_HOST = "nskit-frame"
+USER = 65534
+HOST = (f"hostname {FRAME_HOST} && touch /tmp/.no-docker && for d in $(which -a docker); do "
+        "mount --bind /tmp/.no-docker $d; done; ")
+NS_IDS = "echo '@@frame'; readlink " + " ".join(f"/proc/self/ns/{ns}" for ns in NAMESPACES) + "; "
+AFTER = "; echo \"@@exit $?\"; echo '@@sleepers'; pgrep -x sleep | wc -l"
+ESC = "\033["
+
+
+@pytest.fixture(autouse=True)
+def as_a_reader_types_it(monkeypatch):
+    for name in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS", "NO_COLOR"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def demo(nn, user=None, env="", prefix=""):
+    """`make step-NN` in a frame, after the frame's own namespace ids."""
+    result = in_frame(f"{prefix}{NS_IDS}{env} make --no-print-directory step-{nn}" + AFTER,
+                      own_root=True, mytmp=user is not None, user=user, setup=HOST)
+    assert "@@exit 0" in result.out, result
+    return result
+
+
+def sections(out):
+    """{heading: body} for the demo's `── heading` lines."""
+    parts = re.split(r"^── (.*)$", out.split("\n@@exit")[0], flags=re.M)
+    return {head: body.strip("\n") for head, body in zip(parts[1::2], parts[2::2])}
+
+
+def frame_ids(out):
+    lines = out.split("@@frame\n", 1)[1].splitlines()[:len(NAMESPACES)]
+    return {line.split(":")[0]: line for line in lines}
+
+
+def table(out):
+    """The namespace table: {ns: (host's, command's, verdict)}."""
+    body = [v for k, v in sections(out).items() if k.startswith("namespaces:")][0]
+    rows = {}
+    for line in body.splitlines()[1:]:
+        cells = re.sub(r"\033\[[0-9;]*m", "", line).split()
+        if cells and cells[0] in NAMESPACES:
+            rows[cells[0]] = (cells[1], cells[2], " ".join(cells[3:]))
+    return rows
+
+
+def processes(ps):
+    return [line for line in ps.splitlines()[1:] if line.split()[1:2] and line.split()[1].isdigit()]
+
+
+def is_make(process):
+    """The demo's own `make step-NN`, as ps shows it (cut to the terminal's width)."""
+    return re.search(r" \d+:\d\d make\b", process)
+
+
+# The in-between stages: the flag alone, and "Nothing changed. Whaaat???".
+
+ALONE = {"02": "through the skeleton with CLONE_NEWNS alone: mount",
+         "05": "through the skeleton with CLONE_NEWPID alone: ps aux"}
+
+
+def check_mount_alone(seen, key=ALONE["02"]):
+    stage, why = seen[key].rsplit("\n", 1)
+    assert stage == seen["on the host: mount"], seen  # the host's mounts, all of them
+    assert "Nothing changed" in why and "Whaaat???" in why and "/proc" in why
+
+
+def check_ps_alone(seen, key=ALONE["05"]):
+    stage, why = seen[key].rsplit("\n", 1)
+    mine = [p for p in processes(stage) if is_make(p)]
+    assert len(processes(stage)) > 1 and mine, seen  # the host's processes, make among them
+    assert "WTF???" in why and "ps reads /proc" in why
+
+
+IN_BETWEEN = {"02": check_mount_alone, "05": check_ps_alone}
+FINISHED = {"02": "through steps/02_mount.py: mount", "05": "through steps/05_pid.py: ps aux"}
+
+
+@pytest.mark.parametrize("user", [None, USER], ids=["root", "user"])
+@pytest.mark.parametrize("nn", ["02", "05"])
+def test_in_between_stage_shows_the_host_then_the_finished_step(nn, user):
+    seen = sections(demo(nn, user).out)
+    IN_BETWEEN[nn](seen)
+    heads = list(seen)
+    assert heads.index(ALONE[nn]) < heads.index(FINISHED[nn])
+
+
+@pytest.mark.parametrize("nn", ["02", "05"])
+def test_in_between_check_rejects_the_finished_step(nn):
+    """The finished step in the in-between's place fails the check: it sees
+    the difference the in-between stage must not."""
+    seen = sections(demo(nn).out)
+    seen[FINISHED[nn]] += "\n" + seen[ALONE[nn]].rsplit("\n", 1)[1]
+    with pytest.raises(AssertionError):
+        IN_BETWEEN[nn](seen, key=FINISHED[nn])
+
+
+# The namespace table.
+
+def check_table(out, nn):
+    rows, frame = table(out), frame_ids(out)
+    assert set(rows) == set(NAMESPACES), out
+    for ns, (host, command, verdict) in rows.items():
+        assert host == frame[ns], (ns, out)
+        assert (command != host) == (ns in NEW_NAMESPACES[nn]), (ns, out)
+        assert (verdict == "new") == (ns in NEW_NAMESPACES[nn]), (ns, out)
+
+
+@pytest.mark.parametrize("nn", list(ALL_STEPS))
+def test_table_marks_exactly_the_steps_new_namespaces(nn):
+    check_table(demo(nn, env="NO_COLOR=1").out, nn)
+
+
+@pytest.mark.parametrize("nn", ["01", "05", "08"])
+def test_table_check_rejects_the_skeleton_in_the_steps_place(nn):
+    result = demo(nn, env="NO_COLOR=1",
+                  prefix=f"mount --bind steps/00_skeleton.py {step_path(nn)} && ")
+    with pytest.raises(AssertionError):
+        check_table(result.out, nn)
+
+
+def table_lines(out):
+    return [v for k, v in sections(out).items() if k.startswith("namespaces:")][0].splitlines()
+
+
+def test_table_colours_the_new_rows_on_a_terminal_only():
+    coloured = table_lines(demo("03").out)  # the frame's output is a terminal
+    assert [line.split()[0].split("m")[-1] for line in coloured if ESC in line] == ["uts"]
+    for env in ("NO_COLOR=1", ""):
+        plain = demo("03", env=env, prefix="exec > >(cat); " if not env else "").out
+        assert ESC not in "\n".join(table_lines(plain)), plain
+        (marked,) = [line for line in table_lines(plain) if line.endswith(" new")]
+        assert marked.startswith("uts ")
+
+
+def test_readme_tables_are_up_to_date_and_the_check_catches_an_edit():
+    done = subprocess.run([PYTHON, "tools/ns_tables.py", "--check"], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    text = ns_tables.README.read_text()
+    for nn in ALL_STEPS:
+        assert f"#### `{step_path(nn).stem}.py`" in text
+    stale = text.replace("`uts:[its own]` | **new**", "`uts:[the host's]` |  ", 1)
+    assert stale != text and ns_tables.updated(stale) != stale
+    with pytest.raises(ValueError):
+        ns_tables.updated(text.replace(ns_tables.END, ""))
+
+
+# As an ordinary user: the machine as they see it.
+
+def test_user_sees_the_machine_on_the_host_side():
+    seen = sections(demo("05", user=USER).out)
+    host = processes(seen["on the host: ps aux"])
+    assert any(is_make(p) for p in host), seen
+    assert all(p.split()[0] == "nobody" for p in host), seen  # not root: no user namespace
+    (alone,) = processes(seen["through steps/05_pid.py: ps aux"])
+    assert alone.split()[1] == "1"
+
+
+def test_user_is_themselves_on_the_host_side_and_told_where_the_step_runs():
+    out = demo("06", user=USER).out
+    assert ("\nYou are not root: the host side is the machine as you see it; "
+            "the step side runs in a user namespace") in out
+    seen = sections(out)
+    assert seen["on the host: id"].startswith(f"uid={USER}(nobody)")
+    assert {ns: v for ns, (_, _, v) in table(out).items() if v} == {"user": "new"}
+
+
+def test_user_table_names_the_demos_own_user_namespace():
+    out = demo("05", user=USER).out
+    assert {ns: v for ns, (_, _, v) in table(out).items() if v} == {
+        "mnt": "new", "pid": "new", "user": "demo's"}
+    assert "made by the user namespace the demo runs the step in" in out
+
+
+def test_the_old_way_of_wrapping_the_whole_demo_fails_the_user_checks():
+    """Run whole inside a user namespace, as the kit once did, the demo's
+    host side is the wrapper's: root, and only the wrapper's processes."""
+    old = ("unshare --user --map-root-user --mount --pid --fork --mount-proc "
+           f"--propagation private {shlex.quote(PYTHON)} -m demo 06")
+    result = in_frame(old + AFTER, own_root=True, mytmp=True, user=USER, setup=HOST)
+    assert "@@exit 0" in result.out, result
+    with pytest.raises(AssertionError):
+        assert sections(result.out)["on the host: id"].startswith(f"uid={USER}(nobody)")
+
+
+# 08 and 09 in the demo.
+
+def test_step_08_kills_the_command_with_its_parent_where_03_does_not():
+    out = demo("08").out
+    seen = sections(out)
+    assert seen["through steps/08_isolate.py: hostname"] == "myhostname"
+    assert "still runs" in seen["through steps/03_uts.py: sleep 60, then kill -KILL the step, "
+                                "its parent"]
+    assert "is gone" in seen["through steps/08_isolate.py: sleep 60, then kill -KILL the step, "
+                             "its parent"]
+    assert out.split("@@sleepers\n")[1].split() == ["0"]  # the demo killed 03's sleep
+
+
+def test_step_09_makes_an_ordinary_user_root_inside():
+    seen = sections(demo("09", user=USER).out)
+    assert seen["through steps/06_user.py: id"].startswith("uid=65534(nobody)")
+    assert seen["through steps/09_uid_map.py: id"].startswith("uid=0(root) gid=0(root)")
+    assert seen["through steps/09_uid_map.py: cat /proc/self/uid_map"].split() == [
+        "0", str(USER), "1"]
+    (host,) = [v for k, v in seen.items() if k.startswith("on the host: ls -l")]
+    (step,) = [v for k, v in seen.items() if k.startswith("through steps/09_uid_map.py: ls -l")]
+    assert " nobody nogroup " in host and " root root " in step
+
+
+# Names, diffs and exercises.
+
+def test_every_demo_names_its_article_and_section():
+    for nn, scene in scenes.SCENES.items():
+        section = scene.__doc__.split(":")[0]
+        assert scenes.ARTICLE[nn].startswith(scenes.SECOND) == (nn in BEYOND_PART_1)
+        if nn in BEYOND_PART_1 and SECOND.exists():
+            assert "isolate" in SECOND.read_text()
+        elif nn not in BEYOND_PART_1 and ARTICLE.exists():
+            assert f"## {section}\n" in ARTICLE.read_text(), nn
+    # skeleton.c is given in the NET section.
+    assert scenes.SCENES["00"].__doc__.startswith("NET Namespace")
+
+
+def make(*args):
+    return subprocess.run(["make", "--no-print-directory", "-C", str(ROOT), *args],
+                          capture_output=True, text=True)
+
+
+def test_diff_00_says_what_00_is_and_where_to_go():
+    done = make("diff-00")
+    assert done.returncode == 0 and "skeleton" in done.stdout and "make diff-01" in done.stdout
+
+
+@pytest.mark.parametrize("nn, base", [("08", "03"), ("09", "06")])
+def test_diff_of_a_step_beyond_part_1_is_against_its_base(nn, base):
+    done = make(f"diff-{nn}")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"--- {step_path(base).relative_to(ROOT)}")
+    assert f"+++ {step_path(nn).relative_to(ROOT)}" in done.stdout
+    assert re.search(r"^\+.*PR_SET_PDEATHSIG", done.stdout, re.M)
+    assert (nn == "09") == bool(re.search(r"^\+.*uid_map", done.stdout, re.M))
+
+
+def test_readme_07_claims_are_what_the_kernel_says():
+    """steps/README.md quotes what 07's shell answers: the same words here."""
+    script = (f"{shlex.quote(PYTHON)} {step_path('07')} bash -c "
+              "'hostname foo; touch /mytmp/x; touch /tmp/x'; stat -c %u /tmp/x")
+    run = in_frame(script, own_root=True, mytmp=True)
+    readme = (ROOT / "steps" / "README.md").read_text()
+    for said in ("you must be root", "Value too large for defined data type"):
+        assert said in run.err and said in readme, run
+    assert run.out.split() == ["0"]  # /tmp/x is the machine's, and root's
+    assert "`touch /tmp/x` works, and makes a file on the real machine" in readme
+
+
+def test_exercise_beyond_starts_from_the_learners_own_base(tmp_path):
+    work = tmp_path / "work"
+    assert make("exercise", f"WORK={work}").returncode == 0
+    (work / "03_uts.py").write_text('"""my 03"""\nMINE = 3\n')
+    done = make("exercise-beyond", f"WORK={work}")
+    assert done.returncode == 0 and "wrote 08_isolate.py, 09_uid_map.py" in done.stdout
+    ours = (work / "08_isolate.py").read_text()
+    assert ours.startswith('"""08 isolate, your task:') and ours.endswith("MINE = 3\n")
+    theirs = (work / "09_uid_map.py").read_text()  # 06 untouched: from the skeleton
+    assert '"""09 uid_map, your task:' in theirs and "clone_flags = SIGCHLD" in theirs
+    assert "make step-09" in theirs and "no sudo" in theirs.lower()
+    again = make("exercise-beyond", f"WORK={work}")
+    assert "kept as they were: 08_isolate.py, 09_uid_map.py" in again.stdout
+    assert (work / "08_isolate.py").read_text() == ours
+
+
+def test_makefile_knows_the_catalogs_steps_and_bases():
+    makefile = (ROOT / "Makefile").read_text()
+    steps = re.search(r"^STEPS := (.*)$", makefile, re.M).group(1).split()
+    bases = re.search(r"^BASES := (.*)$", makefile, re.M).group(1).split()
+    assert steps == list(ALL_STEPS)
+    assert dict(b.split(":") for b in bases) == BASE_STEP
