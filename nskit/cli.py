@@ -1,17 +1,17 @@
 """The `nskit` command: the Makefile's targets for an installed kit.
 
-    nskit step 04                   make step-04
-    nskit diff 04                   make diff-04
-    nskit exercise [DIR]            make exercise [WORK=DIR]
-    nskit grade --target DIR ...    make grade, with every option of python -m conformance
-    nskit gradescope-bundle [ZIP]   make gradescope-bundle
+    nskit step 04                           make step-04
+    nskit diff 04                           make diff-04
+    nskit exercise [--beyond] [DIR]         make exercise, make exercise-beyond [WORK=DIR]
+    nskit grade --target DIR ...            make grade, with every option of python -m conformance
+    nskit gradescope-bundle [ZIP] [--course FILE]   make gradescope-bundle [COURSE=FILE]
 """
 import argparse
 import subprocess
 import sys
 from pathlib import Path
 
-from conformance.catalog import STEP_NAMES, file_name
+from conformance.catalog import ALL_STEPS, BASE_STEP, file_name
 
 # Where the installed kit keeps its files: beside its packages, as in a checkout.
 ROOT = Path(__file__).resolve().parent.parent
@@ -21,9 +21,9 @@ BUNDLE = "build/nskit-gradescope.zip"
 
 def step_number(text):
     nn = text.zfill(2)
-    if nn not in STEP_NAMES:
+    if nn not in ALL_STEPS:
         raise argparse.ArgumentTypeError(
-            f"{text!r} is not a step: choose from {', '.join(STEP_NAMES)}")
+            f"{text!r} is not a step: choose from {', '.join(ALL_STEPS)}")
     return nn
 
 
@@ -39,10 +39,14 @@ def parser():
                "Each command is a target of the kit's Makefile.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=Parser)
     s = sub.add_parser("step", help="the article's commands for a step, on the host and through it")
-    s.add_argument("nn", metavar="NN", type=step_number, help="the step: 00 to 07")
-    d = sub.add_parser("diff", help="what a step changes in the skeleton")
-    d.add_argument("nn", metavar="NN", type=step_number, help="the step: 00 to 07")
+    every = f"the step: {', '.join(ALL_STEPS)}"
+    s.add_argument("nn", metavar="NN", type=step_number, help=every)
+    d = sub.add_parser("diff", help="what a step changes in its base (the skeleton, or 03 "
+                       "for 08, 06 for 09)")
+    d.add_argument("nn", metavar="NN", type=step_number, help=every)
     e = sub.add_parser("exercise", help="write the tasks into a folder (files there are kept)")
+    e.add_argument("--beyond", action="store_true",
+                   help="08 and 09, each from your own 03 and 06 in the folder")
     e.add_argument("folder", metavar="DIR", nargs="?", default="work",
                    help="where (default: work)")
     sub.add_parser("grade", add_help=False, prefix_chars="\0",
@@ -50,13 +54,20 @@ def parser():
     b = sub.add_parser("gradescope-bundle", help="build the Gradescope autograder zip")
     b.add_argument("out", metavar="ZIP", nargs="?", default=BUNDLE,
                    help=f"where (default: {BUNDLE})")
+    b.add_argument("--course", metavar="FILE",
+                   help="a course file whose points and visibility the bundle bakes in")
     return p
 
 
 def diff(nn):
+    if nn == "00":
+        print("00 is the skeleton itself, the article's skeleton.c: every later step is a "
+              "copy of it. Next: nskit diff 01.")
+        return 0
+    base = BASE_STEP.get(nn, "00")
     # diff's exit 1 only means "they differ".
-    done = subprocess.run(["diff", "-u", "steps/00_skeleton.py", f"steps/{file_name(nn)}.py"],
-                          cwd=ROOT)
+    done = subprocess.run(["diff", "-u", f"steps/{file_name(base)}.py",
+                           f"steps/{file_name(nn)}.py"], cwd=ROOT)
     return 0 if done.returncode in (0, 1) else done.returncode
 
 
@@ -74,13 +85,13 @@ def main(argv=None):
         return diff(args.nn)
     if args.command == "exercise":
         from exercises.make_work import main as make_work
-        return make_work([str(Path(args.folder).resolve())])
+        return make_work(["--beyond"] * args.beyond + [str(Path(args.folder).resolve())])
     from gradescope.bundle import main as bundle
     if not (ROOT / "requirements.txt").exists():
         print("nskit: the Gradescope bundle is built from a checkout of the kit, which this "
               "installed copy is not: run `make gradescope-bundle` in a clone.", file=sys.stderr)
         return 2
-    return bundle([args.out])
+    return bundle([args.out] + (["--course", args.course] if args.course else []))
 
 
 if __name__ == "__main__":

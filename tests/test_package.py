@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from conformance.catalog import ALL_STEPS
 from helpers import PYTHON, ROOT, in_frame, step_path
 
 PIP = [PYTHON, "-m", "pip", "--disable-pip-version-check", "--no-input"]
@@ -92,13 +93,16 @@ def test_nskit_exercise_and_diff_use_the_installed_files(installed, tmp_path):
     assert (tmp_path / "mine" / step_path("07").name).exists()
     diff = run([installed / "nskit", "diff", "03"], cwd=tmp_path)
     assert diff.returncode == 0 and "+CLONE_NEWUTS" in diff.stdout.replace(" ", ""), diff
+    beyond = run([installed / "nskit", "diff", "08"], cwd=tmp_path)
+    assert beyond.returncode == 0 and beyond.stdout.startswith(
+        f"--- steps/{step_path('03').name}"), beyond
 
 
 def test_nskit_refuses_what_is_not_a_step_in_one_line(installed, tmp_path):
-    done = run([installed / "nskit", "step", "09"], cwd=tmp_path)
+    done = run([installed / "nskit", "step", "10"], cwd=tmp_path)
     assert done.returncode == 2
-    assert done.stderr.strip() == ("nskit: argument NN: '09' is not a step: choose from "
-                                   "00, 01, 02, 03, 04, 05, 06, 07; see nskit --help")
+    assert done.stderr.strip() == (f"nskit: argument NN: '10' is not a step: choose from "
+                                   f"{', '.join(ALL_STEPS)}; see nskit --help")
 
 
 def test_python_m_conformance_still_works_in_the_checkout():
