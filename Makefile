@@ -80,10 +80,11 @@ grade: setup
 	echo "There is no $(WORK)/ yet: make exercise writes it." >&2; exit 2; fi
 	@$(PY) -m conformance --target $(TARGET) $(foreach s,$(STEP),--step $(s))
 
-## gradescope-bundle [COURSE=FILE]: build/nskit-gradescope.zip, the Gradescope
-##   autograder, with the course file's points and visibility baked in
+## gradescope-bundle [COURSE=FILE] [BUNDLE=ZIP]: build/nskit-gradescope.zip, the
+##   Gradescope autograder, with the course file's points and visibility baked in
+BUNDLE ?= build/nskit-gradescope.zip
 gradescope-bundle: setup
-	@$(PY) -m gradescope.bundle build/nskit-gradescope.zip $(if $(COURSE),--course $(COURSE))
+	@$(PY) -m gradescope.bundle $(BUNDLE) $(if $(COURSE),--course $(COURSE))
 
 .PHONY: package
 ## package: build/dist/nskit-*.whl, for `pip install` or `pipx install` elsewhere

@@ -99,10 +99,10 @@ def test_the_bundle_bakes_in_a_course_file_and_refuses_a_wrong_one(built_for_the
     done = bundle(tmp_path / "autograder.zip", "--course", tmp_path / "wrong.toml")
     assert done.returncode == 2 and "give a number" in done.stderr
     assert not (tmp_path / "autograder.zip").exists()
-    made = subprocess.run(["make", "-s", "gradescope-bundle", f"COURSE={tmp_path / 'c.toml'}"],
-                          cwd=ROOT, capture_output=True, text=True)
+    made = subprocess.run(["make", "-s", "gradescope-bundle", f"COURSE={tmp_path / 'c.toml'}",
+                           f"BUNDLE={tmp_path / 'made.zip'}"], cwd=ROOT, capture_output=True, text=True)
     assert made.returncode == 0, made.stderr
-    with zipfile.ZipFile(ROOT / "build" / "nskit-gradescope.zip") as zf:
+    with zipfile.ZipFile(tmp_path / "made.zip") as zf:
         assert "nskit/course.toml" in zf.namelist()
 
 
