@@ -13,7 +13,7 @@ import subprocess
 
 import pytest
 
-from helpers import PYTHON, ROOT, in_frame, step_path
+from helpers import PYTHON, ROOT, in_frame, sections as marked_sections, step_path
 
 from conformance.catalog import (ALL_STEPS, BASE_STEP, BEYOND_PART_1, NAMESPACES,  # noqa: E402
                                 NEW_NAMESPACES)
@@ -47,8 +47,7 @@ def demo(nn, user=None, env="", prefix=""):
 
 def sections(out):
     """{heading: body} for the demo's `── heading` lines."""
-    parts = re.split(r"^── (.*)$", out.split("\n@@exit")[0], flags=re.M)
-    return {head: body.strip("\n") for head, body in zip(parts[1::2], parts[2::2])}
+    return marked_sections(out.split("\n@@exit")[0], prefix="── ")
 
 
 def frame_ids(out):
