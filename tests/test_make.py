@@ -260,3 +260,26 @@ def test_make_uses_only_the_venv_python():
     result = framed(shim + "PATH=/tmp/shim:$PATH make step-03 diff-03" + AFTER)
     assert "exit=0" in result.out and "SHIM" not in result.err, result
     assert "python3 " not in in_frame("make -n step-03 diff-03 test").out
+
+
+def check_help_lists(help_text, makefiles):
+    """Every target a reader may type has its line in `make help`."""
+    targets = set()
+    for text in makefiles:
+        targets |= set(re.findall(r"^([a-z][a-z-]*):(?!=)", text, re.M))
+    listed = set(re.findall(r"^([a-z][a-z-]*)", help_text, re.M))
+    missing = targets - listed
+    assert not missing, f"make help lacks {sorted(missing)}"
+
+
+def test_make_help_lists_every_target():
+    result = in_frame("make --no-print-directory help")
+    assert result.code == 0, result
+    makefiles = [(ROOT / name).read_text() for name in ("Makefile", "docker.mk")]
+    check_help_lists(result.out, makefiles)
+    assert re.search(r"^step-NN: ", result.out, re.M) and re.search(r"^diff-NN: ", result.out, re.M)
+
+
+def test_help_check_rejects_a_target_without_its_line():
+    with pytest.raises(AssertionError, match=r"make help lacks \['secret'\]"):
+        check_help_lists("test: every test\n", ["test: setup\nsecret: setup\n"])
