@@ -1,19 +1,23 @@
-"""tools/as-user (make test-as-user): a command as uid 65534 on a copy of the
-kit the user may read but not change, with the kit's interpreter reachable,
-and nothing left on the machine afterwards."""
+"""The kit's tests for an ordinary user: tools/as-user (make test-as-user)
+runs a command as uid 65534 on a copy of the kit the user may read but not
+change, with the kit's interpreter reachable, and leaves nothing on the
+machine; where user namespaces are refused, the tests that need a frame skip
+and say so."""
 import subprocess
 from pathlib import Path
+from shlex import quote
 
 import pytest
 
-from helpers import ROOT
+from helpers import PYTHON, ROOT, in_frame, refused
 
-pytestmark = pytest.mark.root("it becomes uid 65534 itself")
+AS_USER = pytest.mark.root("it becomes uid 65534 itself")
 
 PROBE = ("id -u; touch nskit-probe 2>/dev/null && echo wrote || echo read-only; "
          ".venv/bin/python -c 'import conformance, sh, tabulate; print(\"imports\")'; pwd")
 
 
+@AS_USER
 def test_as_user_runs_as_nobody_on_a_read_only_copy_and_leaves_nothing():
     done = subprocess.run([ROOT / "tools" / "as-user", "sh", "-c", PROBE],
                           capture_output=True, text=True, timeout=120)
@@ -23,9 +27,19 @@ def test_as_user_runs_as_nobody_on_a_read_only_copy_and_leaves_nothing():
     assert not (ROOT / "nskit-probe").exists()
 
 
+@AS_USER
 def test_as_user_refuses_an_ordinary_user_in_one_sentence():
     done = subprocess.run(["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups",
                            "bash", ROOT / "tools" / "as-user"],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert done.stderr.startswith("as-user: run it as root") and len(done.stderr.splitlines()) == 1
+
+
+def test_where_user_namespaces_are_refused_framed_tests_skip_saying_why():
+    inner = (f"{quote(PYTHON)} -m pytest -q -p no:cacheprovider -p no:xdist "
+             f"--basetemp /tmp/inner tests/test_guard.py")
+    result = in_frame(refused(inner), own_root=True, user=65534)
+    assert "1 skipped" in result.out or "2 skipped" in result.out, result
+    assert "needs a frame: root, or user namespaces, which this machine refuses" in result.out
+    assert " failed" not in result.out and " error" not in result.out, result
