@@ -17,7 +17,9 @@ import json
 import os
 import re
 import shutil
+import socket
 import stat
+import xml.etree.ElementTree as ET
 import time
 from pathlib import Path
 from shlex import quote
@@ -41,8 +43,18 @@ LEARNERS = {
     "system": {"03": "03_sysctl.py", "05": "05_clock.py", "07": "07_leftovers.py"},
     "load": {"01": "01_forkbomb.py", "02": "02_memory.py", "03": "03_output.py",
              "05": "05_kill_all.py"},
+    "snoop": {"00": "00_snoop.py", "03": "03_quota.py", "05": "05_proc_peek.py",
+              "06": "06_pty.py"},
 }
+# Learners whose every program is a sparse 16 MiB file: a grader that held
+# the programs it had yet to run would hold 256 MiB of them.
+BIG = ("big1", "big2")
 MiB = 1 << 20
+PEAK_MEMORY = 200 * MiB
+# The grader, reporting its own peak memory (resident, KiB) on stderr.
+MEASURED = ("import resource, sys; from conformance.cli import main; code = main(); "
+            "print('@@maxrss', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr); "
+            "sys.exit(code)")
 
 
 def attack_program(name, config):
@@ -127,6 +139,7 @@ def gallery(tmp_path_factory):
     planted_name = f"nskit-planted-{token}"
     plant_places = [Path("/"), Path("/etc"), Path("/usr/local/bin"), ROOT]
     g = Gallery()
+    g.sockets, listening = [], []
     try:
         # Canaries: root's, 0644 and 0600, in /etc-like, /var/lib-like and /tmp places.
         g.canaries, g.secrets = {}, {}
@@ -142,18 +155,41 @@ def gallery(tmp_path_factory):
         # The class: a submissions folder a course would keep under /var/lib.
         g.klass = places["var-lib"] / "class"
         g.targets = {learner: g.klass / learner for learner in LEARNERS}
+        # Unix sockets of the machine, listening, that anyone may connect to.
+        g.sockets = [places["tmp"] / "socket", Path(f"/run/nskit-socket-{token}")]
+        listening = []
+        for path in g.sockets:
+            listening.append(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM))
+            listening[-1].bind(str(path))
+            listening[-1].listen()
+            path.chmod(0o777)
         config = {"canaries": list(g.canaries), "grader": str(ROOT), "token": token,
                   "targets": [str(t) for t in g.targets.values()],
+                  "sockets": [str(p) for p in g.sockets],
                   "sleep": f"{300 + int(token[:4], 16) % 1000}.{token[4:]}"}
         g.sleep = config["sleep"]
+        # Each learner's programs carry a text of their own, which no other
+        # learner's report may show.
+        g.work = {learner: f"nskit-work-of-{learner}-{os.urandom(8).hex()}"
+                  for learner in [*LEARNERS, *BIG]}
         for learner, attacks in LEARNERS.items():
             folder = g.targets[learner]
             folder.mkdir(parents=True)
             for nn in STEPS:
                 if nn in attacks:
-                    (folder / attacks[nn]).write_text(attack_program(attacks[nn], config))
+                    text = attack_program(attacks[nn], config)
+                    (folder / attacks[nn]).write_text(f"{text}\n# {g.work[learner]}\n")
                 else:
-                    shutil.copy(step_path(nn), folder / step_path(nn).name)
+                    text = step_path(nn).read_text()
+                    (folder / step_path(nn).name).write_text(f"{text}\n# {g.work[learner]}\n")
+                    (folder / step_path(nn).name).chmod(0o755)
+        for learner in BIG:
+            (g.klass / learner).mkdir()
+            for nn in STEPS:
+                with open(g.klass / learner / f"{nn}_big.py", "w") as fh:
+                    fh.write(f"# {g.work[learner]}\n")
+                    fh.truncate(16 * MiB)
+        g.ptys = Path("/proc/sys/kernel/pty/nr").read_text()
         g.listings = {p: sorted(os.listdir(p)) for p in [*plant_places, *places.values(),
                                                          *g.targets.values()]}
         g.before = {path: _file_state(path) for path in g.canaries}
@@ -168,8 +204,9 @@ def gallery(tmp_path_factory):
             *[f"mount -t tmpfs -o mode=1777,size=16m nskit-catch {d} || exit 99" for d in CATCH],
             f"echo '@@frame before'; {state}",
             "start=$(date +%s.%N)",
-            f"{quote(PYTHON)} -m conformance --submissions {quote(str(g.klass))} --jobs 2 "
+            f"{quote(PYTHON)} -c {quote(MEASURED)} --submissions {quote(str(g.klass))} --jobs 2 "
             f"--timeout {TIMEOUT} --json {quote(str(report))} --csv {quote(str(tmp / 'scores.csv'))} "
+            f"--junit {quote(str(tmp / 'junit.xml'))} --gradescope-dir {quote(str(tmp / 'gs'))} "
             f"> {quote(str(stdout))} 2> {quote(str(stderr))}",
             "code=$?; end=$(date +%s.%N)",
             'echo "@@frame code"; echo $code',
@@ -185,6 +222,10 @@ def gallery(tmp_path_factory):
         assert g.framed.code == 0 and "code" in g.frame, g.framed
 
         g.after = {path: _file_state(path) for path in g.canaries}
+        g.ptys_after = Path("/proc/sys/kernel/pty/nr").read_text()
+        g.csv = (tmp / "scores.csv").read_text() if (tmp / "scores.csv").exists() else ""
+        g.junit = (tmp / "junit.xml").read_text() if (tmp / "junit.xml").exists() else ""
+        g.gradescope = {p.parent.name: p for p in (tmp / "gs").glob("*/results.json")}
         g.listings_after = {p: sorted(os.listdir(p)) for p in g.listings}
         g.sysctls_after = {path: Path(path).read_text() for path in SYSCTLS}
         g.clock_after = _clock_offset()
@@ -205,6 +246,10 @@ def gallery(tmp_path_factory):
                       for o in outcomes(step["output"])]
         yield g
     finally:
+        for listener in listening:
+            listener.close()
+        for path in g.sockets:
+            path.unlink(missing_ok=True)
         for folder in places.values():
             shutil.rmtree(folder, ignore_errors=True)
         # Only where an attack went through: never leave its file behind.
@@ -226,7 +271,7 @@ def attempted(g, attack):
 
 def test_every_step_of_every_learner_gets_a_verdict(gallery):
     assert gallery.frame["code"].strip() == "0", gallery.stderr
-    assert set(gallery.results) == set(LEARNERS)
+    assert set(gallery.results) == {*LEARNERS, *BIG}
     for learner, steps in gallery.results.items():
         assert sorted(steps) == STEPS, learner
         for nn, step in steps.items():
@@ -244,7 +289,7 @@ def test_the_kits_own_steps_in_the_batch_get_their_right_verdicts(gallery):
 
 def test_each_attack_ran_and_reported(gallery):
     for attack in ("canaries", "plant", "remount", "sysctl", "clock", "mknod", "leftovers",
-                   "forkbomb", "memory", "kill"):
+                   "forkbomb", "memory", "kill", "snoop", "proc", "pty", "quota"):
         assert attempted(gallery, attack), attack
 
 
@@ -254,6 +299,72 @@ def test_the_whole_gallery_takes_seconds(gallery):
     for learner, steps in gallery.results.items():
         for nn, step in steps.items():
             assert step["seconds"] < TIMEOUT, (learner, nn)
+
+
+# -- one learner, never another's ----------------------------------------------------------
+
+def test_every_learner_has_a_row_and_a_results_json(gallery):
+    rows = {line.split(",")[0] for line in gallery.csv.splitlines()[1:]}
+    assert rows == {*LEARNERS, *BIG}
+    assert set(gallery.gradescope) == {*LEARNERS, *BIG}
+    for learner, path in gallery.gradescope.items():
+        assert path.stat().st_size <= MiB, learner
+        json.loads(path.read_text())
+    for learner in BIG:  # a program that is not Python fails, alone
+        assert all(not s["checks"][0]["passed"] for s in gallery.results[learner].values())
+
+
+def test_no_learner_sees_another_learners_work(gallery):
+    report = json.loads(gallery.report_text)
+    for learner, section in report.items():
+        text = json.dumps(section)
+        for other, work in gallery.work.items():
+            if other != learner:
+                assert work not in text, (learner, other)
+    for suite in ET.fromstring(gallery.junit).iter("testsuite"):  # it parses, too
+        text = ET.tostring(suite, encoding="unicode")
+        for other, work in gallery.work.items():
+            if other != suite.get("name"):
+                assert work not in text, (suite.get("name"), other)
+    for work in gallery.work.values():
+        assert work not in gallery.csv + gallery.stdout + gallery.stderr
+
+
+def test_a_run_reaches_no_class_folder_home_or_socket_of_the_machine(gallery):
+    assert len(attempted(gallery, "snoop")) == len(LEARNERS) + 6 + len(gallery.sockets)
+    assert went_through(gallery, "snoop") == []
+
+
+def test_unmounting_proc_again_and_again_uncovers_only_the_runs_own(gallery):
+    said = {what: outcome for a, what, outcome in gallery.outcomes if a == "proc"}
+    # The run's own proc lies below the one it may unmount, and is locked.
+    assert said["unmount /proc"].startswith("1 times, then"), said
+    assert said["see a proc other than its run's"] == "refused: /proc is its run's own", said
+    assert said["see a process outside its run"] == "refused: none", said
+    peek = gallery.results["snoop"]["05"]["output"]
+    assert "pytest" not in peek and gallery.sleep not in peek
+
+
+def test_a_pty_is_the_runs_own_and_the_machine_makes_none(gallery):
+    said = [(what, outcome) for a, what, outcome in gallery.outcomes if a == "pty"]
+    assert said[:3] == [("open /dev/ptmx", "went through")] * 3, said
+    assert ("its /dev/pts", "0 1 2 ptmx") in said, said
+    assert ("/dev/ptmx is", "/dev/pts/ptmx") in said, said
+    assert gallery.ptys_after == gallery.ptys
+
+
+def test_a_quota_attacker_gets_a_few_of_each_and_the_others_go_on(gallery):
+    made = {what: int(outcome.split()[0]) for a, what, outcome in gallery.outcomes
+            if a == "quota"}
+    assert set(made) == {"make UTS namespaces", "make user namespaces", "make inotify instances"}
+    assert 0 < made["make UTS namespaces"] <= 64, made
+    assert 0 < made["make user namespaces"] <= 64, made
+    assert 0 < made["make inotify instances"] <= 16, made
+
+
+def test_the_graders_memory_stays_bounded(gallery):
+    (peak,) = re.findall(r"^@@maxrss (\d+)$", gallery.stderr, re.M)
+    assert int(peak) * 1024 < PEAK_MEMORY, f"{int(peak) >> 10} MiB"
 
 
 # -- canaries ---------------------------------------------------------------------------------
