@@ -12,8 +12,10 @@ This module holds the public API and the order in which a run's host is set
 up, read top to bottom in setup_run().
 """
 import os
+import pickle
 import platform
 import signal
+import struct
 import time
 from dataclasses import dataclass, field
 
@@ -21,6 +23,7 @@ from . import ids, rootfs, scheduler
 from .catalog import (CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWPID,
                       CLONE_NEWUSER, CLONE_NEWUTS)
 from .cgroups import Cgroups
+from .launcher import Launcher
 from .rootfs import hidden_ancestor  # noqa: F401 - tools/frame.py imports it from here
 from .runinit import RunInit
 from .syscalls import (SYS_PIVOT_ROOT, clone, close_fds_except, die_with_parent,
@@ -205,6 +208,28 @@ class _Init:
         os.close(self.go_w)
 
 
+def run_setup(ctl_r, rep_w):
+    """In a process forked by the launcher: read this run's request from its
+    control pipe, and set the run up."""
+    set_dumpable(False)
+    try:
+        size, = struct.unpack("I", _read_exactly(ctl_r, 4))
+        request, limits, id_maps, token, cgroup = pickle.loads(_read_exactly(ctl_r, size))
+    except (OSError, ValueError, struct.error, pickle.UnpicklingError):
+        os._exit(1)
+    RunSetup(request, limits, id_maps, token, ctl_r, rep_w, cgroup).main()
+
+
+def _read_exactly(fd, size):
+    data = bytearray()
+    while len(data) < size:
+        chunk = os.read(fd, size - len(data))
+        if not chunk:
+            raise ValueError("the grader closed the pipe")
+        data += chunk
+    return bytes(data)
+
+
 class Sandbox:
     """Runs requests in throwaway hosts, up to `jobs` at a time."""
 
@@ -216,28 +241,52 @@ class Sandbox:
             raise Unavailable(f"nskit's sandbox does not know pivot_root on {platform.machine()}")
         self.cgroups = (Cgroups.available(self.limits.memory, self.limits.processes)
                         if self.id_maps.privileged else None)
+        self._launcher = None
+
+    @property
+    def launcher(self):
+        """Started at the first run, before the grader reads anything of a learner."""
+        if self._launcher is None:
+            try:
+                self._launcher = Launcher()
+            except OSError as error:
+                raise Unavailable(f"starting the launcher failed: {error.strerror}")
+        return self._launcher
 
     def launch(self, request):
-        """Fork the first stage of a run's host."""
+        """Have the launcher fork the setup of a run's host, and hand it the run's request."""
+        launcher = self.launcher
         ctl_r, ctl_w = os.pipe()
         rep_r, rep_w = os.pipe()
-        token = os.urandom(8).hex()
-        cgroup = self.cgroups.create() if self.cgroups else []
-        started = time.monotonic()
-        pid = os.fork()
-        if pid == 0:
-            set_dumpable(False)
-            try:
-                RunSetup(request, self.limits, self.id_maps, token, ctl_r, rep_w, cgroup).main()
-            finally:
-                os._exit(1)
+        cgroup = []
+        try:
+            cgroup = self.cgroups.create() if self.cgroups else []
+            started = time.monotonic()
+            pid, pidfd = launcher.fork_setup(ctl_r, rep_w)
+        except OSError:
+            for fd in (ctl_r, ctl_w, rep_r, rep_w):
+                os.close(fd)
+            Cgroups.remove(cgroup)
+            raise
         os.close(ctl_r)
         os.close(rep_w)
-        return scheduler.Running(request, pid, ctl_w, rep_r, started, self.limits.timeout, cgroup)
+        run = scheduler.Running(request, pid, pidfd, ctl_w, rep_r, started, self.limits.timeout, cgroup)
+        order = pickle.dumps((Request(request.argv, request.reach, request.files), self.limits,
+                              self.id_maps, os.urandom(8).hex(), cgroup))
+        try:
+            scheduler.send(ctl_w, struct.pack("I", len(order)) + order)
+        except OSError:
+            pass  # the setup is gone: its pipe says so
+        return run
 
     def run(self, requests):
         """Yield a Result for every request, in the order they finish."""
         yield from scheduler.Scheduler(self).run(requests)
+
+    def close(self):
+        if self._launcher is not None:
+            self._launcher.close()
+            self._launcher = None
 
     def probe_available(self):
         """Raise Unavailable, with the reason, where no throwaway host can be built."""

@@ -56,11 +56,22 @@ def decode_result(data, result):
     return result
 
 
+def end(run):
+    """Kill a run's setup (its PID 1 dies with it, and the run with that) and
+    wait until it is gone: the launcher, its parent, reaps it."""
+    try:
+        signal.pidfd_send_signal(run.pidfd, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    select.select([run.pidfd], [], [], 5.0)
+    os.close(run.pidfd)
+
+
 class Running:
     """A run as the grader follows it: its first stage's pid and pipes."""
 
-    def __init__(self, request, pid, ctl_w, rep_r, started, timeout, cgroup):
-        self.request, self.pid, self.ctl_w, self.rep_r = request, pid, ctl_w, rep_r
+    def __init__(self, request, pid, pidfd, ctl_w, rep_r, started, timeout, cgroup):
+        self.request, self.pid, self.pidfd, self.ctl_w, self.rep_r = request, pid, pidfd, ctl_w, rep_r
         self.started, self.deadline = started, started + timeout
         self.cgroup = cgroup
         self.data = bytearray()
@@ -92,11 +103,7 @@ class Scheduler:
         for fd in (run.rep_r, run.ctl_w):
             if fd is not None:
                 os.close(fd)
-        try:
-            os.kill(run.pid, signal.SIGKILL)  # its PID 1 dies with it, and the run with that
-        except ProcessLookupError:
-            pass
-        os.waitpid(run.pid, 0)
+        end(run)
         if not error and Cgroups.ran_out_of_memory(run.cgroup):
             error = f"went over its memory limit ({self.limits.memory >> 20} MiB) and was killed"
         Cgroups.remove(run.cgroup)
@@ -152,6 +159,5 @@ class Scheduler:
                                            f"timed out after {self.limits.timeout:g} s")
         finally:
             for run in running.values():  # the grader is stopping: so do the runs
-                os.kill(run.pid, signal.SIGKILL)
-                os.waitpid(run.pid, 0)
+                end(run)
                 Cgroups.remove(run.cgroup)

@@ -223,6 +223,7 @@ def gallery(tmp_path_factory):
 
         g.after = {path: _file_state(path) for path in g.canaries}
         g.ptys_after = Path("/proc/sys/kernel/pty/nr").read_text()
+        g.machine_ptys = [p.name for p in Path("/dev/pts").iterdir() if _owner(p) >= 65536]
         g.csv = (tmp / "scores.csv").read_text() if (tmp / "scores.csv").exists() else ""
         g.junit = (tmp / "junit.xml").read_text() if (tmp / "junit.xml").exists() else ""
         g.gradescope = {p.parent.name: p for p in (tmp / "gs").glob("*/results.json")}
@@ -350,7 +351,10 @@ def test_a_pty_is_the_runs_own_and_the_machine_makes_none(gallery):
     assert said[:3] == [("open /dev/ptmx", "went through")] * 3, said
     assert ("its /dev/pts", "0 1 2 ptmx") in said, said
     assert ("/dev/ptmx is", "/dev/pts/ptmx") in said, said
-    assert gallery.ptys_after == gallery.ptys
+    # The counter is the whole machine's (other programs open ptys meanwhile):
+    # the attack's three are gone with its run, and none is left on /dev/pts.
+    assert int(gallery.ptys_after) < int(gallery.ptys) + 3
+    assert gallery.machine_ptys == []
 
 
 def test_a_quota_attacker_gets_a_few_of_each_and_the_others_go_on(gallery):
@@ -508,9 +512,17 @@ def as_user(tmp_path_factory):
     for nn, name in WRONG.items():
         shutil.copy(step_path("00"), klass / "wrong" / name)
     own = "/srv/class/hostile"
-    config = {"canaries": [], "grader": str(ROOT), "token": token, "targets": [own], "sleep": "1"}
+    config = {"canaries": [], "grader": str(ROOT), "token": token, "targets": [own], "sleep": "1",
+              "sockets": []}
     (klass / "hostile" / step_path("01").name).unlink()
     (klass / "hostile" / "01_plant.py").write_text(attack_program("01_plant.py", config))
+    # The other learners' folders, and a file of theirs only the grading user may read.
+    snoop = {**config, "targets": ["/srv/class/good", "/srv/class/wrong", "/srv"]}
+    for nn, name in (("00", "00_snoop.py"), ("05", "05_proc_peek.py")):
+        (klass / "hostile" / step_path(nn).name).unlink()
+        (klass / "hostile" / name).write_text(attack_program(name, snoop))
+    secret = f"nskit-private-{os.urandom(8).hex()}"
+    (klass / "good" / "notes.txt").write_text(secret + "\n")
     grader = (f"{quote(PYTHON)} -m conformance --submissions /srv/class --jobs 2 "
               "--json /srv/out/{0}.json --csv /srv/out/{0}.csv > /srv/out/{0}.out 2>&1; "
               "echo \"@@frame {0}-code\"; echo $?")
@@ -519,7 +531,8 @@ def as_user(tmp_path_factory):
     script = "\n".join([
         "mount -t tmpfs -o mode=755 nskit-class /srv || exit 99",
         f"cp -r {quote(str(klass))} /srv/class && mkdir -m 1777 /srv/out || exit 99",
-        f"chmod -R a+rX /srv/class && chown -R {USER}:{USER} {own} || exit 99",
+        f"chmod -R a+rX /srv/class && chown -R {USER}:{USER} {own} /srv/class/good || exit 99",
+        "chmod 600 /srv/class/good/notes.txt || exit 99",
         grader.format("root"),
         f"{expose_to_users()}{as_nobody}",
         "echo '@@frame root'; cat /srv/out/root.json",
@@ -530,7 +543,7 @@ def as_user(tmp_path_factory):
     framed = in_frame(script)
     found = sections(framed.out)
     assert framed.code == 0 and "user" in found, framed
-    found["token"] = token
+    found["token"], found["secret"] = token, secret
     return found
 
 
@@ -550,6 +563,18 @@ def test_root_verdicts_of_the_class_are_right(as_user):
             assert any(title.startswith("new namespaces") for title in failed), (nn, failed)
         else:
             assert not failed, nn
+
+
+def test_an_ordinary_users_runs_read_no_learners_file_and_see_no_process_outside(as_user):
+    for who in ("root", "user"):
+        text = as_user[who] + as_user.get(f"{who}-out", "")
+        assert as_user["secret"] not in text, who
+        said = [(a, what, o) for learner in json.loads(as_user[who]).values()
+                for s in learner["steps"] for a, what, o in outcomes(s["output"])]
+        assert [x for x in said if x[0] == "snoop"], who
+        assert [x for x in said if x[0] == "snoop" and x[2] == "went through"] == [], who
+        assert ("proc", "see a proc other than its run's", "refused: /proc is its run's own") in said
+        assert ("proc", "see a process outside its run", "refused: none") in said
 
 
 def test_an_ordinary_users_own_folder_stays_unplanted(as_user):
@@ -687,3 +712,97 @@ def test_a_run_that_fills_a_tmpfs_of_its_own_is_stopped_at_its_memory_limit(tmp_
             "a run's cgroup was left behind"
     finally:
         Cgroups.remove(mine)
+
+
+# -- quotas, in a frame of low limits ------------------------------------------------------
+
+# A user namespace of the frame mapping uids 0-65535 to themselves, with low
+# limits on user and UTS namespaces and inotify instances (the limits are per
+# user namespace, and bind everything made below it), then argv.
+LOW_LIMITS = {"max_user_namespaces": 100, "max_uts_namespaces": 100, "max_inotify_instances": 40}
+IN_LOW_LIMITS = r"""
+import ctypes, os, sys
+LIMITS = %r
+ready_r, ready_w = os.pipe()
+go_r, go_w = os.pipe()
+pid = os.fork()
+if pid:
+    os.read(ready_r, 1)
+    for name in ("uid_map", "gid_map"):
+        with open(f"/proc/{pid}/{name}", "w") as fh:
+            fh.write("0 0 65536")
+    os.write(go_w, b"g")
+    sys.exit(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+libc = ctypes.CDLL(None, use_errno=True)
+assert libc.unshare(0x10000000) == 0, ctypes.get_errno()
+os.write(ready_w, b"u")
+assert os.read(go_r, 1) == b"g"
+for name, value in LIMITS.items():
+    with open(f"/proc/sys/user/{name}", "w") as fh:
+        fh.write(str(value))
+os.execv(sys.executable, [sys.executable, *sys.argv[1:]])
+""" % LOW_LIMITS
+
+
+def test_a_quota_attacker_in_a_frame_of_low_limits_fails_only_itself(tmp_path):
+    klass = tmp_path / "class"
+    config = {"canaries": [], "grader": str(ROOT), "token": "quota", "targets": [], "sockets": [],
+              "sleep": "1"}
+    for learner in ("first", "quota", "last"):
+        (klass / learner).mkdir(parents=True)
+        for nn in STEPS:
+            shutil.copy(step_path(nn), klass / learner / step_path(nn).name)
+    (klass / "quota" / step_path("03").name).unlink()
+    (klass / "quota" / "03_quota.py").write_text(attack_program("03_quota.py", config))
+    report = tmp_path / "report.json"
+    r = in_frame(f"{quote(PYTHON)} -c {quote(IN_LOW_LIMITS)} -m conformance --submissions "
+                 f"{quote(str(klass))} --jobs 2 --json {quote(str(report))}")
+    assert r.code == 0, r
+    results = {label: {s["step"]: s for s in learner["steps"]}
+               for label, learner in json.loads(report.read_text()).items()}
+    for learner in ("first", "last"):
+        for nn, step in results[learner].items():
+            failed = [c["title"] for c in step["checks"] if not c["passed"]]
+            assert not failed and not step["problem"], (learner, nn, failed, step["problem"])
+    made = {what: outcome for a, what, outcome in outcomes(results["quota"]["03"]["output"])
+            if a == "quota"}
+    assert len(made) == 3, results["quota"]["03"]
+    for what, outcome in made.items():
+        assert 0 < int(outcome.split()[0]) <= 64, (what, outcome)
+    for nn, step in results["quota"].items():
+        if nn != "03":
+            assert all(c["passed"] for c in step["checks"]), nn
+
+
+# -- mount propagation in the run's host ------------------------------------------------------
+
+# A program that makes a mount namespace without making its mounts private,
+# mounts a tmpfs and unmounts /proc there; then the kit's steps, graded with
+# the run's host's mounts private.
+PROPAGATION = r"""
+import sys
+from conformance.sandbox import Limits, Request, Sandbox
+from conformance.discover import find_programs
+from conformance.grade import grade
+LEAK = b'''#!/bin/sh
+unshare --mount --propagation unchanged sh -c 'mount -t tmpfs nskit-leak /mytmp && umount /proc'
+exec "$@"
+'''
+for propagation in ("shared", "private"):
+    sandbox = Sandbox(Limits(propagation=propagation), jobs=2)
+    (r,) = sandbox.run([Request(["/nskit/program/leak", "true"], files={"/nskit/program/leak": LEAK})])
+    assert r.error is None and r.status == 0, (r.error, r.output)
+    print(propagation, "nskit-leak" in r.before["mounts"], "nskit-leak" in r.after["mounts"],
+          r.before["mounts"].count(" - proc "), r.after["mounts"].count(" - proc "))
+    (steps,) = grade({"steps": find_programs("steps")}, sandbox).values()
+    print(propagation, "steps", sum(s.passed for s in steps))
+"""
+
+
+def test_a_leaky_mount_reaches_the_runs_host_when_shared_and_not_when_private():
+    r = in_frame(f"{quote(PYTHON)} -c {quote(PROPAGATION)}")
+    assert r.code == 0, r
+    assert r.out.splitlines() == [
+        "shared False True 2 1", "shared steps 8",
+        "private False False 2 2", "private steps 8",
+    ], r
