@@ -239,8 +239,7 @@ class Sandbox:
         self.id_maps = ids.IdMaps.for_this_user()
         if SYS_PIVOT_ROOT is None:
             raise Unavailable(f"nskit's sandbox does not know pivot_root on {platform.machine()}")
-        self.cgroups = (Cgroups.available(self.limits.memory, self.limits.processes)
-                        if self.id_maps.privileged else None)
+        self.cgroups = Cgroups.available(self.limits.memory, self.limits.processes)
         self._launcher = None
 
     @property

@@ -807,3 +807,18 @@ def test_a_leaky_mount_reaches_the_runs_host_when_shared_and_not_when_private():
         "shared False True 2 1", "shared steps 8",
         "private False False 2 2", "private steps 8",
     ], r
+
+
+# -- memory, as an ordinary user without a delegated cgroup -----------------------------------
+
+def test_an_ordinary_user_is_told_memory_is_bounded_per_process_only(tmp_path):
+    # This machine runs no systemd user manager: the grader goes on without a
+    # scope, says so once, and grades as ever.
+    r = in_frame(f"{quote(PYTHON)} -m conformance --target steps --step 00 --jobs 1; "
+                 f"{quote(PYTHON)} -m conformance --help", user=USER)
+    assert r.code == 0, r
+    assert r.err.splitlines() == [
+        "nskit: memory is bounded per process only: no cgroup for the whole run here "
+        "(run as root, or where systemd runs a user manager)"], r
+    assert re.search(r"^score: (\d+)/\1 checks passed$", r.out, re.M), r
+    assert "elsewhere memory is bounded per process only" in " ".join(r.out.split()), r
