@@ -822,3 +822,70 @@ def test_an_ordinary_user_is_told_memory_is_bounded_per_process_only(tmp_path):
         "(run as root, or where systemd runs a user manager)"], r
     assert re.search(r"^score: (\d+)/\1 checks passed$", r.out, re.M), r
     assert "elsewhere memory is bounded per process only" in " ".join(r.out.split()), r
+
+
+# -- every failure belongs to one run ------------------------------------------------------------
+
+# A batch in which one run's setup is killed by the grader's side as soon as
+# it starts, one's program cannot be read, and one is an ordinary run.
+ONE_RUN_FAILS = r"""
+import os, signal
+from conformance.sandbox import Request, Sandbox
+
+class Crashing(Sandbox):
+    def launch(self, request):
+        run = super().launch(request)
+        if request.tag == "crash":
+            os.kill(run.pid, signal.SIGKILL)
+        return run
+
+sandbox = Crashing(jobs=2)
+requests = [Request(["/bin/echo", "fine"], tag="fine"), Request(["/bin/true"], tag="crash"),
+            Request(["/nskit/program/gone"], files={"/nskit/program/gone": "/nonexistent"},
+                    tag="gone"),
+            Request(["/bin/echo", "after"], tag="after")]
+for r in sorted(sandbox.run(requests), key=lambda r: r.request.tag):
+    print(r.request.tag, r.error, r.output.decode().strip())
+"""
+
+
+def test_a_crashed_setup_or_an_unreadable_program_fails_that_run_alone():
+    r = in_frame(f"{quote(PYTHON)} -c {quote(ONE_RUN_FAILS)}")
+    assert r.code == 0, r
+    assert r.out.splitlines() == [
+        "after None after",
+        "crash the run ended without a result (its host crashed) ",
+        "fine None fine",
+        "gone cannot read it: No such file or directory ",
+    ], r
+
+
+def test_whatever_a_run_sends_fails_that_run_alone():
+    from conformance.sandbox import Request, Result
+    from conformance.scheduler import FAILED, REFUSED, RESULT, decode_result
+    for data in (b"", b"\xff" * 100, RESULT, RESULT + b"\x10\0\0\0{not json",
+                 RESULT + b"\x02\0\0\0[]", RESULT + b"\x02\0\0\0{}"):
+        result = decode_result(data, Result(Request(["x"])))
+        assert result.error == "the run ended without a result (its host crashed)", data
+        assert not result.refused and result.output == b""
+    result = decode_result(REFUSED + b"unshare(CLONE_NEWUSER) failed: No space left on device",
+                           Result(Request(["x"])))
+    assert result.refused and result.error.startswith("unshare(CLONE_NEWUSER) failed")
+    result = decode_result(FAILED + b"x" * 10000, Result(Request(["x"])))
+    assert result.error == "x" * 1000 and not result.refused
+
+
+def test_output_that_is_not_utf_8_travels_as_bytes():
+    from conformance.sandbox import Request, Result
+    from conformance.scheduler import decode_result, send_result
+    r, w = os.pipe()
+    output = b"\xff" * 50000
+    send_result(w, output, 0, 0, {"a": 1}, {"a": 2}, [])
+    os.close(w)
+    data = b""
+    while chunk := os.read(r, 1 << 16):
+        data += chunk
+    os.close(r)
+    assert len(data) < len(output) + 200
+    result = decode_result(data, Result(Request(["x"])))
+    assert result.output == output and result.after == {"a": 2} and result.error is None
