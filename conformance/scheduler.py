@@ -68,7 +68,7 @@ def end(run):
 
 
 class Running:
-    """A run as the grader follows it: its first stage's pid and pipes."""
+    """A run as the grader follows it: its setup's pid, pidfd and pipes."""
 
     def __init__(self, request, pid, pidfd, ctl_w, rep_r, started, timeout, cgroup):
         self.request, self.pid, self.pidfd, self.ctl_w, self.rep_r = request, pid, pidfd, ctl_w, rep_r
@@ -99,7 +99,7 @@ class Scheduler:
         return None
 
     def _finish(self, run, error=None):
-        from .sandbox import Result
+        from .sandbox import Result  # here: sandbox imports this module
         for fd in (run.rep_r, run.ctl_w):
             if fd is not None:
                 os.close(fd)
