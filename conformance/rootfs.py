@@ -21,6 +21,7 @@ SYSTEM = ("usr", "etc", "bin", "sbin", "lib", "lib32", "lib64", "libx32")
 EMPTY = ("proc", "root", "var", "mytmp")  # folders of the root's own, empty
 FRESH = ("tmp", "var/tmp", "dev/shm", "run")  # the run's own tmpfs, empty, size-limited
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
+PRIVATE = "/nskit"  # the programs' own folder, a tmpfs of the run's
 STAGE = "/tmp"  # a tmpfs of the setup's own, where the new root is built
 NEW_ROOT = f"{STAGE}/root"
 
@@ -77,6 +78,8 @@ def open_programs(files, limit):
     never through a link, and copied in when the root is built."""
     out = {}
     for inside, source in files.items():
+        if Path(inside) == Path(PRIVATE) or not Path(inside).is_relative_to(PRIVATE):
+            raise RunProblem(f"a program's path inside must be under {PRIVATE}")
         if isinstance(source, bytes):
             out[inside] = source
             continue
@@ -134,7 +137,7 @@ class RunRoot:
             mount(source, f"{new}{path}", None, MS_BIND | MS_REC)
             readonly_tree(f"{new}{path}")
         for path, source in self.programs.items():
-            self.cover(new, Path("/", *Path(path).parts[1:2]))
+            self.cover(new, Path(PRIVATE))
             os.makedirs(f"{new}{Path(path).parent}", exist_ok=True)
             self.copy_in(source, f"{new}{path}")
         for anchor in self.covers:

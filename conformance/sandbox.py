@@ -66,8 +66,8 @@ class Request:
     """One program run: argv inside the host, plus what it must be able to reach."""
     argv: list
     reach: list = field(default_factory=list)   # folders to bind read-only at the same path
-    # path inside -> bytes, or the path of a file on the machine read when the
-    # run starts (never through a link); copied in at that path, mode 0755
+    # path inside (under /nskit) -> bytes, or the path of a file on the machine
+    # read when the run starts (never through a link); copied in, mode 0755
     files: dict = field(default_factory=dict)
     tag: object = None
 
