@@ -338,6 +338,9 @@ def test_a_run_reaches_no_class_folder_home_or_socket_of_the_machine(gallery):
 
 def test_unmounting_proc_again_and_again_uncovers_only_the_runs_own(gallery):
     said = {what: outcome for a, what, outcome in gallery.outcomes if a == "proc"}
+    # PID 1 is the grader's, and out of reach.
+    for what in ("read PID 1's environment", "read PID 1's memory", "attach to PID 1"):
+        assert said[what].startswith("refused: "), (what, said)
     # The run's own proc lies below the one it may unmount, and is locked.
     assert said["unmount /proc"].startswith("1 times, then"), said
     assert said["see a proc other than its run's"] == "refused: /proc is its run's own", said
@@ -574,6 +577,7 @@ def test_an_ordinary_users_runs_read_no_learners_file_and_see_no_process_outside
         assert [x for x in said if x[0] == "snoop"], who
         assert [x for x in said if x[0] == "snoop" and x[2] == "went through"] == [], who
         assert ("proc", "see a proc other than its run's", "refused: /proc is its run's own") in said
+        assert [x for x in said if x[0] == "proc" and x[2] == "went through"] == [], who
         assert ("proc", "see a process outside its run", "refused: none") in said
 
 
