@@ -144,8 +144,11 @@ class Cgroups:
 
     @staticmethod
     def remove(folders, patience=2.0):
-        """Remove a run's cgroup once the last of its processes is gone."""
+        """Remove a run's cgroup once the last of its processes is gone (a
+        run's processes die with its PID 1, but not at once): the folders
+        still there when patience runs out."""
         deadline = time.monotonic() + patience
+        left = []
         for folder in folders:
             while True:
                 try:
@@ -155,5 +158,7 @@ class Cgroups:
                     break
                 except OSError:
                     if time.monotonic() > deadline:
+                        left.append(folder)
                         break
                     time.sleep(0.01)
+        return left

@@ -85,6 +85,7 @@ class Scheduler:
         self.sandbox, self.limits = sandbox, sandbox.limits
         # All a run can make the grader hold: its output and its snapshots.
         self.bound = self.limits.output + SNAPSHOT_ROOM
+        self.slow = []  # cgroups whose processes were still dying: removed at the end
 
     def _write_maps(self, run):
         """The run asked for its user namespace's id maps: only a process
@@ -106,7 +107,7 @@ class Scheduler:
         end(run)
         if not error and Cgroups.ran_out_of_memory(run.cgroup):
             error = f"went over its memory limit ({self.limits.memory >> 20} MiB) and was killed"
-        Cgroups.remove(run.cgroup)
+        self.slow += Cgroups.remove(run.cgroup, patience=0.5)
         result = Result(run.request, seconds=time.monotonic() - run.started)
         if error:
             result.error = error
@@ -160,4 +161,5 @@ class Scheduler:
         finally:
             for run in running.values():  # the grader is stopping: so do the runs
                 end(run)
-                Cgroups.remove(run.cgroup)
+                self.slow += run.cgroup
+            Cgroups.remove(self.slow, patience=30.0)

@@ -27,6 +27,7 @@ from shlex import quote
 import pytest
 
 from conftest import PYTHON, ROOT, in_frame, step_path
+from conformance.cgroups import Cgroups
 from tools.frame import expose_to_users
 
 HOSTILE = Path(__file__).resolve().parent / "hostile"
@@ -139,7 +140,7 @@ def gallery(tmp_path_factory):
     planted_name = f"nskit-planted-{token}"
     plant_places = [Path("/"), Path("/etc"), Path("/usr/local/bin"), ROOT]
     g = Gallery()
-    g.sockets, listening = [], []
+    g.sockets, listening, g.mine = [], [], []
     try:
         # Canaries: root's, 0644 and 0600, in /etc-like, /var/lib-like and /tmp places.
         g.canaries, g.secrets = {}, {}
@@ -197,10 +198,15 @@ def gallery(tmp_path_factory):
         g.clock = _clock_offset()
         g.root_mount = _root_mount()
         marks = (token, config["sleep"])
+        # The grader runs in cgroups of the test's own, where the machine
+        # allows them: the runs' cgroups are made below, and must all be gone.
+        cgroups = Cgroups.available(1 << 30, 256)
+        g.mine = Cgroups([(place, {}) for place, _ in cgroups.places]).create() if cgroups else []
+        join = "".join(f"echo $$ > {quote(str(f / 'cgroup.procs'))} || exit 99\n" for f in g.mine)
 
         report, stdout, stderr = tmp / "report.json", tmp / "grader.out", tmp / "grader.err"
         state = "hostname; ipcs -q; ip -o link; cat /proc/self/mountinfo"
-        script = "\n".join([
+        script = join + "\n".join([
             *[f"mount -t tmpfs -o mode=1777,size=16m nskit-catch {d} || exit 99" for d in CATCH],
             f"echo '@@frame before'; {state}",
             "start=$(date +%s.%N)",
@@ -223,6 +229,7 @@ def gallery(tmp_path_factory):
 
         g.after = {path: _file_state(path) for path in g.canaries}
         g.ptys_after = Path("/proc/sys/kernel/pty/nr").read_text()
+        g.cgroups_left = [p for f in g.mine for p in f.iterdir() if p.is_dir()]
         g.machine_ptys = [p.name for p in Path("/dev/pts").iterdir() if _owner(p) >= 65536]
         g.csv = (tmp / "scores.csv").read_text() if (tmp / "scores.csv").exists() else ""
         g.junit = (tmp / "junit.xml").read_text() if (tmp / "junit.xml").exists() else ""
@@ -247,6 +254,8 @@ def gallery(tmp_path_factory):
                       for o in outcomes(step["output"])]
         yield g
     finally:
+        if g.mine:
+            Cgroups.remove(g.mine, patience=10)
         for listener in listening:
             listener.close()
         for path in g.sockets:
@@ -419,6 +428,12 @@ def test_nothing_is_left_in_tmp_var_tmp_dev_shm_or_run_lock(gallery):
     assert gallery.leftovers == []
     caught = [line for line in gallery.frame["caught"].splitlines() if "nskit-left" in line]
     assert caught == [], "an escape from the host's tmpfs reached the machine's folder"
+
+
+def test_no_cgroup_of_a_run_remains(gallery):
+    if not gallery.mine:
+        pytest.skip("this machine lets the grader make no cgroup")
+    assert gallery.cgroups_left == []
 
 
 def test_no_process_remains(gallery):
@@ -693,7 +708,6 @@ exec "$@"
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the grader makes cgroups only as root")
 def test_a_run_that_fills_a_tmpfs_of_its_own_is_stopped_at_its_memory_limit(tmp_path):
-    from conformance.cgroups import Cgroups
     cgroups = Cgroups.available(1 << 30, 256)
     if cgroups is None:
         pytest.skip("this machine lets the grader make no memory cgroup")
