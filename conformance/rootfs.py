@@ -1,6 +1,8 @@
 """The run's root filesystem: a small tmpfs holding read-only binds of the
-machine's folders, and the run's own empty /tmp, /var/tmp, /dev/shm, /run
-and /mytmp.
+folders a run needs (SYSTEM, and the interpreter's prefix), a minimal /dev
+with a devpts instance of its own, the run's own empty /tmp, /var/tmp,
+/dev/shm, /run and /mytmp, its program under /nskit, and a proc of the run's
+PID namespace. Nothing else of the machine's: no class folder, no home.
 
 It is built one user namespace above the run's own: as the machine's root,
 or for an ordinary user as root of a user namespace of its own. Every mount
@@ -45,9 +47,10 @@ def reach_for(paths):
     outside), or its top folder."""
     out = []
     for path in map(Path, paths):
-        if any(path.is_relative_to(f"/{d}") for d in SYSTEM if not os.path.islink(f"/{d}")):
-            continue  # already bound with its folder
         anchor = hidden_ancestor(path) if os.geteuid() == 0 else None
+        if anchor is None and any(path.is_relative_to(f"/{d}") for d in SYSTEM
+                                  if not os.path.islink(f"/{d}")):
+            continue  # already bound with its folder, and the run may enter it
         out.append((path, anchor or Path("/", *path.parts[1:2])))
     return out
 
