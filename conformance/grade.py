@@ -1,8 +1,6 @@
 """Grading: run each program once in a throwaway host, then judge every check
 of its step against what came back."""
-import errno
 import os
-import stat
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +15,7 @@ from .sandbox import Request, Sandbox
 # files a machine's site-packages may carry cost a run tens of milliseconds.
 INTERPRETER = os.path.realpath(sys.executable)
 PREFIX = str(Path(sys.base_prefix).resolve())
-MAX_PROGRAM = 16 << 20
+PROGRAM_DIR = "/nskit/program"
 
 
 @dataclass
@@ -59,22 +57,16 @@ def _failed_all(step, program, reason):
 
 
 def request_for(program, token, label=None):
-    path = str(program.path)
+    """The run of one program: copied in at a private path of the run's host
+    when its run starts, never through a link (see discover._trouble), so the
+    grader holds no program's bytes and a run sees no other's path."""
+    inside = f"{PROGRAM_DIR}/{program.path.name}"
     if program.is_c:
-        argv = c_argv(compiler(), path)
+        argv = c_argv(compiler(), inside)
     else:
-        argv = [INTERPRETER, "-S", path] if program.is_python else [path]
+        argv = [INTERPRETER, "-S", inside] if program.is_python else [inside]
     return Request(argv + probe.command(token), reach=[PREFIX] if program.is_python else [],
-                   files={path: _read_program(program.path)}, tag=(label, program, token))
-
-
-def _read_program(path):
-    """The program's bytes, never through a link (see discover._trouble)."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    with os.fdopen(fd, "rb") as fh:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(errno.EINVAL, "not a regular file")
-        return fh.read(MAX_PROGRAM)
+                   files={inside: str(program.path)}, tag=(label, program, token))
 
 
 def judge(program, token, result):

@@ -1,0 +1,165 @@
+"""The grader's side of its runs: up to `jobs` at a time, each followed on
+its pipes from one single-threaded event loop (cloning from a multi-threaded
+Python can hang the child), and the protocol on those pipes.
+
+A run's first stage may ask for its user namespace's id maps (ASK_MAPS,
+answered MAPS_WRITTEN on its control pipe); otherwise it sends one message
+and closes its pipe: REFUSED or FAILED and a sentence, or RESULT. Whatever
+arrives, however broken, fails that run alone, with its reason."""
+import json
+import os
+import select
+import signal
+import struct
+import time
+
+from .cgroups import Cgroups
+
+ASK_MAPS, MAPS_WRITTEN, REFUSED, FAILED, RESULT = b"U", b"G", b"X", b"E", b"R"
+SNAPSHOT_ROOM = 4 << 20  # beyond the output: two snapshots and the leftovers, bounded at source
+
+
+def send(fd, data):
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def send_result(fd, output, cut, status, before, after, leftover):
+    """RESULT, the length of a JSON header, the header, then the output's
+    bytes as they are."""
+    header = json.dumps({"cut": cut, "status": status, "before": before, "after": after,
+                         "leftover": leftover}, ensure_ascii=False).encode()
+    send(fd, RESULT + struct.pack("I", len(header)) + header + output)
+
+
+def decode_result(data, result):
+    """Fill result from what the run sent, or say why it cannot be."""
+    if data.startswith(FAILED):
+        result.error = data[1:].decode(errors="replace")[:1000]
+        return result
+    if data.startswith(REFUSED):
+        result.error, result.refused = data[1:].decode(errors="replace")[:1000], True
+        return result
+    try:
+        if not data.startswith(RESULT):
+            raise ValueError("no result")
+        size, = struct.unpack_from("I", data, 1)
+        payload = json.loads(data[5:5 + size])
+        result.output = data[5 + size:]
+        result.cut, result.status = int(payload["cut"]), int(payload["status"])
+        result.before, result.after = dict(payload["before"]), dict(payload["after"])
+        result.leftover = [str(line) for line in payload["leftover"]]
+    except (ValueError, KeyError, TypeError, struct.error):
+        result.output, result.before, result.after = b"", None, None
+        result.error = "the run ended without a result (its host crashed)"
+    return result
+
+
+def end(run):
+    """Kill a run's setup (its PID 1 dies with it, and the run with that) and
+    wait until it is gone: the launcher, its parent, reaps it."""
+    try:
+        signal.pidfd_send_signal(run.pidfd, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    select.select([run.pidfd], [], [], 5.0)
+    os.close(run.pidfd)
+
+
+class Running:
+    """A run as the grader follows it: its setup's pid, pidfd and pipes."""
+
+    def __init__(self, request, pid, pidfd, ctl_w, rep_r, started, timeout, cgroup):
+        self.request, self.pid, self.pidfd, self.ctl_w, self.rep_r = request, pid, pidfd, ctl_w, rep_r
+        self.started, self.deadline = started, started + timeout
+        self.cgroup = cgroup
+        self.data = bytearray()
+
+
+class Scheduler:
+    """Starts runs with sandbox.launch(request) and turns what comes back into
+    Results, in the order they finish."""
+
+    def __init__(self, sandbox):
+        self.sandbox, self.limits = sandbox, sandbox.limits
+        # All a run can make the grader hold: its output and its snapshots.
+        self.bound = self.limits.output + SNAPSHOT_ROOM
+        self.slow = []  # cgroups whose processes were still dying: removed at the end
+
+    def _write_maps(self, run):
+        """The run asked for its user namespace's id maps: only a process
+        outside it may write them. None, or why they could not be."""
+        try:
+            self.sandbox.id_maps.write(run.pid)
+            os.write(run.ctl_w, MAPS_WRITTEN)
+        except OSError as error:
+            return f"writing the user namespace's id map failed: {error.strerror}"
+        os.close(run.ctl_w)
+        run.ctl_w = None
+        return None
+
+    def _finish(self, run, error=None):
+        from .sandbox import Result  # here: sandbox imports this module
+        for fd in (run.rep_r, run.ctl_w):
+            if fd is not None:
+                os.close(fd)
+        end(run)
+        if not error and Cgroups.ran_out_of_memory(run.cgroup):
+            error = f"went over its memory limit ({self.limits.memory >> 20} MiB) and was killed"
+        self.slow += Cgroups.remove(run.cgroup, patience=0.5)
+        result = Result(run.request, seconds=time.monotonic() - run.started)
+        if error:
+            result.error = error
+            return result
+        return decode_result(bytes(run.data), result)
+
+    def _failed_to_start(self, request, error):
+        from .sandbox import Result
+        return Result(request, error=f"the grader could not start its run: {error}")
+
+    def run(self, requests):
+        pending = list(reversed(requests))
+        running = {}
+        try:
+            while pending or running:
+                while pending and len(running) < self.sandbox.jobs:
+                    request = pending.pop()
+                    try:
+                        run = self.sandbox.launch(request)
+                    except OSError as error:  # out of fds, processes or cgroups: this run
+                        yield self._failed_to_start(request, error.strerror or error)
+                        continue
+                    running[run.rep_r] = run
+                if not running:
+                    continue
+                wait = max(0.0, min(r.deadline for r in running.values()) - time.monotonic())
+                ready, _, _ = select.select(list(running), [], [], wait)
+                for fd in ready:
+                    run = running[fd]
+                    try:
+                        chunk = os.read(fd, 1 << 16)
+                    except OSError as error:
+                        yield self._finish(running.pop(fd), f"its pipe broke: {error.strerror}")
+                        continue
+                    if run.ctl_w is not None and chunk == ASK_MAPS:
+                        problem = self._write_maps(run)
+                        if problem:
+                            yield self._finish(running.pop(fd), problem)
+                    elif chunk and len(run.data) + len(chunk) > self.bound:
+                        yield self._finish(running.pop(fd),
+                                           f"it sent the grader more than {self.bound >> 20} MiB")
+                    elif chunk:
+                        run.data += chunk
+                    else:
+                        yield self._finish(running.pop(fd))
+                now = time.monotonic()
+                for fd, run in list(running.items()):
+                    if now >= run.deadline:
+                        yield self._finish(running.pop(fd),
+                                           f"timed out after {self.limits.timeout:g} s")
+        finally:
+            for run in running.values():  # the grader is stopping: so do the runs
+                end(run)
+                self.slow += run.cgroup
+            Cgroups.remove(self.slow, patience=30.0)
