@@ -752,7 +752,8 @@ def test_a_quota_attacker_in_a_frame_of_low_limits_fails_only_itself(tmp_path):
     (klass / "quota" / "03_quota.py").write_text(attack_program("03_quota.py", config))
     report = tmp_path / "report.json"
     r = in_frame(f"{quote(PYTHON)} -c {quote(IN_LOW_LIMITS)} -m conformance --submissions "
-                 f"{quote(str(klass))} --jobs 2 --json {quote(str(report))}")
+                 f"{quote(str(klass))} --jobs 2 --json {quote(str(report))} "
+                 f"--csv {quote(str(tmp_path / 'scores.csv'))}")
     assert r.code == 0, r
     results = {label: {s["step"]: s for s in learner["steps"]}
                for label, learner in json.loads(report.read_text()).items()}
