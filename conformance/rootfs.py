@@ -9,6 +9,7 @@ tmpfs to uncover the folder below, nor make a read-only bind writable again."""
 import os
 from pathlib import Path
 
+from . import witness
 from .syscalls import (MNT_DETACH, MS_BIND, MS_NODEV, MS_NOSUID, MS_PRIVATE, MS_RDONLY,
                        MS_REC, MS_REMOUNT, mount, pivot_root, readonly_tree, umount)
 
@@ -101,6 +102,7 @@ class RunRoot:
             with open(f"{new}{path}", "wb") as fh:
                 fh.write(data)
             os.chmod(self.made(f"{new}{path}"), 0o755)
+        witness.furnish_root(new, self.request)
         for anchor in self.covers:
             readonly_tree(f"{new}{anchor}")
 

@@ -18,7 +18,7 @@ import signal
 import time
 from dataclasses import dataclass, field
 
-from . import ids, rootfs, scheduler
+from . import ids, rootfs, scheduler, witness
 from .catalog import (CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWPID,
                       CLONE_NEWUSER, CLONE_NEWUTS)
 from .cgroups import Cgroups
@@ -44,6 +44,9 @@ class Limits:
     output: int = 1 << 20
     tmpfs: str = "64m"
     file_size: int = 64 << 20
+    # "shared": the run's host mounts / shared, as systemd does; "private":
+    # as the article's 2014 hosts did.
+    propagation: str = "shared"
 
 
 @dataclass
@@ -65,6 +68,7 @@ class Result:
     after: dict = None         # ... and after it, and everything it left, had ended
     leftover: list = None      # processes still running when the program exited
     error: str = None          # why there is no verdict from inside: timed out, crashed
+    witness: dict = None       # what the grader observed of the command (witness.py)
     seconds: float = 0.0
 
 
@@ -73,9 +77,9 @@ class RunSetup:
     which it sets a run up. It stays in the machine's PID namespace so that
     the run can have a PID 1 of its own."""
 
-    def __init__(self, request, limits, id_maps, token, ctl_r, rep_w, cgroup):
+    def __init__(self, request, limits, id_maps, token, ctl_r, rep_w, cgroup, watch_fd=None):
         self.request, self.limits, self.id_maps, self.token = request, limits, id_maps, token
-        self.ctl_r, self.rep_w, self.cgroup = ctl_r, rep_w, cgroup
+        self.ctl_r, self.rep_w, self.cgroup, self.watch_fd = ctl_r, rep_w, cgroup, watch_fd
         self.parent = os.getppid()
 
     def main(self):
@@ -128,7 +132,7 @@ class RunSetup:
         null = os.open("/dev/null", os.O_RDWR)
         for fd in (0, 1, 2):
             os.dup2(null, fd)
-        close_fds_except({self.ctl_r, self.rep_w})
+        close_fds_except({self.ctl_r, self.rep_w, self.watch_fd})
 
     def enter_user_namespace(self):
         """A new user namespace, its maps written by the grader from outside."""
@@ -159,7 +163,7 @@ class RunSetup:
             die_with_parent(signal.SIGKILL)
             os.close(self.ctl_r)
             try:
-                RunInit(self.request, self.limits, self.token).main(self.rep_w)
+                RunInit(self.request, self.limits, self.token, self.watch_fd).main(self.rep_w)
                 os._exit(0)
             except BaseException as error:  # noqa: BLE001 - reported, not raised
                 self.fail(scheduler.FAILED, f"the throwaway host failed: {error}")
@@ -184,16 +188,21 @@ class Sandbox:
         rep_r, rep_w = os.pipe()
         token = os.urandom(8).hex()
         cgroup = self.cgroups.create() if self.cgroups else []
+        watch = witness.Watch() if witness.wanted(request) else None
         started = time.monotonic()
         pid = os.fork()
         if pid == 0:
             try:
-                RunSetup(request, self.limits, self.id_maps, token, ctl_r, rep_w, cgroup).main()
+                RunSetup(request, self.limits, self.id_maps, token, ctl_r, rep_w, cgroup,
+                         watch and watch.run_end.fileno()).main()
             finally:
                 os._exit(1)
         os.close(ctl_r)
         os.close(rep_w)
-        return scheduler.Running(request, pid, ctl_w, rep_r, started, self.limits.timeout, cgroup)
+        if watch:
+            watch.after_fork()
+        return scheduler.Running(request, pid, ctl_w, rep_r, started, self.limits.timeout, cgroup,
+                                 watch)
 
     def run(self, requests):
         """Yield a Result for every request, in the order they finish."""

@@ -14,6 +14,8 @@ import time
 from .cgroups import Cgroups
 
 ASK_MAPS, MAPS_WRITTEN, REFUSED, FAILED = b"U", b"G", b"X", b"E"
+# How often a run whose witness waits on one of its processes is looked at again.
+WATCH_TICK = 0.001
 
 
 def send(fd, data):
@@ -49,8 +51,9 @@ def decode_result(data, result):
 class Running:
     """A run as the grader follows it: its first stage's pid and pipes."""
 
-    def __init__(self, request, pid, ctl_w, rep_r, started, timeout, cgroup):
+    def __init__(self, request, pid, ctl_w, rep_r, started, timeout, cgroup, watch=None):
         self.request, self.pid, self.ctl_w, self.rep_r = request, pid, ctl_w, rep_r
+        self.watch = watch  # the run's witness, followed here too (witness.py)
         self.started, self.deadline = started, started + timeout
         self.cgroup = cgroup
         self.data = bytearray()
@@ -89,6 +92,9 @@ class Scheduler:
             error = f"went over its memory limit ({self.limits.memory >> 20} MiB) and was killed"
         Cgroups.remove(run.cgroup)
         result = Result(run.request, seconds=time.monotonic() - run.started)
+        if run.watch:
+            result.witness = run.watch.result()
+            run.watch.close()
         data = bytes(run.data)
         if data.startswith(REFUSED):
             raise Unavailable(data[1:].decode(errors="replace"), refused=True)
@@ -106,8 +112,16 @@ class Scheduler:
                     run = self.sandbox.launch(pending.pop())
                     running[run.rep_r] = run
                 wait = max(0.0, min(r.deadline for r in running.values()) - time.monotonic())
-                ready, _, _ = select.select(list(running), [], [], wait)
-                for fd in ready:
+                watched = {fd: r.watch for r in running.values() if r.watch for fd in r.watch.fds()}
+                if any(r.watch and r.watch.busy() for r in running.values()):
+                    wait = min(wait, WATCH_TICK)
+                ready, _, _ = select.select(list(running) + list(watched), [], [], wait)
+                for fd in [fd for fd in ready if fd in watched]:
+                    watched[fd].on_readable(fd)
+                for run in running.values():
+                    if run.watch and run.watch.busy():
+                        run.watch.tick()
+                for fd in [fd for fd in ready if fd in running]:
                     run = running[fd]
                     chunk = os.read(fd, 1 << 16)
                     if run.ctl_w is not None and chunk == ASK_MAPS:
@@ -126,3 +140,5 @@ class Scheduler:
                 os.kill(run.pid, signal.SIGKILL)
                 os.waitpid(run.pid, 0)
                 Cgroups.remove(run.cgroup)
+                if run.watch:
+                    run.watch.close()
