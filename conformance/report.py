@@ -9,8 +9,8 @@ from tabulate import tabulate
 from .checks import STEPS
 
 
-def _mark(passed):
-    return "passed" if passed else "FAILED"
+def _mark(check):
+    return {"passed": "passed", "skipped": "skipped"}.get(check.status, "FAILED")
 
 
 def score(steps):
@@ -24,7 +24,7 @@ def table(steps):
     for step in steps:
         for check in step.checks:
             note = "" if check.passed else f"{check.seen}" + (f"\nhint: {check.hint}" if check.hint else "")
-            rows.append([f"{step.step} {STEPS[step.step]}", check.title, _mark(check.passed), note])
+            rows.append([f"{step.step} {STEPS[step.step]}", check.title, _mark(check), note])
     got, out_of = score(steps)
     body = tabulate(rows, headers=["step", "check", "result", "seen / hint"],
                     tablefmt="simple", maxcolwidths=[None, 38, None, 70])
@@ -68,8 +68,8 @@ def full(results):
     return {label: {"score": score(steps)[0], "out_of": score(steps)[1], "steps": [
         {"step": s.step, "program": s.program, "problem": s.problem, "seconds": round(s.seconds, 3),
          "output": s.output,
-         "checks": [{"name": c.name, "title": c.title, "passed": c.passed, "seen": c.seen,
-                     "hint": c.hint} for c in s.checks]}
+         "checks": [{"name": c.name, "title": c.title, "passed": c.passed, "status": c.status,
+                     "seen": c.seen, "hint": c.hint} for c in s.checks]}
         for s in steps]} for label, steps in results.items()}
 
 
