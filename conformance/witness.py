@@ -48,12 +48,14 @@ MOUNTINFO_TEXT = 64 << 10
 
 ARCH = platform.machine()
 SYS_SECCOMP = {"x86_64": 317, "aarch64": 277}.get(ARCH)
-# (audit arch, its execve and execveat numbers), the machine's own ABIs.
+# (audit arch, its execve, execveat and exit_group numbers), the machine's own ABIs.
 EXEC_CALLS = {
-    "x86_64": [(0xC000003E, (59, 322, 0x40000208, 0x40000221)), (0x40000003, (11, 358))],
-    "aarch64": [(0xC00000B7, (221, 281))],
+    "x86_64": [(0xC000003E, (59, 322, 0x40000208, 0x40000221, 231, 0x400000E7)),
+               (0x40000003, (11, 358, 252))],
+    "aarch64": [(0xC00000B7, (221, 281, 94))],
 }.get(ARCH, [])
 EXECVEAT = {322, 0x40000221, 358, 281}
+EXITS = {231, 0x400000E7, 252, 94}
 WAITS = {"x86_64": {61, 247}, "aarch64": {260, 95}}.get(ARCH, set())
 # A vfork parent sits in clone until its child has exec'd.
 VFORKS = {"x86_64": {56, 58, 435}, "aarch64": {220, 435}}.get(ARCH, set())
@@ -97,7 +99,8 @@ def furnish_root(new_root, request):
 
 
 def _filter():
-    """BPF: every execve and execveat goes to the grader; the rest is allowed."""
+    """BPF: every execve, execveat and exit_group goes to the grader; the
+    rest is allowed."""
     code = []  # (op, k, jump-to label or 0, jump-to label or 0)
     for index, (arch, calls) in enumerate(EXEC_CALLS):
         code.append((0x20, 4, None, None))                     # A = arch
@@ -172,7 +175,28 @@ def _ended(pid):
     return fields is None or fields[0] in ("Z", "X")
 
 
-def _in_wait(pid, calls):
+def _children(pid):
+    out = []
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/children") as fh:
+                out += [int(c) for c in fh.read().split()]
+    except OSError:
+        pass
+    return out
+
+
+def _parent_state(pid):
+    """"ended" (gone, or held in exit_group), "waiting" (in wait4 or waitid),
+    or None: still at work."""
+    if _ended(pid) or _in_calls(pid, EXITS):
+        return "ended"
+    if _in_calls(pid, WAITS):
+        return "waiting"
+    return None
+
+
+def _in_calls(pid, calls):
     """Whether any thread of pid sits in one of these system calls."""
     try:
         tasks = os.listdir(f"/proc/{pid}/task")
@@ -394,7 +418,13 @@ def _proc_facts(root, inner_pid, mounts, shell_id):
 
 
 class Watch:
-    """One run's witness, followed from the grader's event loop."""
+    """One run's witness, followed from the grader's event loop: the seccomp
+    listener (every execve, and the program's exit_group), the FIFO the
+    witness announces itself on, and the socket to the run's PID 1.
+
+    The witness is observed, then released, once its parent waits for it or
+    has ended (or it is the program itself, exec'd). The program's own
+    exit_group is held while a child of it may still become the witness."""
 
     def __init__(self):
         self.grader_end, self.run_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -405,6 +435,7 @@ class Watch:
         self.seen = {}          # pid -> the file its last execve named
         self.expected = set()   # pids that execve'd the witness and are yet to be seen
         self.held = []          # (notification id, pid, parent, exit signal): execs held
+        self.exit_held = None   # the program's own exit_group, held: notification id
         self.observed = None    # pid of the witness observed
         self.facts = None
         self.parent = None      # the observed witness's parent, until it is released
@@ -425,7 +456,8 @@ class Watch:
 
     def busy(self):
         """Whether something waits for a process of the run to move on."""
-        return bool(self.held or self.parent is not None or (self.ended and not self.torn_down))
+        return bool(self.held or self.parent is not None or self.exit_held is not None
+                    or (self.ended and not self.torn_down))
 
     def on_readable(self, fd):
         try:
@@ -463,6 +495,12 @@ class Watch:
                 return  # the caller died before it was heard
             raise
         notif_id, pid, _, nr, _, _, *args = NOTIF.unpack(buf)
+        if nr in EXITS:
+            if pid == self.program:
+                self.exit_held = notif_id
+            else:
+                self._answer(notif_id)
+            return
         if self.program is None:
             self._first(pid)
         path = _read_path(pid, args[1] if nr in EXECVEAT else args[0])
@@ -514,10 +552,6 @@ class Watch:
             self.copies += 1
             if self.observed is None:
                 self.observed = pid
-                try:
-                    self.facts = observe(pid, self.shell_id, self.user_fd)
-                except OSError as error:
-                    self.error = f"the command could not be observed: {error.strerror or error}"
                 fields = _stat_fields(pid)
                 self.parent = fields[1] if fields else self.init
             else:
@@ -534,8 +568,9 @@ class Watch:
         the run's PID 1 waiting to tear down."""
         still = []
         for notif_id, pid, parent, signal in self.held:
-            if _ended(parent) or _in_wait(parent, WAITS):
-                if _ended(parent) and self.exit_signal is None and self.seen.get(pid) == WITNESS:
+            state = _parent_state(parent)
+            if state:
+                if state == "ended" and self.exit_signal is None and self.seen.get(pid) == WITNESS:
                     self.exit_signal = signal
                 self._answer(notif_id)
             else:
@@ -544,13 +579,24 @@ class Watch:
         if self.parent is not None:
             if self.observed == self.program:
                 self.waited = True   # the program became its command
-            elif self.parent == self.init or _ended(self.parent):
-                self.waited = False
-            elif _in_wait(self.parent, WAITS):
-                self.waited = True
+            elif self.parent == self.init:
+                self.waited = False  # its parent ended, and it was left to PID 1
+            else:
+                state = _parent_state(self.parent)
+                if state:
+                    self.waited = state == "waiting"
             if self.waited is not None:
+                # Read once the parent has done all it does before it waits
+                # (or has ended): what it changes after clone counts too.
                 self.parent = None
+                try:
+                    self.facts = observe(self.observed, self.shell_id, self.user_fd)
+                except OSError as error:
+                    self.error = f"the command could not be observed: {error.strerror or error}"
                 self._release()
+        if self.exit_held is not None and all(map(self._settled, _children(self.program))):
+            self._answer(self.exit_held)
+            self.exit_held = None
         self.expected = {pid for pid in self.expected if not _ended(pid)}
         if self.ended and not self.torn_down and not self.held and self.parent is None \
                 and not self.expected:
@@ -559,6 +605,14 @@ class Watch:
             except OSError:
                 pass
             self.torn_down = True
+
+    def _settled(self, child):
+        """Whether a child of the program no longer keeps it from ending: the
+        witness, observed and released; anything that is not the witness."""
+        if child == self.observed:
+            return self.parent is None
+        path = self.seen.get(child)
+        return _ended(child) or (path is not None and path != WITNESS)
 
     def close(self):
         for fd in (self.listener, self.ready, self.go, self.user_fd):
