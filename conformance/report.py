@@ -79,13 +79,16 @@ def junit(results):
     for label, steps in results.items():
         checks = [c for s in steps for c in s.checks]
         suite = ET.SubElement(suites, "testsuite", name=str(label), tests=str(len(checks)),
-                              failures=str(sum(not c.passed for c in checks)),
+                              failures=str(sum(c.status == "failed" for c in checks)),
+                              skipped=str(sum(c.status == "skipped" for c in checks)),
                               time=f"{sum(s.seconds for s in steps):.3f}")
         for step in steps:
             for check in step.checks:
                 case = ET.SubElement(suite, "testcase", classname=f"{label}.{step.step}_{STEPS[step.step]}",
                                      name=check.title)
-                if not check.passed:
+                if check.status == "skipped":
+                    ET.SubElement(case, "skipped", message=check.seen)
+                elif not check.passed:
                     failure = ET.SubElement(case, "failure", message=check.seen)
                     failure.text = check.hint
     ET.indent(suites)

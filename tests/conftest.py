@@ -58,6 +58,12 @@ def in_frame(script, rshared=False, user=None, own_root=False, mytmp=False, keep
     return Framed(_unshare("bash", "-c", prelude + script))
 
 
+def pytest_configure(config):
+    for name, what in (("slow", "takes more than about 5 s"), ("network", "needs the network"),
+                       ("docker", "needs Docker"), ("root", "needs root")):
+        config.addinivalue_line("markers", f"{name}: {what}")
+
+
 def step_path(nn):
     """steps/NN_name.py for a two-digit step number."""
     (path,) = STEPS.glob(f"{nn}_*.py")
