@@ -30,6 +30,7 @@ import errno
 import fcntl
 import os
 import platform
+import select
 import shutil
 import socket
 import struct
@@ -491,9 +492,16 @@ class Watch:
         try:
             fcntl.ioctl(self.listener, NOTIF_RECV, buf, True)
         except OSError as error:
-            if error.errno in (errno.ENOENT, errno.EINTR):
-                return  # the caller died before it was heard
-            raise
+            if error.errno not in (errno.ENOENT, errno.EINTR):
+                raise
+            # The caller died before it was heard; or every process of the
+            # run has ended, and the listener would be readable for ever.
+            poller = select.poll()
+            poller.register(self.listener, select.POLLIN)
+            if any(event & select.POLLHUP for _, event in poller.poll(0)):
+                os.close(self.listener)
+                self.listener = None
+            return
         notif_id, pid, _, nr, _, _, *args = NOTIF.unpack(buf)
         if nr in EXITS:
             if pid == self.program:

@@ -18,18 +18,11 @@ import pytest
 from conftest import PYTHON, ROOT, grade, step_path
 
 sys.path.insert(0, str(ROOT))
-from conformance import checks  # noqa: E402
 from conformance.checks import STEPS, checks_for  # noqa: E402
 from exercises.make_work import make_work  # noqa: E402
 from exercises.tasks import file_name  # noqa: E402
 
 TIMEOUT = "4"  # seconds per run: short, for the hanging learners
-
-# What an untouched exercise (the skeleton) passes: the checks of the host
-# and of its own files, never a new namespace's.
-SKELETON_PASSES = {checks.ran, checks.host_unchanged, checks.nothing_left,
-                   checks.tmpfs_not_on_host, checks.no_jail, checks.host_proc_kept,
-                   checks.host_hostname_kept}
 
 
 def full(nn):
@@ -37,7 +30,9 @@ def full(nn):
 
 
 def skeleton(nn):
-    return full(nn) if nn == "00" else sum(c.judge in SKELETON_PASSES for c in checks_for(nn))
+    """What an untouched exercise (the skeleton) earns: step 00, and nothing
+    in the steps it does not do."""
+    return full(nn) if nn == "00" else 0
 
 
 def silent(nn):
@@ -107,7 +102,7 @@ def learners():
             **{f"s{nn}": zero})
     add("extra-flag", lambda f: (correct(f), edit(
         f, "01", "clone_flags = CLONE_NEWNET | SIGCHLD",
-        "clone_flags = CLONE_NEWNET | 0x04000000 | SIGCHLD")), s01=all_but_one)
+        "clone_flags = CLONE_NEWNET | 0x04000000 | SIGCHLD")), s01=zero)  # one cause: flags
     add("leftover", lambda f: (correct(f), edit(
         f, "04", "    argv = sys.argv[1:]\n", "    argv = sys.argv[1:]\n    os.system('sleep 300 &')\n")),
         s04=all_but_one)

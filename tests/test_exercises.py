@@ -116,7 +116,7 @@ def test_make_exercise_and_make_grade(tmp_path):
     made = make("exercise", f"WORK={work}")
     assert made.returncode == 0 and (work / "07_combined.py").exists(), made.stderr
     one = make("grade", f"TARGET={work}", "STEP=00")
-    assert one.returncode == 0 and "score: 5/5 checks passed" in one.stdout, one.stderr
+    assert one.returncode == 0 and "score: 6/6 checks passed" in one.stdout, one.stderr
     two = make("grade", f"TARGET={work}", "STEP=00 04")
     assert two.returncode != 0 and "04 ipc" in two.stdout and "03 uts" not in two.stdout
     assert "hint:" in two.stdout
