@@ -11,6 +11,7 @@ from one event loop (scheduler.py).
 This module holds the public API and the order in which a run's host is set
 up, read top to bottom in setup_run().
 """
+import gc
 import os
 import platform
 import resource
@@ -190,9 +191,11 @@ class Sandbox:
         cgroup = self.cgroups.create() if self.cgroups else []
         watch = witness.Watch() if witness.wanted(request) else None
         started = time.monotonic()
+        gc.freeze()  # a collection in the run's processes would copy every page it scans
         pid = os.fork()
         if pid == 0:
             try:
+                gc.disable()
                 RunSetup(request, self.limits, self.id_maps, token, ctl_r, rep_w, cgroup,
                          watch and watch.run_end.fileno()).main()
             finally:
