@@ -521,9 +521,16 @@ def test_every_wrong_program_gets_the_same_verdicts_in_20_runs(gallery, tmp_path
     for name, steps in results.items():
         label = name.rsplit("-", 1)[0]
         for nn, result in steps.items():
-            if nn in EXPECTED[label] and verdicts(result) != verdicts(gallery["results"][label][nn]):
-                differ.append((name, nn, verdicts(result)))
+            if nn in EXPECTED[label] and steady(result) != steady(gallery["results"][label][nn]):
+                differ.append((name, nn, steady(result)))
     assert differ == []
+
+
+def steady(result):
+    """Every check's verdict, and what was seen but for the command lines of
+    processes left behind: a daemon caught between setsid and its sleep."""
+    return [(title, status, seen if title != NO_PROCESS else seen.split(":")[0])
+            for title, status, seen in verdicts(result)]
 
 
 # The scenarios that change, or try to change, the host: graded again in a
