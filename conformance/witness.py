@@ -58,8 +58,6 @@ EXEC_CALLS = {
 EXECVEAT = {322, 0x40000221, 358, 281}
 EXITS = {231, 0x400000E7, 252, 94}
 WAITS = {"x86_64": {61, 247}, "aarch64": {260, 95}}.get(ARCH, set())
-# A vfork parent sits in clone until its child has exec'd.
-VFORKS = {"x86_64": {56, 58, 435}, "aarch64": {220, 435}}.get(ARCH, set())
 
 SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER = 1, 8
 SECCOMP_RET_ALLOW, SECCOMP_RET_USER_NOTIF = 0x7FFF0000, 0x7FC00000
@@ -70,10 +68,6 @@ FLAG_CONTINUE = 1
 # What the run's PID 1 and the grader say to each other on the witness socket.
 PROGRAM_ENDED, TEAR_DOWN = b"E", b"K"
 CLONE_NEW = {"ipc": 0x08000000, "net": 0x40000000, "uts": 0x04000000}
-
-
-def available():
-    return SYS_SECCOMP is not None and bool(EXEC_CALLS)
 
 
 # -- the run's side -------------------------------------------------------------------
@@ -102,7 +96,7 @@ def furnish_root(new_root, request):
 def _filter():
     """BPF: every execve, execveat and exit_group goes to the grader; the
     rest is allowed."""
-    code = []  # (op, k, jump-to label or 0, jump-to label or 0)
+    code = []  # (op or label, k, label to jump to if true, if false: None for the next)
     for index, (arch, calls) in enumerate(EXEC_CALLS):
         code.append((0x20, 4, None, None))                     # A = arch
         code.append((0x15, arch, None, f"next{index}"))         # not this ABI: next block
@@ -230,7 +224,7 @@ def _read_path(pid, address):
     except OSError:
         return None
     try:
-        return os.pread(fd, 64, address).split(b"\0", 1)[0].decode(errors="replace")
+        return os.pread(fd, len(WITNESS) + 1, address).split(b"\0", 1)[0].decode(errors="replace")
     except (OSError, OverflowError, ValueError):
         return None
     finally:
@@ -317,7 +311,12 @@ class Namespaces:
             return _inside(pid)
         finally:
             for kind in entered:
-                self._setns(self.own[kind], kind)
+                try:
+                    self._setns(self.own[kind], kind)
+                except OSError as error:
+                    # The grader must never go on in a run's namespace.
+                    raise SystemExit(f"nskit: cannot return to the grader's {kind} namespace: "
+                                     f"{error.strerror}") from None
 
     def _forked(self, pid, user_fd):
         import json
@@ -509,14 +508,20 @@ class Watch:
             else:
                 self._answer(notif_id)
             return
-        if self.program is None:
-            self._first(pid)
-        path = _read_path(pid, args[1] if nr in EXECVEAT else args[0])
-        if len(self.seen) < BOUND or pid in self.seen:
-            self.seen[pid] = path
-        if path == WITNESS:
-            self.expected.add(pid)
-        fields = _stat_fields(pid)
+        try:
+            if self.program is None:
+                self._first(pid)
+            path = _read_path(pid, args[1] if nr in EXECVEAT else args[0])
+            if len(self.seen) >= BOUND:
+                self.seen = {p: name for p, name in self.seen.items() if not _ended(p)}
+            if len(self.seen) < BOUND or pid in self.seen:
+                self.seen[pid] = path
+            if path == WITNESS:
+                self.expected.add(pid)
+            fields = _stat_fields(pid)
+        except BaseException:
+            self._answer(notif_id)  # never leave a process of the run stopped for ever
+            raise
         if (fields and fields[2] != SIGCHLD and pid != self.program
                 and os.path.exists(f"/proc/{pid}/task/{pid}")):
             self.held.append((notif_id, pid, fields[1], fields[2]))
