@@ -1,8 +1,6 @@
 """Grading: run each program once in a throwaway host, then judge every check
 of its step against what came back."""
-import errno
 import os
-import stat
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +14,7 @@ from .sandbox import Request, Sandbox
 # files a machine's site-packages may carry cost a run tens of milliseconds.
 INTERPRETER = os.path.realpath(sys.executable)
 PREFIX = str(Path(sys.base_prefix).resolve())
-MAX_PROGRAM = 16 << 20
+PROGRAM_DIR = "/nskit/program"
 
 
 @dataclass
@@ -63,20 +61,15 @@ def _failed_all(step, program, reason):
 
 
 def request_for(program, token, label=None):
-    path = str(program.path)
-    argv = [INTERPRETER, "-S", path] if program.is_python else [path]
+    """The run of one program: copied in at a private path of the run's host
+    when its run starts, never through a link (see discover._trouble), so the
+    grader holds no program's bytes and a run sees no other's path. Its
+    command is the witness (probe.py)."""
+    inside = f"{PROGRAM_DIR}/{program.path.name}"
+    argv = [INTERPRETER, "-S", inside] if program.is_python else [inside]
     return Request(argv + probe.command(), reach=[PREFIX] if program.is_python else [],
-                   files={path: _read_program(program.path), **probe.files(program.step)},
+                   files={inside: str(program.path), **probe.files(program.step)},
                    tag=(label, program, token))
-
-
-def _read_program(path):
-    """The program's bytes, never through a link (see discover._trouble)."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    with os.fdopen(fd, "rb") as fh:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(errno.EINVAL, "not a regular file")
-        return fh.read(MAX_PROGRAM)
 
 
 def judge(program, token, result, propagation="shared"):

@@ -70,3 +70,12 @@ def become_root(drop_groups):
     if drop_groups:
         os.setgroups([])  # the machine's root's groups must not come along
     os.setresuid(0, 0, 0)
+
+
+def write_run_maps(pid, privileged):
+    """The run's user namespace maps its ids onto the quota namespace's, one
+    to one: written from that namespace, outside the run's."""
+    ids = f"0 0 {RANGE if privileged else 1}"
+    for name in ("uid_map", "gid_map"):
+        with open(f"/proc/{pid}/{name}", "w") as fh:
+            fh.write(ids)

@@ -6,15 +6,24 @@ It is built one user namespace above the run's own: as the machine's root,
 or for an ordinary user as root of a user namespace of its own. Every mount
 then reaches the run locked by the kernel, so its root can neither unmount a
 tmpfs to uncover the folder below, nor make a read-only bind writable again."""
+import errno
 import os
+import stat
 from pathlib import Path
 
+from .catalog import CLONE_NEWNS, CLONE_NEWPID
 from . import witness
-from .syscalls import (MNT_DETACH, MS_BIND, MS_NODEV, MS_NOSUID, MS_PRIVATE, MS_RDONLY,
-                       MS_REC, MS_REMOUNT, mount, pivot_root, readonly_tree, umount)
+from .syscalls import (MNT_DETACH, MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE,
+                       MS_RDONLY, MS_REC, MS_REMOUNT, check, libc, mount, pivot_root,
+                       readonly_tree, umount, unshare)
 
-FRESH = ("tmp", "var/tmp", "dev/shm", "run")  # the run's own, empty, size-limited
-NEW_ROOT = "/tmp"  # any folder serves as the new root's mount point
+# Bound read-only (copied as links where they are links, as on merged-/usr).
+SYSTEM = ("usr", "etc", "bin", "sbin", "lib", "lib32", "lib64", "libx32")
+EMPTY = ("proc", "root", "var", "mytmp")  # folders of the root's own, empty
+FRESH = ("tmp", "var/tmp", "dev/shm", "run")  # the run's own tmpfs, empty, size-limited
+DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
+STAGE = "/tmp"  # a tmpfs of the setup's own, where the new root is built
+NEW_ROOT = f"{STAGE}/root"
 
 
 def hidden_ancestor(path):
@@ -30,81 +39,162 @@ def hidden_ancestor(path):
 
 
 def reach_for(paths):
-    """(folder, anchor) pairs for the folders a run could not otherwise see:
-    those in the places the host replaces with its own tmpfs, and, when the
-    run's root is nobody outside, those behind a folder only root may enter."""
+    """(folder, anchor) pairs for the folders a run must reach beyond SYSTEM:
+    each is bound at its own path, under a tmpfs over its anchor: the
+    outermost folder other users cannot enter (when the run's root is nobody
+    outside), or its top folder."""
     out = []
     for path in map(Path, paths):
-        fresh = any(path.is_relative_to(f"/{d}") for d in FRESH)
+        if any(path.is_relative_to(f"/{d}") for d in SYSTEM if not os.path.islink(f"/{d}")):
+            continue  # already bound with its folder
         anchor = hidden_ancestor(path) if os.geteuid() == 0 else None
-        if fresh or anchor is not None:
-            out.append((path, anchor or path))
+        out.append((path, anchor or Path("/", *path.parts[1:2])))
     return out
 
 
-def open_anchors(reach):
-    """Held open while folders only the machine's root may enter can still be
-    entered; bound into the run's root from these fds."""
-    return [(str(p), a, os.open(p, os.O_PATH | os.O_DIRECTORY)) for p, a in reach]
+def stage(reach, privileged):
+    """[(folder, anchor, where to bind it from)]. The machine's root stages
+    the folders now, in a mount namespace of the setup's own, before it
+    becomes the unprivileged owner of the run's quota namespace, who could not
+    enter those behind a folder only root may enter; an ordinary user binds
+    them from where they are."""
+    if not privileged:
+        return [(str(path), anchor, str(path)) for path, anchor in reach]
+    unshare(CLONE_NEWNS, "CLONE_NEWNS")
+    mount(None, "/", None, MS_REC | MS_PRIVATE)
+    mount("nskit-stage", STAGE, "tmpfs", MS_NOSUID | MS_NODEV, "mode=755,size=64k")
+    os.mkdir(NEW_ROOT)
+    staged = []
+    for i, (path, anchor) in enumerate(reach):
+        source = f"{STAGE}/reach-{i}"
+        os.mkdir(source)
+        mount(str(path), source, None, MS_BIND | MS_REC)
+        staged.append((str(path), anchor, source))
+    return staged
+
+
+def open_programs(files, limit):
+    """{path inside: bytes or an fd open on the file}: a file is opened here,
+    never through a link, and copied in when the root is built."""
+    out = {}
+    for inside, source in files.items():
+        if isinstance(source, bytes):
+            out[inside] = source
+            continue
+        try:
+            fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError as error:
+            raise RunProblem(f"cannot read it: {error.strerror}")
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise RunProblem("cannot read it: not a regular file")
+        if st.st_size > limit:
+            raise RunProblem(f"cannot read it: it is larger than {limit >> 20} MiB")
+        out[inside] = fd
+    return out
+
+
+class RunProblem(Exception):
+    """Why this run cannot be set up: its own fault, said as is."""
 
 
 class RunRoot:
     """Builds a run's root filesystem at NEW_ROOT, then pivots into it."""
 
-    def __init__(self, request, limits, owner, anchors):
-        self.request, self.limits, self.owner, self.anchors = request, limits, owner, anchors
+    def __init__(self, limits, reach, programs, staged):
+        self.limits, self.reach, self.programs, self.staged = limits, reach, programs, staged
         self.covers = []
 
     def tmpfs(self, path, options):
-        mount("nskit", path, "tmpfs", MS_NOSUID | MS_NODEV,
-              f"{options},uid={self.owner},gid={self.owner}")
-
-    def made(self, path):
-        """Whatever the builder makes belongs to the run's root."""
-        os.lchown(path, self.owner, self.owner)
-        return path
+        mount("nskit", path, "tmpfs", MS_NOSUID | MS_NODEV, options)
 
     def build(self):
         mount(None, "/", None, MS_REC | MS_PRIVATE)
+        if not self.staged:
+            self.tmpfs(STAGE, "mode=755,size=64k")
+            os.mkdir(NEW_ROOT)
         new = NEW_ROOT
         self.tmpfs(new, "mode=755,size=1m")
-        for entry in os.scandir("/"):
-            target = f"{new}/{entry.name}"
-            if entry.name in ("tmp", "run", "mytmp"):
+        for name in SYSTEM:
+            source, target = f"/{name}", f"{new}/{name}"
+            if os.path.islink(source):
+                os.symlink(os.readlink(source), target)
+            elif os.path.isdir(source):
                 os.mkdir(target)
-                self.made(target)
-            elif entry.is_symlink():
-                os.symlink(os.readlink(entry.path), target)
-                self.made(target)
-            elif entry.is_dir():
-                os.mkdir(target)
-                mount(entry.path, target, None, MS_BIND | MS_REC)
-                if entry.name != "proc":  # the run mounts its own proc over it
-                    readonly_tree(target)
-            elif entry.is_file():
-                open(target, "w").close()
-                mount(entry.path, target, None, MS_BIND)
+                mount(source, target, None, MS_BIND | MS_REC)
                 readonly_tree(target)
-        if not os.path.exists(f"{new}/mytmp"):
-            os.mkdir(f"{new}/mytmp")
-            self.made(f"{new}/mytmp")
+        for name in EMPTY:
+            os.makedirs(f"{new}/{name}", exist_ok=True)
+        self.build_dev(f"{new}/dev")
         for name in FRESH:
-            if os.path.isdir(f"{new}/{name}"):
-                self.tmpfs(f"{new}/{name}", f"mode=1777,size={self.limits.tmpfs}")
-        for path, anchor, fd in self.anchors:
+            os.makedirs(f"{new}/{name}", exist_ok=True)
+            self.tmpfs(f"{new}/{name}", f"mode=1777,size={self.limits.tmpfs}")
+        for path, anchor, source in self.reach:
             self.cover(new, anchor)
             os.makedirs(f"{new}{path}", exist_ok=True)
-            mount(f"/proc/self/fd/{fd}", f"{new}{path}", None, MS_BIND | MS_REC)
+            mount(source, f"{new}{path}", None, MS_BIND | MS_REC)
             readonly_tree(f"{new}{path}")
-        for path, data in self.request.files.items():
-            self.cover(new, hidden_ancestor(Path(path).parent) or Path(path).parent)
+        for path, source in self.programs.items():
+            self.cover(new, Path("/", *Path(path).parts[1:2]))
             os.makedirs(f"{new}{Path(path).parent}", exist_ok=True)
-            with open(f"{new}{path}", "wb") as fh:
-                fh.write(data)
-            os.chmod(self.made(f"{new}{path}"), 0o755)
-        witness.furnish_root(new, self.request)
+            self.copy_in(source, f"{new}{path}")
+        witness.furnish_root(new, self.programs)
         for anchor in self.covers:
             readonly_tree(f"{new}{anchor}")
+
+    @staticmethod
+    def copy_in(source, target):
+        out = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o755)
+        try:
+            if isinstance(source, bytes):
+                view = memoryview(source)
+                while view:
+                    view = view[os.write(out, view):]
+            else:  # kernel to kernel: the program's bytes never pass through here
+                while os.sendfile(out, source, None, 1 << 20):
+                    pass
+                os.close(source)
+            os.fchmod(out, 0o755)
+        finally:
+            os.close(out)
+
+    def build_dev(self, dev):
+        """A minimal /dev: the harmless devices bound from the machine's, and
+        a devpts instance of the run's own, so a pty it opens is never one of
+        the machine's."""
+        os.mkdir(dev)
+        self.tmpfs(dev, "mode=755,size=64k")
+        for name in DEVICES:
+            open(f"{dev}/{name}", "w").close()
+            mount(f"/dev/{name}", f"{dev}/{name}", None, MS_BIND)
+        os.mkdir(f"{dev}/pts")
+        mount("devpts", f"{dev}/pts", "devpts", MS_NOSUID | MS_NOEXEC,
+              "newinstance,ptmxmode=0666,mode=0620,max=16")
+        os.symlink("pts/ptmx", f"{dev}/ptmx")
+        os.mkdir(f"{dev}/shm")
+        for i, name in enumerate(("stdin", "stdout", "stderr")):
+            os.symlink(f"/proc/self/fd/{i}", f"{dev}/{name}")
+        os.symlink("/proc/self/fd", f"{dev}/fd")
+        mount(None, dev, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID)
+
+    def mount_proc(self, init_pid):
+        """A proc of the run's own PID namespace at the new root's /proc,
+        mounted while the machine's /proc is still in this mount namespace (the
+        kernel mounts a proc only where one is fully visible), by a child in
+        the run's PID namespace. The run finds it locked: below whatever proc
+        it unmounts there is always this one, never the machine's."""
+        pidfd = os.pidfd_open(init_pid)
+        check(libc.setns(pidfd, CLONE_NEWPID), "setns to the run's PID namespace")
+        os.close(pidfd)
+        pid = os.fork()
+        if pid == 0:
+            try:
+                mount("proc", f"{NEW_ROOT}/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+                os._exit(0)
+            except BaseException:  # noqa: BLE001 - the exit status says it
+                os._exit(1)
+        if os.waitpid(pid, 0)[1] != 0:
+            raise OSError(errno.EPERM, "mounting the run's /proc failed")
 
     def enter(self):
         """pivot_root into the new root, the old one detached, / read-only."""
@@ -122,8 +212,8 @@ class RunRoot:
         anchor = Path(anchor)
         if any(anchor.is_relative_to(c) for c in self.covers):
             return
-        if any(anchor.is_relative_to(f"/{d}") for d in FRESH):
-            return  # already the run's own tmpfs
+        if any(anchor.is_relative_to(f"/{d}") for d in FRESH) or str(anchor)[1:] in EMPTY:
+            return  # already the run's own, empty
         os.makedirs(f"{new}{anchor}", exist_ok=True)
         self.tmpfs(f"{new}{anchor}", f"mode=755,size={self.limits.tmpfs}")
         self.covers.append(anchor)

@@ -8,15 +8,17 @@ left. It keeps nothing of the grader's: its result goes back on a pipe that
 only it holds."""
 import fcntl
 import os
+import resource
 import select
 import signal
 import socket
 import struct
 from pathlib import Path
 
-from . import netlink, scheduler, witness
-from .syscalls import (MS_NODEV, MS_NOSUID, MS_REC, MS_SHARED, check, close_fds_except, libc,
-                       mount, set_dumpable)
+from . import ids, netlink, scheduler, witness
+from .catalog import CLONE_NEWNS
+from .syscalls import (MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_REC, MS_SHARED, check,
+                       close_fds_except, libc, mount, set_dumpable, unshare)
 
 HOSTNAME_PREFIX = "nskit-host-"
 SNAPSHOT_TEXT, SNAPSHOT_ITEMS = 256 << 10, 256
@@ -158,20 +160,30 @@ class RunInit:
                 return left[:20] + ([f"... and {len(left) - 20} more"] if len(left) > 20 else [])
 
     def main(self, report):
-        set_dumpable(False)
+        """From the moment the run's root is ready: PID 1's own mount
+        namespace, a second proc, the furnishings, the program, the end."""
+        ids.become_root(drop_groups=False)
+        unshare(CLONE_NEWNS, "CLONE_NEWNS")
+        os.chdir("/")
+        if self.limits.propagation == "shared":
+            # As on a systemd machine: a program that makes a mount namespace
+            # without making its mounts private changes this host's.
+            mount(None, "/", None, MS_REC | MS_SHARED)
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
             signal.signal(sig, signal.SIG_DFL)  # init ignores what it does not handle
-        mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV)
         proc_self = os.open("/proc/self", os.O_DIRECTORY)
         proc_root = os.open("/proc", os.O_DIRECTORY)
-        # A second proc over the one held open: a program may unmount it (the
+        # A second proc over the locked one: a program may unmount it (the
         # article's step 05 does), and the one below stays whole, which the
         # kernel asks for before it lets the program mount a proc of its own.
-        mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV)
-        if self.limits.propagation == "shared":
-            # As on a systemd host: a mount namespace the program makes
-            # without making its mounts private first shares them with this one.
-            mount(None, "/", None, MS_REC | MS_SHARED)
+        mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        # Set inside the run's user namespace, so that runs do not share one
+        # count of processes.
+        limits = self.limits
+        resource.setrlimit(resource.RLIMIT_NPROC, (limits.processes, limits.processes))
+        resource.setrlimit(resource.RLIMIT_AS, (limits.memory, limits.memory))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_size, limits.file_size))
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
         self.furnish()
         before = snapshot(proc_self, proc_root)
         output, cut, status = self.run_program()

@@ -11,11 +11,11 @@ from one event loop (scheduler.py).
 This module holds the public API and the order in which a run's host is set
 up, read top to bottom in setup_run().
 """
-import gc
 import os
+import pickle
 import platform
-import resource
 import signal
+import struct
 import time
 from dataclasses import dataclass, field
 
@@ -23,9 +23,11 @@ from . import ids, rootfs, scheduler, witness
 from .catalog import (CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWPID,
                       CLONE_NEWUSER, CLONE_NEWUTS)
 from .cgroups import Cgroups
+from .launcher import Launcher
 from .rootfs import hidden_ancestor  # noqa: F401 - tools/frame.py imports it from here
 from .runinit import RunInit
-from .syscalls import SYS_PIVOT_ROOT, close_fds_except, die_with_parent, unshare
+from .syscalls import (SYS_PIVOT_ROOT, clone, close_fds_except, die_with_parent,
+                       set_dumpable, unshare)
 
 
 class Unavailable(Exception):
@@ -45,9 +47,8 @@ class Limits:
     output: int = 1 << 20
     tmpfs: str = "64m"
     file_size: int = 64 << 20
-    # "shared": the run's host mounts / shared, as systemd does; "private":
-    # as the article's 2014 hosts did.
-    propagation: str = "shared"
+    program: int = 16 << 20    # the largest program a run copies in
+    propagation: str = "shared"  # the run's host's mounts: "shared" as systemd's, or "private"
 
 
 @dataclass
@@ -55,7 +56,9 @@ class Request:
     """One program run: argv inside the host, plus what it must be able to reach."""
     argv: list
     reach: list = field(default_factory=list)   # folders to bind read-only at the same path
-    files: dict = field(default_factory=dict)   # path -> bytes, copied in at that path (mode 0755)
+    # path inside -> bytes, or the path of a file on the machine read when the
+    # run starts (never through a link); copied in at that path, mode 0755
+    files: dict = field(default_factory=dict)
     tag: object = None
 
 
@@ -69,14 +72,24 @@ class Result:
     after: dict = None         # ... and after it, and everything it left, had ended
     leftover: list = None      # processes still running when the program exited
     error: str = None          # why there is no verdict from inside: timed out, crashed
+    refused: bool = False      # error is the machine's refusal of user namespaces
     witness: dict = None       # what the grader observed of the command (witness.py)
     seconds: float = 0.0
 
 
+QUOTAS = {  # per run, in its quota user namespace: the run cannot raise them
+    **{f"max_{kind}_namespaces": 64
+       for kind in ("cgroup", "ipc", "mnt", "net", "pid", "time", "user", "uts")},
+    "max_inotify_instances": 16, "max_inotify_watches": 1024,
+    "max_fanotify_groups": 16, "max_fanotify_marks": 1024,
+}
+
+
 class RunSetup:
     """The process between the grader and the run's PID 1, and the order in
-    which it sets a run up. It stays in the machine's PID namespace so that
-    the run can have a PID 1 of its own."""
+    which it sets a run up. It never enters the run's own user namespace: it
+    stays one above it, in the run's quota namespace, and in the machine's
+    PID namespace, so that the run has a PID 1 of its own."""
 
     def __init__(self, request, limits, id_maps, token, ctl_r, rep_w, cgroup, watch_fd=None):
         self.request, self.limits, self.id_maps, self.token = request, limits, id_maps, token
@@ -86,40 +99,34 @@ class RunSetup:
     def main(self):
         try:
             self.setup_run()
+        except rootfs.RunProblem as problem:
+            self.fail(scheduler.FAILED, str(problem))
         except BaseException as error:  # noqa: BLE001 - reported, not raised
             self.fail(scheduler.FAILED, f"setting up the throwaway host failed: {error}")
         os._exit(0)
 
     def setup_run(self):
-        limits, privileged = self.limits, self.id_maps.privileged
         self.detach_from_grader()
         Cgroups.join(self.cgroup)  # first, so that all the run will start is in it
-        if not privileged:  # mounts need root of a user namespace one level up
-            self.enter_user_namespace()
-            ids.become_root(False)
+        # Opened while this process may still enter every folder of the machine.
+        programs = rootfs.open_programs(self.request.files, self.limits.program)
+        privileged = self.id_maps.privileged
+        reach = rootfs.stage(rootfs.reach_for(self.request.reach), privileged)
+        self.enter_quota_namespace()
         self.unshare(CLONE_NEWNS, "CLONE_NEWNS")
-        root = rootfs.RunRoot(self.request, limits, self.id_maps.base if privileged else 0,
-                              rootfs.open_anchors(rootfs.reach_for(self.request.reach)))
+        root = rootfs.RunRoot(self.limits, reach, programs, staged=privileged)
         root.build()
+        init = self.start_init()
+        ids.write_run_maps(init.pid, privileged)
+        root.mount_proc(init.pid)
         root.enter()
-        if privileged:
-            self.enter_user_namespace()
-        else:
-            self.map_self()
-        ids.become_root(privileged)
-        self.unshare(CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET | CLONE_NEWPID,
-                     "the run's namespaces")
-        # After the uid change, which clears it: die with the grader.
-        die_with_parent(signal.SIGKILL)
-        if os.getppid() != self.parent:
-            os._exit(1)
-        self.set_limits()
-        self.start_init()
+        init.go()
+        os.waitpid(init.pid, 0)
 
     # -- the steps --------------------------------------------------------------
 
     def fail(self, kind, message):
-        os.write(self.rep_w, kind + message.encode())
+        os.write(self.rep_w, kind + message.encode(errors="replace"))
         os._exit(1)
 
     def unshare(self, flags, what):
@@ -135,40 +142,94 @@ class RunSetup:
             os.dup2(null, fd)
         close_fds_except({self.ctl_r, self.rep_w, self.watch_fd})
 
-    def enter_user_namespace(self):
-        """A new user namespace, its maps written by the grader from outside."""
+    def enter_quota_namespace(self):
+        """A user namespace of the run's own, owned by an unprivileged id, its
+        maps written by the grader from outside, with low limits on what the
+        run may make: the kernel checks them at every level above the run,
+        and the run has no capability here to raise them."""
+        if self.id_maps.privileged:
+            os.setresgid(self.id_maps.base, self.id_maps.base, self.id_maps.base)
+            os.setgroups([])
+            os.setresuid(self.id_maps.base, self.id_maps.base, self.id_maps.base)
         self.unshare(CLONE_NEWUSER, "CLONE_NEWUSER")
+        # Only a dumpable process's maps may be written by its own uid; no
+        # process but the grader's can name this one (see start_init).
+        set_dumpable(not self.id_maps.privileged)
         os.write(self.rep_w, scheduler.ASK_MAPS)
         if os.read(self.ctl_r, 1) != scheduler.MAPS_WRITTEN:
             os._exit(1)
-
-    def map_self(self):
-        """An ordinary user's run: root inside is the one id outside."""
-        self.unshare(CLONE_NEWUSER, "CLONE_NEWUSER")
-        for name in ("uid_map", "gid_map"):
-            with open(f"/proc/self/{name}", "w") as fh:
-                fh.write("0 0 1")
-
-    def set_limits(self):
-        # Set inside the run's user namespace, so that runs do not share one
-        # count of processes.
-        limits = self.limits
-        resource.setrlimit(resource.RLIMIT_NPROC, (limits.processes, limits.processes))
-        resource.setrlimit(resource.RLIMIT_AS, (limits.memory, limits.memory))
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_size, limits.file_size))
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        ids.become_root(self.id_maps.privileged)
+        set_dumpable(False)  # a uid change may have set it anew
+        die_with_parent(signal.SIGKILL)  # after the uid change, which clears it
+        if os.getppid() != self.parent:
+            os._exit(1)
+        for name, value in QUOTAS.items():
+            try:
+                with open(f"/proc/sys/user/{name}", "w") as fh:
+                    fh.write(str(value))
+            except FileNotFoundError:
+                pass  # an older kernel without this kind of namespace
 
     def start_init(self):
-        pid = os.fork()
-        if pid == 0:
-            die_with_parent(signal.SIGKILL)
-            os.close(self.ctl_r)
+        """The run's PID 1, in new user, PID, UTS, IPC and network namespaces;
+        it shares this mount namespace until its root is ready. It stays
+        dumpable (so that this process, of the same uid, may write its maps)
+        only until then: until it is told to go, no other process exists in
+        its namespaces, and none outside them can name it."""
+        go_r, go_w = os.pipe()
+        set_dumpable(True)  # inherited
+        pid = clone(CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET)
+        if pid != 0:
+            set_dumpable(False)
+        else:
             try:
+                die_with_parent(signal.SIGKILL)
+                os.close(go_w)
+                os.close(self.ctl_r)
+                go = os.read(go_r, 1)
+                set_dumpable(False)
+                if go != b"g":
+                    os._exit(1)
+                os.close(go_r)
                 RunInit(self.request, self.limits, self.token, self.watch_fd).main(self.rep_w)
                 os._exit(0)
             except BaseException as error:  # noqa: BLE001 - reported, not raised
                 self.fail(scheduler.FAILED, f"the throwaway host failed: {error}")
-        os.waitpid(pid, 0)
+        os.close(go_r)
+        return _Init(pid, go_w)
+
+
+@dataclass
+class _Init:
+    pid: int
+    go_w: int
+
+    def go(self):
+        os.write(self.go_w, b"g")
+        os.close(self.go_w)
+
+
+def run_setup(ctl_r, rep_w, watch_fd=None):
+    """In a process forked by the launcher: read this run's request from its
+    control pipe, and set the run up. watch_fd: the run's end of its witness's
+    socket (witness.py), when its command is the witness."""
+    set_dumpable(False)
+    try:
+        size, = struct.unpack("I", _read_exactly(ctl_r, 4))
+        request, limits, id_maps, token, cgroup = pickle.loads(_read_exactly(ctl_r, size))
+    except (OSError, ValueError, struct.error, pickle.UnpicklingError):
+        os._exit(1)
+    RunSetup(request, limits, id_maps, token, ctl_r, rep_w, cgroup, watch_fd).main()
+
+
+def _read_exactly(fd, size):
+    data = bytearray()
+    while len(data) < size:
+        chunk = os.read(fd, size - len(data))
+        if not chunk:
+            raise ValueError("the grader closed the pipe")
+        data += chunk
+    return bytes(data)
 
 
 class Sandbox:
@@ -182,37 +243,61 @@ class Sandbox:
             raise Unavailable(f"nskit's sandbox does not know pivot_root on {platform.machine()}")
         self.cgroups = (Cgroups.available(self.limits.memory, self.limits.processes)
                         if self.id_maps.privileged else None)
+        self._launcher = None
+
+    @property
+    def launcher(self):
+        """Started at the first run, before the grader reads anything of a learner."""
+        if self._launcher is None:
+            try:
+                self._launcher = Launcher()
+            except OSError as error:
+                raise Unavailable(f"starting the launcher failed: {error.strerror}")
+        return self._launcher
 
     def launch(self, request):
-        """Fork the first stage of a run's host."""
+        """Have the launcher fork the setup of a run's host, and hand it the run's request."""
+        launcher = self.launcher
         ctl_r, ctl_w = os.pipe()
         rep_r, rep_w = os.pipe()
-        token = os.urandom(8).hex()
-        cgroup = self.cgroups.create() if self.cgroups else []
-        watch = witness.Watch() if witness.wanted(request) else None
-        started = time.monotonic()
-        gc.freeze()  # a collection in the run's processes would copy every page it scans
-        pid = os.fork()
-        if pid == 0:
-            try:
-                gc.disable()
-                RunSetup(request, self.limits, self.id_maps, token, ctl_r, rep_w, cgroup,
-                         watch and watch.run_end.fileno()).main()
-            finally:
-                os._exit(1)
+        watch = witness.Watch() if witness.wanted(request.files) else None
+        cgroup = []
+        try:
+            cgroup = self.cgroups.create() if self.cgroups else []
+            started = time.monotonic()
+            pid, pidfd = launcher.fork_setup(ctl_r, rep_w, *([watch.run_end.fileno()] if watch else []))
+        except OSError:
+            for fd in (ctl_r, ctl_w, rep_r, rep_w):
+                os.close(fd)
+            if watch:
+                watch.close()
+            Cgroups.remove(cgroup)
+            raise
         os.close(ctl_r)
         os.close(rep_w)
         if watch:
             watch.after_fork()
-        return scheduler.Running(request, pid, ctl_w, rep_r, started, self.limits.timeout, cgroup,
-                                 watch)
+        run = scheduler.Running(request, pid, pidfd, ctl_w, rep_r, started, self.limits.timeout, cgroup,
+                                watch)
+        order = pickle.dumps((Request(request.argv, request.reach, request.files), self.limits,
+                              self.id_maps, os.urandom(8).hex(), cgroup))
+        try:
+            scheduler.send(ctl_w, struct.pack("I", len(order)) + order)
+        except OSError:
+            pass  # the setup is gone: its pipe says so
+        return run
 
     def run(self, requests):
         """Yield a Result for every request, in the order they finish."""
         yield from scheduler.Scheduler(self).run(requests)
 
+    def close(self):
+        if self._launcher is not None:
+            self._launcher.close()
+            self._launcher = None
+
     def probe_available(self):
         """Raise Unavailable, with the reason, where no throwaway host can be built."""
         for result in self.run([Request(["/bin/true"])]):
             if result.error:
-                raise Unavailable(result.error)
+                raise Unavailable(result.error, refused=result.refused)

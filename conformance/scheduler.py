@@ -4,18 +4,21 @@ Python can hang the child), and the protocol on those pipes.
 
 A run's first stage may ask for its user namespace's id maps (ASK_MAPS,
 answered MAPS_WRITTEN on its control pipe); otherwise it sends one message
-and closes its pipe: REFUSED or FAILED and a sentence, or its result."""
+and closes its pipe: REFUSED or FAILED and a sentence, or RESULT. Whatever
+arrives, however broken, fails that run alone, with its reason."""
 import json
 import os
 import select
 import signal
+import struct
 import time
 
 from .cgroups import Cgroups
 
-ASK_MAPS, MAPS_WRITTEN, REFUSED, FAILED = b"U", b"G", b"X", b"E"
+ASK_MAPS, MAPS_WRITTEN, REFUSED, FAILED, RESULT = b"U", b"G", b"X", b"E", b"R"
 # How often a run whose witness waits on one of its processes is looked at again.
 WATCH_TICK = 0.001
+SNAPSHOT_ROOM = 4 << 20  # beyond the output: two snapshots and the leftovers, bounded at source
 
 
 def send(fd, data):
@@ -25,34 +28,52 @@ def send(fd, data):
 
 
 def send_result(fd, output, cut, status, before, after, leftover):
-    send(fd, json.dumps({
-        "output": output.decode("latin-1"), "cut": cut, "status": status,
-        "before": before, "after": after, "leftover": leftover,
-    }).encode())
+    """RESULT, the length of a JSON header, the header, then the output's
+    bytes as they are."""
+    header = json.dumps({"cut": cut, "status": status, "before": before, "after": after,
+                         "leftover": leftover}, ensure_ascii=False).encode()
+    send(fd, RESULT + struct.pack("I", len(header)) + header + output)
 
 
 def decode_result(data, result):
     """Fill result from what the run sent, or say why it cannot be."""
     if data.startswith(FAILED):
-        result.error = data[1:].decode(errors="replace")
+        result.error = data[1:].decode(errors="replace")[:1000]
+        return result
+    if data.startswith(REFUSED):
+        result.error, result.refused = data[1:].decode(errors="replace")[:1000], True
         return result
     try:
-        payload = json.loads(data)
-    except ValueError:
+        if not data.startswith(RESULT):
+            raise ValueError("no result")
+        size, = struct.unpack_from("I", data, 1)
+        payload = json.loads(data[5:5 + size])
+        result.output = data[5 + size:]
+        result.cut, result.status = int(payload["cut"]), int(payload["status"])
+        result.before, result.after = dict(payload["before"]), dict(payload["after"])
+        result.leftover = [str(line) for line in payload["leftover"]]
+    except (ValueError, KeyError, TypeError, struct.error):
+        result.output, result.before, result.after = b"", None, None
         result.error = "the run ended without a result (its host crashed)"
-        return result
-    result.output = payload["output"].encode("latin-1")
-    result.cut, result.status = payload["cut"], payload["status"]
-    result.before, result.after = payload["before"], payload["after"]
-    result.leftover = payload["leftover"]
     return result
+
+
+def end(run):
+    """Kill a run's setup (its PID 1 dies with it, and the run with that) and
+    wait until it is gone: the launcher, its parent, reaps it."""
+    try:
+        signal.pidfd_send_signal(run.pidfd, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    select.select([run.pidfd], [], [], 5.0)
+    os.close(run.pidfd)
 
 
 class Running:
     """A run as the grader follows it: its first stage's pid and pipes."""
 
-    def __init__(self, request, pid, ctl_w, rep_r, started, timeout, cgroup, watch=None):
-        self.request, self.pid, self.ctl_w, self.rep_r = request, pid, ctl_w, rep_r
+    def __init__(self, request, pid, pidfd, ctl_w, rep_r, started, timeout, cgroup, watch=None):
+        self.request, self.pid, self.pidfd, self.ctl_w, self.rep_r = request, pid, pidfd, ctl_w, rep_r
         self.watch = watch  # the run's witness, followed here too (witness.py)
         self.started, self.deadline = started, started + timeout
         self.cgroup = cgroup
@@ -65,29 +86,27 @@ class Scheduler:
 
     def __init__(self, sandbox):
         self.sandbox, self.limits = sandbox, sandbox.limits
+        # All a run can make the grader hold: its output and its snapshots.
+        self.bound = self.limits.output + SNAPSHOT_ROOM
 
     def _write_maps(self, run):
         """The run asked for its user namespace's id maps: only a process
-        outside it may write them."""
-        from .sandbox import Unavailable
+        outside it may write them. None, or why they could not be."""
         try:
             self.sandbox.id_maps.write(run.pid)
+            os.write(run.ctl_w, MAPS_WRITTEN)
         except OSError as error:
-            raise Unavailable(f"writing the user namespace's id map failed: {error.strerror}")
-        os.write(run.ctl_w, MAPS_WRITTEN)
+            return f"writing the user namespace's id map failed: {error.strerror}"
         os.close(run.ctl_w)
         run.ctl_w = None
+        return None
 
     def _finish(self, run, error=None):
-        from .sandbox import Result, Unavailable
+        from .sandbox import Result
         for fd in (run.rep_r, run.ctl_w):
             if fd is not None:
                 os.close(fd)
-        try:
-            os.kill(run.pid, signal.SIGKILL)  # its PID 1 dies with it, and the run with that
-        except ProcessLookupError:
-            pass
-        os.waitpid(run.pid, 0)
+        end(run)
         if not error and Cgroups.ran_out_of_memory(run.cgroup):
             error = f"went over its memory limit ({self.limits.memory >> 20} MiB) and was killed"
         Cgroups.remove(run.cgroup)
@@ -95,13 +114,14 @@ class Scheduler:
         if run.watch:
             result.witness = run.watch.result()
             run.watch.close()
-        data = bytes(run.data)
-        if data.startswith(REFUSED):
-            raise Unavailable(data[1:].decode(errors="replace"), refused=True)
         if error:
             result.error = error
             return result
-        return decode_result(data, result)
+        return decode_result(bytes(run.data), result)
+
+    def _failed_to_start(self, request, error):
+        from .sandbox import Result
+        return Result(request, error=f"the grader could not start its run: {error}")
 
     def run(self, requests):
         pending = list(reversed(requests))
@@ -109,8 +129,15 @@ class Scheduler:
         try:
             while pending or running:
                 while pending and len(running) < self.sandbox.jobs:
-                    run = self.sandbox.launch(pending.pop())
+                    request = pending.pop()
+                    try:
+                        run = self.sandbox.launch(request)
+                    except OSError as error:  # out of fds, processes or cgroups: this run
+                        yield self._failed_to_start(request, error.strerror or error)
+                        continue
                     running[run.rep_r] = run
+                if not running:
+                    continue
                 wait = max(0.0, min(r.deadline for r in running.values()) - time.monotonic())
                 watched = {fd: r.watch for r in running.values() if r.watch for fd in r.watch.fds()}
                 if any(r.watch and r.watch.busy() for r in running.values()):
@@ -123,9 +150,18 @@ class Scheduler:
                         run.watch.tick()
                 for fd in [fd for fd in ready if fd in running]:
                     run = running[fd]
-                    chunk = os.read(fd, 1 << 16)
+                    try:
+                        chunk = os.read(fd, 1 << 16)
+                    except OSError as error:
+                        yield self._finish(running.pop(fd), f"its pipe broke: {error.strerror}")
+                        continue
                     if run.ctl_w is not None and chunk == ASK_MAPS:
-                        self._write_maps(run)
+                        problem = self._write_maps(run)
+                        if problem:
+                            yield self._finish(running.pop(fd), problem)
+                    elif chunk and len(run.data) + len(chunk) > self.bound:
+                        yield self._finish(running.pop(fd),
+                                           f"it sent the grader more than {self.bound >> 20} MiB")
                     elif chunk:
                         run.data += chunk
                     else:
@@ -137,8 +173,7 @@ class Scheduler:
                                            f"timed out after {self.limits.timeout:g} s")
         finally:
             for run in running.values():  # the grader is stopping: so do the runs
-                os.kill(run.pid, signal.SIGKILL)
-                os.waitpid(run.pid, 0)
+                end(run)
                 Cgroups.remove(run.cgroup)
                 if run.watch:
                     run.watch.close()

@@ -72,17 +72,17 @@ CLONE_NEW = {"ipc": 0x08000000, "net": 0x40000000, "uts": 0x04000000}
 
 # -- the run's side -------------------------------------------------------------------
 
-def wanted(request):
-    """Whether this run's command is the witness."""
-    return WITNESS in request.files
+def wanted(files):
+    """Whether a run whose root holds these files has the witness for its command."""
+    return WITNESS in files
 
 
-def furnish_root(new_root, request):
+def furnish_root(new_root, files):
     """Into the run's root, before it is made read-only: the witness's shell,
-    a copy that only this run has, and the two FIFOs. They belong to whoever
-    builds the root (the machine's root, or the grader's own uid), so the
-    run cannot release its witness itself."""
-    if not wanted(request):
+    a copy that only this run has, and the two FIFOs. The mount is locked
+    read-only for the run: it can neither change the shell nor put another
+    file in its place."""
+    if not wanted(files):
         return
     folder = f"{new_root}{DIR}"
     os.makedirs(folder, exist_ok=True)

@@ -17,7 +17,9 @@ import json
 import os
 import re
 import shutil
+import socket
 import stat
+import xml.etree.ElementTree as ET
 import time
 from pathlib import Path
 from shlex import quote
@@ -41,8 +43,18 @@ LEARNERS = {
     "system": {"03": "03_sysctl.py", "05": "05_clock.py", "07": "07_leftovers.py"},
     "load": {"01": "01_forkbomb.py", "02": "02_memory.py", "03": "03_output.py",
              "05": "05_kill_all.py"},
+    "snoop": {"00": "00_snoop.py", "03": "03_quota.py", "05": "05_proc_peek.py",
+              "06": "06_pty.py"},
 }
+# Learners whose every program is a sparse 16 MiB file: a grader that held
+# the programs it had yet to run would hold 256 MiB of them.
+BIG = ("big1", "big2")
 MiB = 1 << 20
+PEAK_MEMORY = 200 * MiB
+# The grader, reporting its own peak memory (resident, KiB) on stderr.
+MEASURED = ("import resource, sys; from conformance.cli import main; code = main(); "
+            "print('@@maxrss', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr); "
+            "sys.exit(code)")
 
 
 def attack_program(name, config):
@@ -127,6 +139,7 @@ def gallery(tmp_path_factory):
     planted_name = f"nskit-planted-{token}"
     plant_places = [Path("/"), Path("/etc"), Path("/usr/local/bin"), ROOT]
     g = Gallery()
+    g.sockets, listening = [], []
     try:
         # Canaries: root's, 0644 and 0600, in /etc-like, /var/lib-like and /tmp places.
         g.canaries, g.secrets = {}, {}
@@ -142,18 +155,41 @@ def gallery(tmp_path_factory):
         # The class: a submissions folder a course would keep under /var/lib.
         g.klass = places["var-lib"] / "class"
         g.targets = {learner: g.klass / learner for learner in LEARNERS}
+        # Unix sockets of the machine, listening, that anyone may connect to.
+        g.sockets = [places["tmp"] / "socket", Path(f"/run/nskit-socket-{token}")]
+        listening = []
+        for path in g.sockets:
+            listening.append(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM))
+            listening[-1].bind(str(path))
+            listening[-1].listen()
+            path.chmod(0o777)
         config = {"canaries": list(g.canaries), "grader": str(ROOT), "token": token,
                   "targets": [str(t) for t in g.targets.values()],
+                  "sockets": [str(p) for p in g.sockets],
                   "sleep": f"{300 + int(token[:4], 16) % 1000}.{token[4:]}"}
         g.sleep = config["sleep"]
+        # Each learner's programs carry a text of their own, which no other
+        # learner's report may show.
+        g.work = {learner: f"nskit-work-of-{learner}-{os.urandom(8).hex()}"
+                  for learner in [*LEARNERS, *BIG]}
         for learner, attacks in LEARNERS.items():
             folder = g.targets[learner]
             folder.mkdir(parents=True)
             for nn in STEPS:
                 if nn in attacks:
-                    (folder / attacks[nn]).write_text(attack_program(attacks[nn], config))
+                    text = attack_program(attacks[nn], config)
+                    (folder / attacks[nn]).write_text(f"{text}\n# {g.work[learner]}\n")
                 else:
-                    shutil.copy(step_path(nn), folder / step_path(nn).name)
+                    text = step_path(nn).read_text()
+                    (folder / step_path(nn).name).write_text(f"{text}\n# {g.work[learner]}\n")
+                    (folder / step_path(nn).name).chmod(0o755)
+        for learner in BIG:
+            (g.klass / learner).mkdir()
+            for nn in STEPS:
+                with open(g.klass / learner / f"{nn}_big.py", "w") as fh:
+                    fh.write(f"# {g.work[learner]}\n")
+                    fh.truncate(16 * MiB)
+        g.ptys = Path("/proc/sys/kernel/pty/nr").read_text()
         g.listings = {p: sorted(os.listdir(p)) for p in [*plant_places, *places.values(),
                                                          *g.targets.values()]}
         g.before = {path: _file_state(path) for path in g.canaries}
@@ -168,8 +204,9 @@ def gallery(tmp_path_factory):
             *[f"mount -t tmpfs -o mode=1777,size=16m nskit-catch {d} || exit 99" for d in CATCH],
             f"echo '@@frame before'; {state}",
             "start=$(date +%s.%N)",
-            f"{quote(PYTHON)} -m conformance --submissions {quote(str(g.klass))} --jobs 2 "
+            f"{quote(PYTHON)} -c {quote(MEASURED)} --submissions {quote(str(g.klass))} --jobs 2 "
             f"--timeout {TIMEOUT} --json {quote(str(report))} --csv {quote(str(tmp / 'scores.csv'))} "
+            f"--junit {quote(str(tmp / 'junit.xml'))} --gradescope-dir {quote(str(tmp / 'gs'))} "
             f"> {quote(str(stdout))} 2> {quote(str(stderr))}",
             "code=$?; end=$(date +%s.%N)",
             'echo "@@frame code"; echo $code',
@@ -185,6 +222,11 @@ def gallery(tmp_path_factory):
         assert g.framed.code == 0 and "code" in g.frame, g.framed
 
         g.after = {path: _file_state(path) for path in g.canaries}
+        g.ptys_after = Path("/proc/sys/kernel/pty/nr").read_text()
+        g.machine_ptys = [p.name for p in Path("/dev/pts").iterdir() if _owner(p) >= 65536]
+        g.csv = (tmp / "scores.csv").read_text() if (tmp / "scores.csv").exists() else ""
+        g.junit = (tmp / "junit.xml").read_text() if (tmp / "junit.xml").exists() else ""
+        g.gradescope = {p.parent.name: p for p in (tmp / "gs").glob("*/results.json")}
         g.listings_after = {p: sorted(os.listdir(p)) for p in g.listings}
         g.sysctls_after = {path: Path(path).read_text() for path in SYSCTLS}
         g.clock_after = _clock_offset()
@@ -205,6 +247,10 @@ def gallery(tmp_path_factory):
                       for o in outcomes(step["output"])]
         yield g
     finally:
+        for listener in listening:
+            listener.close()
+        for path in g.sockets:
+            path.unlink(missing_ok=True)
         for folder in places.values():
             shutil.rmtree(folder, ignore_errors=True)
         # Only where an attack went through: never leave its file behind.
@@ -226,7 +272,7 @@ def attempted(g, attack):
 
 def test_every_step_of_every_learner_gets_a_verdict(gallery):
     assert gallery.frame["code"].strip() == "0", gallery.stderr
-    assert set(gallery.results) == set(LEARNERS)
+    assert set(gallery.results) == {*LEARNERS, *BIG}
     for learner, steps in gallery.results.items():
         assert sorted(steps) == STEPS, learner
         for nn, step in steps.items():
@@ -244,7 +290,7 @@ def test_the_kits_own_steps_in_the_batch_get_their_right_verdicts(gallery):
 
 def test_each_attack_ran_and_reported(gallery):
     for attack in ("canaries", "plant", "remount", "sysctl", "clock", "mknod", "leftovers",
-                   "forkbomb", "memory", "kill"):
+                   "forkbomb", "memory", "kill", "snoop", "proc", "pty", "quota"):
         assert attempted(gallery, attack), attack
 
 
@@ -254,6 +300,75 @@ def test_the_whole_gallery_takes_seconds(gallery):
     for learner, steps in gallery.results.items():
         for nn, step in steps.items():
             assert step["seconds"] < TIMEOUT, (learner, nn)
+
+
+# -- one learner, never another's ----------------------------------------------------------
+
+def test_every_learner_has_a_row_and_a_results_json(gallery):
+    rows = {line.split(",")[0] for line in gallery.csv.splitlines()[1:]}
+    assert rows == {*LEARNERS, *BIG}
+    assert set(gallery.gradescope) == {*LEARNERS, *BIG}
+    for learner, path in gallery.gradescope.items():
+        assert path.stat().st_size <= MiB, learner
+        json.loads(path.read_text())
+    for learner in BIG:  # a program that is not Python fails, alone
+        assert all(not s["checks"][0]["passed"] for s in gallery.results[learner].values())
+
+
+def test_no_learner_sees_another_learners_work(gallery):
+    report = json.loads(gallery.report_text)
+    for learner, section in report.items():
+        text = json.dumps(section)
+        for other, work in gallery.work.items():
+            if other != learner:
+                assert work not in text, (learner, other)
+    for suite in ET.fromstring(gallery.junit).iter("testsuite"):  # it parses, too
+        text = ET.tostring(suite, encoding="unicode")
+        for other, work in gallery.work.items():
+            if other != suite.get("name"):
+                assert work not in text, (suite.get("name"), other)
+    for work in gallery.work.values():
+        assert work not in gallery.csv + gallery.stdout + gallery.stderr
+
+
+def test_a_run_reaches_no_class_folder_home_or_socket_of_the_machine(gallery):
+    assert len(attempted(gallery, "snoop")) == len(LEARNERS) + 6 + len(gallery.sockets)
+    assert went_through(gallery, "snoop") == []
+
+
+def test_unmounting_proc_again_and_again_uncovers_only_the_runs_own(gallery):
+    said = {what: outcome for a, what, outcome in gallery.outcomes if a == "proc"}
+    # The run's own proc lies below the one it may unmount, and is locked.
+    assert said["unmount /proc"].startswith("1 times, then"), said
+    assert said["see a proc other than its run's"] == "refused: /proc is its run's own", said
+    assert said["see a process outside its run"] == "refused: none", said
+    peek = gallery.results["snoop"]["05"]["output"]
+    assert "pytest" not in peek and gallery.sleep not in peek
+
+
+def test_a_pty_is_the_runs_own_and_the_machine_makes_none(gallery):
+    said = [(what, outcome) for a, what, outcome in gallery.outcomes if a == "pty"]
+    assert said[:3] == [("open /dev/ptmx", "went through")] * 3, said
+    assert ("its /dev/pts", "0 1 2 ptmx") in said, said
+    assert ("/dev/ptmx is", "/dev/pts/ptmx") in said, said
+    # The counter is the whole machine's (other programs open ptys meanwhile):
+    # the attack's three are gone with its run, and none is left on /dev/pts.
+    assert int(gallery.ptys_after) < int(gallery.ptys) + 3
+    assert gallery.machine_ptys == []
+
+
+def test_a_quota_attacker_gets_a_few_of_each_and_the_others_go_on(gallery):
+    made = {what: int(outcome.split()[0]) for a, what, outcome in gallery.outcomes
+            if a == "quota"}
+    assert set(made) == {"make UTS namespaces", "make user namespaces", "make inotify instances"}
+    assert 0 < made["make UTS namespaces"] <= 64, made
+    assert 0 < made["make user namespaces"] <= 64, made
+    assert 0 < made["make inotify instances"] <= 16, made
+
+
+def test_the_graders_memory_stays_bounded(gallery):
+    (peak,) = re.findall(r"^@@maxrss (\d+)$", gallery.stderr, re.M)
+    assert int(peak) * 1024 < PEAK_MEMORY, f"{int(peak) >> 10} MiB"
 
 
 # -- canaries ---------------------------------------------------------------------------------
@@ -397,9 +512,17 @@ def as_user(tmp_path_factory):
     for nn, name in WRONG.items():
         shutil.copy(step_path("00"), klass / "wrong" / name)
     own = "/srv/class/hostile"
-    config = {"canaries": [], "grader": str(ROOT), "token": token, "targets": [own], "sleep": "1"}
+    config = {"canaries": [], "grader": str(ROOT), "token": token, "targets": [own], "sleep": "1",
+              "sockets": []}
     (klass / "hostile" / step_path("01").name).unlink()
     (klass / "hostile" / "01_plant.py").write_text(attack_program("01_plant.py", config))
+    # The other learners' folders, and a file of theirs only the grading user may read.
+    snoop = {**config, "targets": ["/srv/class/good", "/srv/class/wrong", "/srv"]}
+    for nn, name in (("00", "00_snoop.py"), ("05", "05_proc_peek.py")):
+        (klass / "hostile" / step_path(nn).name).unlink()
+        (klass / "hostile" / name).write_text(attack_program(name, snoop))
+    secret = f"nskit-private-{os.urandom(8).hex()}"
+    (klass / "good" / "notes.txt").write_text(secret + "\n")
     grader = (f"{quote(PYTHON)} -m conformance --submissions /srv/class --jobs 2 "
               "--json /srv/out/{0}.json --csv /srv/out/{0}.csv > /srv/out/{0}.out 2>&1; "
               "echo \"@@frame {0}-code\"; echo $?")
@@ -408,7 +531,8 @@ def as_user(tmp_path_factory):
     script = "\n".join([
         "mount -t tmpfs -o mode=755 nskit-class /srv || exit 99",
         f"cp -r {quote(str(klass))} /srv/class && mkdir -m 1777 /srv/out || exit 99",
-        f"chmod -R a+rX /srv/class && chown -R {USER}:{USER} {own} || exit 99",
+        f"chmod -R a+rX /srv/class && chown -R {USER}:{USER} {own} /srv/class/good || exit 99",
+        "chmod 600 /srv/class/good/notes.txt || exit 99",
         grader.format("root"),
         f"{expose_to_users()}{as_nobody}",
         "echo '@@frame root'; cat /srv/out/root.json",
@@ -419,7 +543,7 @@ def as_user(tmp_path_factory):
     framed = in_frame(script)
     found = sections(framed.out)
     assert framed.code == 0 and "user" in found, framed
-    found["token"] = token
+    found["token"], found["secret"] = token, secret
     return found
 
 
@@ -439,6 +563,18 @@ def test_root_verdicts_of_the_class_are_right(as_user):
             assert any(title.startswith("new namespaces") for title in failed), (nn, failed)
         else:
             assert not failed, nn
+
+
+def test_an_ordinary_users_runs_read_no_learners_file_and_see_no_process_outside(as_user):
+    for who in ("root", "user"):
+        text = as_user[who] + as_user.get(f"{who}-out", "")
+        assert as_user["secret"] not in text, who
+        said = [(a, what, o) for learner in json.loads(as_user[who]).values()
+                for s in learner["steps"] for a, what, o in outcomes(s["output"])]
+        assert [x for x in said if x[0] == "snoop"], who
+        assert [x for x in said if x[0] == "snoop" and x[2] == "went through"] == [], who
+        assert ("proc", "see a proc other than its run's", "refused: /proc is its run's own") in said
+        assert ("proc", "see a process outside its run", "refused: none") in said
 
 
 def test_an_ordinary_users_own_folder_stays_unplanted(as_user):
@@ -576,3 +712,98 @@ def test_a_run_that_fills_a_tmpfs_of_its_own_is_stopped_at_its_memory_limit(tmp_
             "a run's cgroup was left behind"
     finally:
         Cgroups.remove(mine)
+
+
+# -- quotas, in a frame of low limits ------------------------------------------------------
+
+# A user namespace of the frame mapping uids 0-65535 to themselves, with low
+# limits on user and UTS namespaces and inotify instances (the limits are per
+# user namespace, and bind everything made below it), then argv.
+LOW_LIMITS = {"max_user_namespaces": 100, "max_uts_namespaces": 100, "max_inotify_instances": 40}
+IN_LOW_LIMITS = r"""
+import ctypes, os, sys
+LIMITS = %r
+ready_r, ready_w = os.pipe()
+go_r, go_w = os.pipe()
+pid = os.fork()
+if pid:
+    os.read(ready_r, 1)
+    for name in ("uid_map", "gid_map"):
+        with open(f"/proc/{pid}/{name}", "w") as fh:
+            fh.write("0 0 65536")
+    os.write(go_w, b"g")
+    sys.exit(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+libc = ctypes.CDLL(None, use_errno=True)
+assert libc.unshare(0x10000000) == 0, ctypes.get_errno()
+os.write(ready_w, b"u")
+assert os.read(go_r, 1) == b"g"
+for name, value in LIMITS.items():
+    with open(f"/proc/sys/user/{name}", "w") as fh:
+        fh.write(str(value))
+os.execv(sys.executable, [sys.executable, *sys.argv[1:]])
+""" % LOW_LIMITS
+
+
+def test_a_quota_attacker_in_a_frame_of_low_limits_fails_only_itself(tmp_path):
+    klass = tmp_path / "class"
+    config = {"canaries": [], "grader": str(ROOT), "token": "quota", "targets": [], "sockets": [],
+              "sleep": "1"}
+    for learner in ("first", "quota", "last"):
+        (klass / learner).mkdir(parents=True)
+        for nn in STEPS:
+            shutil.copy(step_path(nn), klass / learner / step_path(nn).name)
+    (klass / "quota" / step_path("03").name).unlink()
+    (klass / "quota" / "03_quota.py").write_text(attack_program("03_quota.py", config))
+    report = tmp_path / "report.json"
+    r = in_frame(f"{quote(PYTHON)} -c {quote(IN_LOW_LIMITS)} -m conformance --submissions "
+                 f"{quote(str(klass))} --jobs 2 --json {quote(str(report))}")
+    assert r.code == 0, r
+    results = {label: {s["step"]: s for s in learner["steps"]}
+               for label, learner in json.loads(report.read_text()).items()}
+    for learner in ("first", "last"):
+        for nn, step in results[learner].items():
+            failed = [c["title"] for c in step["checks"] if not c["passed"]]
+            assert not failed and not step["problem"], (learner, nn, failed, step["problem"])
+    made = {what: outcome for a, what, outcome in outcomes(results["quota"]["03"]["output"])
+            if a == "quota"}
+    assert len(made) == 3, results["quota"]["03"]
+    most = {"make UTS namespaces": 64, "make user namespaces": 64, "make inotify instances": 16}
+    for what, outcome in made.items():
+        assert 0 < int(outcome.split()[0]) <= most[what], (what, outcome)
+    for nn, step in results["quota"].items():
+        if nn != "03":
+            assert all(c["passed"] for c in step["checks"]), nn
+
+
+# -- mount propagation in the run's host ------------------------------------------------------
+
+# A program that makes a mount namespace without making its mounts private,
+# mounts a tmpfs and unmounts /proc there; then the kit's steps, graded with
+# the run's host's mounts private.
+PROPAGATION = r"""
+import sys
+from conformance.sandbox import Limits, Request, Sandbox
+from conformance.discover import find_programs
+from conformance.grade import grade
+LEAK = b'''#!/bin/sh
+unshare --mount --propagation unchanged sh -c 'mount -t tmpfs nskit-leak /mytmp && umount /proc'
+exec "$@"
+'''
+for propagation in ("shared", "private"):
+    sandbox = Sandbox(Limits(propagation=propagation), jobs=2)
+    (r,) = sandbox.run([Request(["/nskit/program/leak", "true"], files={"/nskit/program/leak": LEAK})])
+    assert r.error is None and r.status == 0, (r.error, r.output)
+    print(propagation, "nskit-leak" in r.before["mounts"], "nskit-leak" in r.after["mounts"],
+          r.before["mounts"].count(" - proc "), r.after["mounts"].count(" - proc "))
+    (steps,) = grade({"steps": find_programs("steps")}, sandbox).values()
+    print(propagation, "steps", sum(s.passed for s in steps))
+"""
+
+
+def test_a_leaky_mount_reaches_the_runs_host_when_shared_and_not_when_private():
+    r = in_frame(f"{quote(PYTHON)} -c {quote(PROPAGATION)}")
+    assert r.code == 0, r
+    assert r.out.splitlines() == [
+        "shared False True 2 1", "shared steps 8",
+        "private False False 2 2", "private steps 8",
+    ], r

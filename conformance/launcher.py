@@ -1,0 +1,88 @@
+"""The launcher ("zygote"): the process every run's setup is forked from.
+
+It is started once, when the grader makes its Sandbox, as a fresh interpreter
+that has read nothing of any learner: no program, no token, no result, not
+even the grader's command line. For each run the grader hands it the two
+pipe ends of that run's setup; it forks the setup, which reads its own
+request from its pipe, and answers with the setup's pid and a pidfd. So a
+run's setup, and the run's PID 1 forked from it, hold the data of that run
+alone, and nothing of the grader's is in reach of any run.
+"""
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+from .syscalls import die_with_parent, set_dumpable
+
+PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
+
+
+class Launcher:
+    """The grader's end of the launcher."""
+
+    def __init__(self):
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        code = (f"import sys; sys.path[:0] = [{PACKAGE_PARENT!r}]; "
+                f"from conformance.launcher import serve; serve({theirs.fileno()}, {os.getpid()})")
+        # -S: no site, as for the runs' own interpreters: it imports the standard library only.
+        self.process = subprocess.Popen([sys.executable, "-S", "-c", code], pass_fds=[theirs.fileno()],
+                                        stdin=subprocess.DEVNULL, close_fds=True)
+        theirs.close()
+        self.socket = ours
+
+    def fork_setup(self, ctl_r, rep_w, *more):
+        """(pid, pidfd) of a new run setup holding these pipe ends (and, when
+        its command is the witness, its end of the witness's socket)."""
+        socket.send_fds(self.socket, [b"f"], [ctl_r, rep_w, *more])
+        reply, fds, _, _ = socket.recv_fds(self.socket, 16, 1)
+        if len(reply) != 4 or len(fds) != 1:
+            for fd in fds:
+                os.close(fd)
+            raise OSError(0, "the launcher did not answer")
+        pid, = struct.unpack("i", reply)
+        return pid, fds[0]
+
+    def close(self):
+        self.socket.close()  # the launcher ends at the end of its socket
+        self.process.wait()
+
+
+def serve(fd, grader):
+    set_dumpable(False)
+    die_with_parent(signal.SIGKILL)
+    if os.getppid() != grader:
+        os._exit(1)
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # setups are reaped by the kernel
+    from .sandbox import run_setup
+    sock = socket.socket(fileno=fd)
+    while True:
+        try:
+            message, fds, _, _ = socket.recv_fds(sock, 16, 3)
+        except OSError:
+            os._exit(0)
+        if not message:
+            os._exit(0)
+        if len(fds) not in (2, 3):
+            for stray in fds:
+                os.close(stray)
+            sock.send(b"")
+            continue
+        pid = os.fork()
+        if pid == 0:
+            sock.close()
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            run_setup(*fds)
+            os._exit(1)
+        for stray in fds:
+            os.close(stray)
+        try:
+            pidfd = os.pidfd_open(pid)
+        except OSError:
+            sock.send(b"")
+            continue
+        socket.send_fds(sock, [struct.pack("i", pid)], [pidfd])
+        os.close(pidfd)
