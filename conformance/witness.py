@@ -620,12 +620,18 @@ class Watch:
             self.torn_down = True
 
     def _settled(self, child):
-        """Whether a child of the program no longer keeps it from ending: the
-        witness, observed and released; anything that is not the witness."""
-        if child == self.observed:
+        """Whether a child of the program no longer keeps it from ending: once
+        the witness has been observed and released, none does; before, one
+        that has ended, has exec'd something else, or sleeps (pause, a read)
+        outside a held execve, as a child about to exec the witness never does."""
+        if self.observed is not None:
             return self.parent is None
         path = self.seen.get(child)
-        return _ended(child) or (path is not None and path != WITNESS)
+        if path is not None:
+            return path != WITNESS
+        fields = _stat_fields(child)
+        return (fields is None or fields[0] in ("Z", "X")
+                or (fields[0] == "S" and all(pid != child for _, pid, _, _ in self.held)))
 
     def close(self):
         for fd in (self.listener, self.ready, self.go, self.user_fd):

@@ -194,7 +194,6 @@ def build_gallery(root, hang=None):
     put("leak", "02_mount.py", variant("02", drop=['mount(None, b"/"']))
     put("leak", "05_pid.py", variant("05", drop=['mount(None, b"/"']))
     put("leak", "07_combined.py", variant("07", before_clone=PARENT_MOUNTS))
-    put("proc_gone", "05_pid.py", variant("05", before_clone=PARENT_UNMOUNTS))
     put("proc_gone", "07_combined.py", variant("07", before_clone=PARENT_UNMOUNTS))
 
     # The host's hostname changed by the parent.
@@ -246,7 +245,7 @@ EXPECTED = {
     "inside_too": {"07": {NO_QUEUE}},
     "mapped": {"07": {ID, LS}},
     "leak": {"02": {TMPFS_OUT}, "05": {PROC_KEPT}, "07": {TMPFS_OUT}},
-    "proc_gone": {"05": {PROC_KEPT}, "07": {PROC_KEPT}},
+    "proc_gone": {"07": {PROC_KEPT}},
     "renamer": {"00": {SEES_HOST}, "03": {HOSTNAME_KEPT}, "07": {HOSTNAME_KEPT}},
     "one_call": {"02": {RAN}},
     "jail": {"02": {NO_JAIL}, "07": {NO_JAIL}},
