@@ -57,6 +57,7 @@ EXEC_CALLS = {
 }.get(ARCH, [])
 EXECVEAT = {322, 0x40000221, 358, 281}
 EXITS = {231, 0x400000E7, 252, 94}
+EXECS = {nr for _, calls in EXEC_CALLS for nr in calls} - EXITS
 WAITS = {"x86_64": {61, 247}, "aarch64": {260, 95}}.get(ARCH, set())
 
 SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER = 1, 8
@@ -631,7 +632,7 @@ class Watch:
             return path != WITNESS
         fields = _stat_fields(child)
         return (fields is None or fields[0] in ("Z", "X")
-                or (fields[0] == "S" and all(pid != child for _, pid, _, _ in self.held)))
+                or (fields[0] == "S" and not _in_calls(child, EXECS)))
 
     def close(self):
         for fd in (self.listener, self.ready, self.go, self.user_fd):

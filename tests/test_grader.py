@@ -126,6 +126,8 @@ MAP_ROOT = 'open("/proc/self/uid_map", "w").write("0 0 1")'
 # The parent mounts a tmpfs on the host's /mytmp, or lazily unmounts its /proc.
 PARENT_MOUNTS = 'libc.mount(b"none", b"/mytmp", b"tmpfs", 0, b"")'
 PARENT_UNMOUNTS = 'libc.umount2(b"/proc", 2)'
+# The parent ends without waiting for its child.
+NO_WAIT = ("_, status = os.waitpid(pid, 0)", "status = 0")
 # mount()'s target and file system type swapped: the one call fails.
 SWAPPED = ('libc.mount(b"none", b"/mytmp", b"tmpfs"', 'libc.mount(b"none", b"tmpfs", b"/mytmp"')
 
@@ -156,8 +158,9 @@ def build_gallery(root, hang=None):
         put("daemon", f"{file_name(nn)}.py", variant(nn, before_clone=DAEMON))
         # Prints the article's output, whatever it is asked to run.
         put("canned", file_name(nn), canned)
-        # Right in all but the parent's wait: a child without SIGCHLD.
+        # Right in all but the parent's wait: a child without SIGCHLD, or no wait at all.
         put("no_sigchld", f"{file_name(nn)}.py", variant(nn, no_sigchld=True))
+        put("no_wait", f"{file_name(nn)}.py", variant(nn, replace=[NO_WAIT]))
         if nn != "00":
             # Runs its command in the machine's namespaces, prints the article's output.
             put("forger", file_name(nn), forger)
@@ -232,6 +235,7 @@ EXPECTED = {
     # Nothing is credited to a program whose command never ran.
     "canned": {nn: {RAN} for nn in NAMES},
     "no_sigchld": {nn: {WAITS} for nn in NAMES},
+    "no_wait": {nn: {WAITS} for nn in NAMES},
     "forger": {nn: {ns(nn)} for nn in NAMES if nn != "00"},
     "flags": {"00": {ns("00")}, "01": {ns("01")}, "04": {ns("04")}, "06": {ns("06")}},
     "no_work": {
@@ -458,6 +462,9 @@ def test_a_child_without_sigchld_fails_waits_naming_its_exit_signal(gallery):
         check = {c["title"]: c for c in result["checks"]}[WAITS]
         assert "cloned with exit signal 0, not SIGCHLD" in check["seen"], check
         assert "wait for a child made by clone" in check["hint"], check
+    for nn, result in gallery["results"]["no_wait"].items():
+        check = {c["title"]: c for c in result["checks"]}[WAITS]
+        assert check["seen"] == "the program ended while its command still ran", check
 
 
 def test_work_without_its_flag_is_seen_from_the_kernel(gallery):
