@@ -41,7 +41,7 @@ from .syscalls import libc
 DIR = "/nskit"
 SHELL = f"{DIR}/sh"
 WITNESS = f"{DIR}/witness"
-READY, GO = f"{DIR}/ready", f"{DIR}/go"
+READY = f"{DIR}/ready"   # what the witness runs first: its exec is held until it is seen
 MACHINE_SHELL = "/bin/dash" if os.path.exists("/bin/dash") else "/bin/sh"
 OVERFLOW_ID = 65534  # what an id without a mapping shows as (kernel.overflowuid)
 BOUND = 256          # processes, mounts, links, queues, entries kept per observation
@@ -80,18 +80,14 @@ def wanted(files):
 
 def furnish_root(new_root, files):
     """Into the run's root, before it is made read-only: the witness's shell,
-    a copy that only this run has, and the two FIFOs. The mount is locked
-    read-only for the run: it can neither change the shell nor put another
-    file in its place."""
+    a copy that only this run has. The mount is locked read-only for the run:
+    it can neither change the shell nor put another file in its place."""
     if not wanted(files):
         return
     folder = f"{new_root}{DIR}"
     os.makedirs(folder, exist_ok=True)
     shutil.copyfile(MACHINE_SHELL, f"{folder}/sh")
     os.chmod(f"{folder}/sh", 0o755)
-    for path, mode in ((READY, 0o622), (GO, 0o644)):
-        os.mkfifo(f"{new_root}{path}")
-        os.chmod(f"{new_root}{path}", mode)
 
 
 def _filter():
@@ -361,8 +357,9 @@ def _machine_user_namespace():
 NAMESPACE_READER = None
 
 
-def observe(pid, shell_id, user_fd):
-    """The kernel's facts about a witness process, as the checks read them."""
+def observe(pid, shell_id, user_fd, helper=None):
+    """The kernel's facts about a witness process, as the checks read them;
+    helper: its child held in /nskit/ready, not counted among its processes."""
     global NAMESPACE_READER
     NAMESPACE_READER = NAMESPACE_READER or Namespaces()
     facts = {"ns": {n: os.readlink(f"/proc/{pid}/ns/{n}") for n in NAMESPACES}}
@@ -387,12 +384,16 @@ def observe(pid, shell_id, user_fd):
             except OSError:
                 pass
     facts["root_entries"] = sorted(owners)
-    facts["proc"] = _proc_facts(root, facts["nspid"][-1], facts["mounts"], shell_id)
+    try:
+        hidden = {_status(helper)["NSpid"][-1]} if helper else set()
+    except (OSError, KeyError, IndexError):
+        hidden = set()
+    facts["proc"] = _proc_facts(root, facts["nspid"][-1], facts["mounts"], shell_id, hidden)
     facts.update(NAMESPACE_READER.read(pid, user_fd))
     return facts
 
 
-def _proc_facts(root, inner_pid, mounts, shell_id):
+def _proc_facts(root, inner_pid, mounts, shell_id, hidden=()):
     """What is on the witness's /proc: a proc of its own PID namespace (its
     own PID there leads back to the witness), another proc, or nothing; and
     the processes ps would list from it."""
@@ -405,7 +406,8 @@ def _proc_facts(root, inner_pid, mounts, shell_id):
     if fstype != "proc":
         return {"kind": "none", "fstype": fstype}
     try:
-        pids = sorted(int(n) for n in os.listdir(f"{root}/proc") if n.isdigit())
+        pids = sorted(int(n) for n in os.listdir(f"{root}/proc")
+                      if n.isdigit() and int(n) not in hidden)
     except OSError:
         pids = []
     own = False
@@ -420,17 +422,23 @@ def _proc_facts(root, inner_pid, mounts, shell_id):
 
 class Watch:
     """One run's witness, followed from the grader's event loop: the seccomp
-    listener (every execve, and the program's exit_group), the FIFO the
-    witness announces itself on, and the socket to the run's PID 1.
+    listener (every execve, and the program's exit_group) and the socket to
+    the run's PID 1.
 
-    The witness is observed, then released, once its parent waits for it or
-    has ended (or it is the program itself, exec'd). The program's own
-    exit_group is held while a child of it may still become the witness."""
+    The witness makes itself known by running /nskit/ready: that execve, by
+    a child of a process whose executable is the witness's shell, is held
+    (the witness waits for its child meanwhile, and nothing in the run can
+    hurry it) until the witness's parent waits for it or has ended (or the
+    witness is the program itself, exec'd); then the witness is observed,
+    and released. The program's own exit_group is held while a child of it
+    may still become the witness."""
 
     def __init__(self):
         self.grader_end, self.run_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.grader_end.setblocking(False)
-        self.listener = self.ready = self.go = self.user_fd = None
+        self.listener = self.user_fd = None
+        self.release = None     # the held execve of /nskit/ready: notification id
+        self.helper = None      # the witness's child that made it
         self.program = self.init = None
         self.shell_id = self.host = None
         self.seen = {}          # pid -> the file its last execve named
@@ -453,7 +461,7 @@ class Watch:
 
     def fds(self):
         return [f for f in (self.grader_end.fileno() if not self.torn_down else None,
-                            self.listener, self.ready) if f is not None]
+                            self.listener) if f is not None]
 
     def busy(self):
         """Whether something waits for a process of the run to move on."""
@@ -464,8 +472,6 @@ class Watch:
         try:
             if fd == self.listener:
                 self._notification()
-            elif fd == self.ready:
-                self._announced()
             else:
                 self._message()
         except OSError as error:
@@ -520,6 +526,8 @@ class Watch:
             if path == WITNESS:
                 self.expected.add(pid)
             fields = _stat_fields(pid)
+            if path == READY and fields and self._announced(fields[1], notif_id, pid):
+                return
         except BaseException:
             self._answer(notif_id)  # never leave a process of the run stopped for ever
             raise
@@ -541,8 +549,6 @@ class Watch:
         self.host = {"ns": {n: os.readlink(f"/proc/{pid}/ns/{n}") for n in NAMESPACES},
                      "root": [rst.st_dev, rst.st_ino]}
         self.user_fd = os.open(f"/proc/{pid}/ns/user", os.O_RDONLY)
-        self.ready = os.open(f"{root}{READY}", os.O_RDWR | os.O_NONBLOCK)
-        self.go = os.open(f"{root}{GO}", os.O_RDWR | os.O_NONBLOCK)
 
     def _answer(self, notif_id):
         try:
@@ -552,30 +558,20 @@ class Watch:
             if error.errno != errno.ENOENT:
                 raise
 
-    def _announced(self):
-        try:
-            while os.read(self.ready, 4096):
-                pass
-        except BlockingIOError:
-            pass
-        for pid in list(self.seen):
-            if _exe(pid) != tuple(self.shell_id or ()):
-                continue
-            self.seen.pop(pid)
-            self.expected.discard(pid)
-            self.copies += 1
-            if self.observed is None:
-                self.observed = pid
-                fields = _stat_fields(pid)
-                self.parent = fields[1] if fields else self.init
-            else:
-                self._release()
-
-    def _release(self):
-        try:
-            os.write(self.go, b"\n")
-        except OSError:
-            pass
+    def _announced(self, witness, notif_id, helper):
+        """A child of witness runs /nskit/ready: if witness is the witness
+        (its executable is this run's shell), the first one is held here."""
+        if _exe(witness) != tuple(self.shell_id or ()):
+            return False
+        self.seen.pop(witness, None)
+        self.expected.discard(witness)
+        self.copies += 1
+        if self.observed is not None:
+            return False  # a second copy: only the first is judged
+        fields = _stat_fields(witness)
+        self.observed, self.release, self.helper = witness, notif_id, helper
+        self.parent = fields[1] if fields else self.init
+        return True
 
     def tick(self):
         """Answer what can be answered now: held execs, the observed witness,
@@ -604,10 +600,11 @@ class Watch:
                 # (or has ended): what it changes after clone counts too.
                 self.parent = None
                 try:
-                    self.facts = observe(self.observed, self.shell_id, self.user_fd)
+                    self.facts = observe(self.observed, self.shell_id, self.user_fd, self.helper)
                 except OSError as error:
                     self.error = f"the command could not be observed: {error.strerror or error}"
-                self._release()
+                self._answer(self.release)
+                self.release = None
         if self.exit_held is not None and all(map(self._settled, _children(self.program))):
             self._answer(self.exit_held)
             self.exit_held = None
@@ -635,7 +632,7 @@ class Watch:
                 or (fields[0] == "S" and not _in_calls(child, EXECS)))
 
     def close(self):
-        for fd in (self.listener, self.ready, self.go, self.user_fd):
+        for fd in (self.listener, self.user_fd):
             if fd is not None:
                 os.close(fd)
         self.grader_end.close()
