@@ -4,9 +4,10 @@ grader watches it from outside the run.
 A program is given one command, /nskit/witness: a script run by /nskit/sh,
 a copy of the machine's dash made for the run, on a read-only mount the run
 cannot change. The kernel knows a witness by its executable: (device, inode)
-of that copy, which no other file has. The script announces itself on a FIFO
-(/nskit/ready), blocks on another (/nskit/go), and, once released, runs the
-article's commands for the learner to read.
+of that copy, which no other file has. The script first runs /nskit/ready:
+that execve stops at a seccomp user notification (below) that the grader
+holds, so the witness sits in wait4 for it, unchanged, until the grader has
+read it; then it runs the article's commands for the learner to read.
 
 The grader, outside the run's user namespace, reads only the kernel's facts
 about the witness process: /proc/W/ns/*, /proc/W/mountinfo, NSpid, its ids
@@ -18,10 +19,11 @@ The order that decides "waits for its command" is forced, never raced:
 every execve in the run stops at a seccomp user notification that the
 grader answers. A child cloned without SIGCHLD only becomes waitable once it
 has exec'd; its execve is held until its parent waits (with __WALL) or has
-ended, so a parent whose waitpid would fail always fails. The witness, once
-observed, is released only when its parent waits for it or has ended. And
-the run's PID 1 tears the run down only when the grader says so, after every
-witness that was started has been observed.
+ended, so a parent whose waitpid would fail always fails. The witness is
+observed, and released, only when its parent waits for it or has ended. The
+program's own exit_group is held while a child of it may still become the
+witness, and the run's PID 1 tears the run down only when the grader says
+so, after every witness that was started has been observed.
 
 Nothing here runs threads: the grader's side is part of its event loop.
 """
