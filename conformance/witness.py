@@ -512,10 +512,13 @@ class Watch:
             return
         notif_id, pid, _, nr, _, _, *args = NOTIF.unpack(buf)
         if nr in EXITS:
-            if pid == self.program:
+            if pid == self.program and self.observed is None:
                 self.exit_held = notif_id
             else:
                 self._answer(notif_id)
+            return
+        if self.observed is not None and self.parent is None:
+            self._answer(notif_id)  # seen and released: what runs now changes no verdict
             return
         try:
             if self.program is None:
