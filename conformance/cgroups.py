@@ -2,16 +2,41 @@
 
 Resource limits count per process: a run of 256 processes may each use the
 memory limit, and a tmpfs the program mounts counts against none of them. A
-cgroup bounds the run as a whole. The grader makes one when it is the
-machine's root and a hierarchy with the memory and pids controllers is
-writable (cgroup v1, or a delegated v2 subtree); elsewhere the per-process
-limits are all there is, and --help says so.
+cgroup bounds the run as a whole. The grader makes one where a hierarchy with
+the memory and pids controllers is writable: as the machine's root (cgroup
+v1, or a v2 subtree), or in a v2 subtree systemd delegates to an ordinary
+user, for which `python -m conformance` starts itself once in a scope of its
+own (systemd-run --user --scope -p Delegate=yes). Elsewhere the per-process
+limits are all there is, and --help and the grader's first line say so.
 """
 import os
+import shutil
+import sys
 import time
 from pathlib import Path
 
 MOUNTS = "/proc/self/mounts"
+SCOPE_MARK = "NSKIT_DELEGATED_SCOPE"  # set in the scope the grader started itself in
+LEAF = "nskit-grader"  # where the grader moves itself in that scope, so runs can get cgroups
+
+
+def in_a_delegated_scope(argv):
+    """For an ordinary user whose systemd runs a user manager: exec the
+    grader again in a transient scope whose cgroup systemd delegates to it.
+    Returns (does nothing) where there is none, or the grader is root, or
+    already in it."""
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    systemd_run = shutil.which("systemd-run")
+    if (os.geteuid() == 0 or os.environ.get(SCOPE_MARK) or not runtime or not systemd_run
+            or not os.path.exists(f"{runtime}/systemd/private")):
+        return
+    os.environ[SCOPE_MARK] = "1"
+    sys.stdout.flush()
+    try:
+        os.execv(systemd_run, [systemd_run, "--user", "--scope", "--quiet", "--collect",
+                               "-p", "Delegate=yes", "--", sys.executable, *argv])
+    except OSError:
+        del os.environ[SCOPE_MARK]  # go on without: memory per process only
 
 
 def _own_paths():
@@ -40,8 +65,6 @@ class Cgroups:
     @classmethod
     def available(cls, memory, processes):
         """Cgroups for these limits, or None where the machine does not allow them."""
-        if os.geteuid() != 0:
-            return None
         try:
             made = cls._v1(memory, processes) or cls._v2(memory, processes)
             if made:
@@ -69,6 +92,14 @@ class Cgroups:
         if own is None or mount is None:
             return None
         here = Path(mount + own)
+        if os.environ.get(SCOPE_MARK) and here.name == LEAF:
+            here = here.parent  # started again in a process of the same scope
+        elif os.environ.get(SCOPE_MARK):
+            # The scope systemd made for the grader is the grader's alone: it
+            # moves itself to a leaf, so that the scope may have runs below it.
+            (here / LEAF).mkdir(exist_ok=True)
+            (here / LEAF / "cgroup.procs").write_text(str(os.getpid()))
+            (here / "cgroup.subtree_control").write_text("+memory +pids")
         # Only a subtree delegated with both controllers will do: the grader
         # must not move itself, or anything else, around the machine's tree.
         if not {"memory", "pids"} <= set((here / "cgroup.subtree_control").read_text().split()):
@@ -113,8 +144,11 @@ class Cgroups:
 
     @staticmethod
     def remove(folders, patience=2.0):
-        """Remove a run's cgroup once the last of its processes is gone."""
+        """Remove a run's cgroup once the last of its processes is gone (a
+        run's processes die with its PID 1, but not at once): the folders
+        still there when patience runs out."""
         deadline = time.monotonic() + patience
+        left = []
         for folder in folders:
             while True:
                 try:
@@ -124,5 +158,7 @@ class Cgroups:
                     break
                 except OSError:
                     if time.monotonic() > deadline:
+                        left.append(folder)
                         break
                     time.sleep(0.01)
+        return left

@@ -62,8 +62,9 @@ def parser():
                    help="processes a run may have at once (default %(default)s)")
     p.add_argument("--memory", metavar="SIZE", type=size, default=defaults.memory,
                    help="memory a run may use: the whole run's, in a cgroup, where the grader "
-                        "is root and the machine lets it make one; each process's address "
-                        "space always (default 1G)")
+                        "may make one (as root, or as a user in the cgroup systemd delegates "
+                        "with systemd-run --user); elsewhere memory is bounded per process "
+                        "only: each process's address space (default 1G)")
     p.add_argument("--max-output", metavar="SIZE", type=size, default=defaults.output,
                    help="output kept of a run, its head and tail (default 1M)")
     p.add_argument("--propagation", choices=("shared", "private"), default=defaults.propagation,
@@ -131,6 +132,9 @@ def main(argv=None):
             targets = {args.target: find_programs(args.target, args.step)}
         sandbox = Sandbox(limits, args.jobs)
         sandbox.probe_available()
+        if not sandbox.cgroups and not sandbox.id_maps.privileged:
+            print("nskit: memory is bounded per process only: no cgroup for the whole run "
+                  "here (run as root, or where systemd runs a user manager)", file=sys.stderr)
     except TargetError as error:
         print(f"nskit: {error}", file=sys.stderr)
         return 2

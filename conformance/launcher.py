@@ -8,6 +8,7 @@ request from its pipe, and answers with the setup's pid and a pidfd. So a
 run's setup, and the run's PID 1 forked from it, hold the data of that run
 alone, and nothing of the grader's is in reach of any run.
 """
+import atexit
 import os
 import signal
 import socket
@@ -33,6 +34,9 @@ class Launcher:
                                         stdin=subprocess.DEVNULL, close_fds=True)
         theirs.close()
         self.socket = ours
+        # Waited for, so that the CPU time of every run is counted as the
+        # grader's children's (time, make bench) like the grader's own.
+        atexit.register(self.close)
 
     def fork_setup(self, ctl_r, rep_w, *more):
         """(pid, pidfd) of a new run setup holding these pipe ends (and, when
@@ -47,8 +51,19 @@ class Launcher:
         return pid, fds[0]
 
     def close(self):
-        self.socket.close()  # the launcher ends at the end of its socket
-        self.process.wait()
+        if self.socket.fileno() != -1:
+            self.socket.close()  # the launcher ends at the end of its socket
+            self.process.wait()
+
+
+def reap(*_):
+    """Wait for every setup that ended (its times then count as ours)."""
+    while True:
+        try:
+            if os.waitpid(-1, os.WNOHANG)[0] == 0:
+                return
+        except ChildProcessError:
+            return
 
 
 def serve(fd, grader):
@@ -56,16 +71,21 @@ def serve(fd, grader):
     die_with_parent(signal.SIGKILL)
     if os.getppid() != grader:
         os._exit(1)
-    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # setups are reaped by the kernel
+    signal.signal(signal.SIGCHLD, reap)
     from .sandbox import run_setup
     sock = socket.socket(fileno=fd)
     while True:
         try:
             message, fds, _, _ = socket.recv_fds(sock, 16, 3)
         except OSError:
-            os._exit(0)
+            message, fds = b"", []
         if not message:
-            os._exit(0)
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            while True:  # the grader is done: so are the setups
+                try:
+                    os.wait()
+                except ChildProcessError:
+                    os._exit(0)
         if len(fds) not in (2, 3):
             for stray in fds:
                 os.close(stray)

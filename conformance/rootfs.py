@@ -1,6 +1,8 @@
 """The run's root filesystem: a small tmpfs holding read-only binds of the
-machine's folders, and the run's own empty /tmp, /var/tmp, /dev/shm, /run
-and /mytmp.
+folders a run needs (SYSTEM, and the interpreter's prefix), a minimal /dev
+with a devpts instance of its own, the run's own empty /tmp, /var/tmp,
+/dev/shm, /run and /mytmp, its program under /nskit, and a proc of the run's
+PID namespace. Nothing else of the machine's: no class folder, no home.
 
 It is built one user namespace above the run's own: as the machine's root,
 or for an ordinary user as root of a user namespace of its own. Every mount
@@ -22,6 +24,7 @@ SYSTEM = ("usr", "etc", "bin", "sbin", "lib", "lib32", "lib64", "libx32")
 EMPTY = ("proc", "root", "var", "mytmp")  # folders of the root's own, empty
 FRESH = ("tmp", "var/tmp", "dev/shm", "run")  # the run's own tmpfs, empty, size-limited
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
+PRIVATE = "/nskit"  # the programs' own folder, a tmpfs of the run's
 STAGE = "/tmp"  # a tmpfs of the setup's own, where the new root is built
 NEW_ROOT = f"{STAGE}/root"
 
@@ -45,9 +48,10 @@ def reach_for(paths):
     outside), or its top folder."""
     out = []
     for path in map(Path, paths):
-        if any(path.is_relative_to(f"/{d}") for d in SYSTEM if not os.path.islink(f"/{d}")):
-            continue  # already bound with its folder
         anchor = hidden_ancestor(path) if os.geteuid() == 0 else None
+        if anchor is None and any(path.is_relative_to(f"/{d}") for d in SYSTEM
+                                  if not os.path.islink(f"/{d}")):
+            continue  # already bound with its folder, and the run may enter it
         out.append((path, anchor or Path("/", *path.parts[1:2])))
     return out
 
@@ -78,6 +82,8 @@ def open_programs(files, limit):
     never through a link, and copied in when the root is built."""
     out = {}
     for inside, source in files.items():
+        if Path(inside) == Path(PRIVATE) or not Path(inside).is_relative_to(PRIVATE):
+            raise RunProblem(f"a program's path inside must be under {PRIVATE}")
         if isinstance(source, bytes):
             out[inside] = source
             continue
@@ -135,7 +141,7 @@ class RunRoot:
             mount(source, f"{new}{path}", None, MS_BIND | MS_REC)
             readonly_tree(f"{new}{path}")
         for path, source in self.programs.items():
-            self.cover(new, Path("/", *Path(path).parts[1:2]))
+            self.cover(new, Path(PRIVATE))
             os.makedirs(f"{new}{Path(path).parent}", exist_ok=True)
             self.copy_in(source, f"{new}{path}")
         witness.furnish_root(new, self.programs)

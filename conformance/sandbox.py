@@ -1,15 +1,25 @@
-"""The throwaway host: every graded run gets a fresh one.
+"""The throwaway host: every graded run gets a fresh one, set up in the
+order RunSetup.setup_run() reads top to bottom:
 
-A run's host is a user namespace whose root is nobody outside (ids.py),
-owning new mount, UTS, IPC, network and PID namespaces. Its root filesystem
-(rootfs.py) holds read-only binds of the machine's folders and its own empty
-/tmp, /var/tmp, /dev/shm and /mytmp. Its PID 1 (runinit.py) furnishes it with
-a known hostname, a SysV message queue and a placeholder link (netlink.py),
-runs the program, and tears everything down. The grader follows its runs
-from one event loop (scheduler.py).
+- the run's setup is forked from the launcher (launcher.py), and joins the
+  run's cgroup (cgroups.py);
+- it opens the program and stages the folders the run must reach, while it
+  may still enter every folder of the machine (rootfs.py);
+- it enters the run's quota namespace: a user namespace owned by the
+  unprivileged id the run's root is outside (ids.py), with low limits;
+- in a mount namespace of its own there, it builds the run's root: read-only
+  binds of what a run needs, a minimal /dev, empty tmpfs of the run's own,
+  the program copied in (rootfs.py);
+- it clones the run's PID 1 into new user, PID, UTS, IPC and network
+  namespaces, and writes its id maps from outside (ids.py);
+- it mounts a proc of the run's PID namespace into the new root while the
+  machine's is still visible, pivots into the new root and detaches the old;
+- PID 1 takes a mount namespace of its own, a second proc, a hostname, a
+  message queue and links (netlink.py), runs the program and ends everything
+  it left (runinit.py), and sends the evidence on a pipe only it holds.
 
-This module holds the public API and the order in which a run's host is set
-up, read top to bottom in setup_run().
+The grader follows its runs from one event loop (scheduler.py). This module
+holds the public API and that order.
 """
 import os
 import pickle
@@ -56,8 +66,8 @@ class Request:
     """One program run: argv inside the host, plus what it must be able to reach."""
     argv: list
     reach: list = field(default_factory=list)   # folders to bind read-only at the same path
-    # path inside -> bytes, or the path of a file on the machine read when the
-    # run starts (never through a link); copied in at that path, mode 0755
+    # path inside (under /nskit) -> bytes, or the path of a file on the machine
+    # read when the run starts (never through a link); copied in, mode 0755
     files: dict = field(default_factory=dict)
     tag: object = None
 
@@ -241,8 +251,7 @@ class Sandbox:
         self.id_maps = ids.IdMaps.for_this_user()
         if SYS_PIVOT_ROOT is None:
             raise Unavailable(f"nskit's sandbox does not know pivot_root on {platform.machine()}")
-        self.cgroups = (Cgroups.available(self.limits.memory, self.limits.processes)
-                        if self.id_maps.privileged else None)
+        self.cgroups = Cgroups.available(self.limits.memory, self.limits.processes)
         self._launcher = None
 
     @property

@@ -70,7 +70,7 @@ def end(run):
 
 
 class Running:
-    """A run as the grader follows it: its first stage's pid and pipes."""
+    """A run as the grader follows it: its setup's pid, pidfd and pipes."""
 
     def __init__(self, request, pid, pidfd, ctl_w, rep_r, started, timeout, cgroup, watch=None):
         self.request, self.pid, self.pidfd, self.ctl_w, self.rep_r = request, pid, pidfd, ctl_w, rep_r
@@ -88,6 +88,7 @@ class Scheduler:
         self.sandbox, self.limits = sandbox, sandbox.limits
         # All a run can make the grader hold: its output and its snapshots.
         self.bound = self.limits.output + SNAPSHOT_ROOM
+        self.slow = []  # cgroups whose processes were still dying: removed at the end
 
     def _write_maps(self, run):
         """The run asked for its user namespace's id maps: only a process
@@ -102,14 +103,14 @@ class Scheduler:
         return None
 
     def _finish(self, run, error=None):
-        from .sandbox import Result
+        from .sandbox import Result  # here: sandbox imports this module
         for fd in (run.rep_r, run.ctl_w):
             if fd is not None:
                 os.close(fd)
         end(run)
         if not error and Cgroups.ran_out_of_memory(run.cgroup):
             error = f"went over its memory limit ({self.limits.memory >> 20} MiB) and was killed"
-        Cgroups.remove(run.cgroup)
+        self.slow += Cgroups.remove(run.cgroup, patience=0.5)
         result = Result(run.request, seconds=time.monotonic() - run.started)
         if run.watch:
             result.witness = run.watch.result()
@@ -174,6 +175,7 @@ class Scheduler:
         finally:
             for run in running.values():  # the grader is stopping: so do the runs
                 end(run)
-                Cgroups.remove(run.cgroup)
+                self.slow += run.cgroup
                 if run.watch:
                     run.watch.close()
+            Cgroups.remove(self.slow, patience=30.0)

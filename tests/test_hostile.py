@@ -27,6 +27,7 @@ from shlex import quote
 import pytest
 
 from conftest import PYTHON, ROOT, in_frame, step_path
+from conformance.cgroups import Cgroups
 from tools.frame import expose_to_users
 
 HOSTILE = Path(__file__).resolve().parent / "hostile"
@@ -139,7 +140,7 @@ def gallery(tmp_path_factory):
     planted_name = f"nskit-planted-{token}"
     plant_places = [Path("/"), Path("/etc"), Path("/usr/local/bin"), ROOT]
     g = Gallery()
-    g.sockets, listening = [], []
+    g.sockets, listening, g.mine = [], [], []
     try:
         # Canaries: root's, 0644 and 0600, in /etc-like, /var/lib-like and /tmp places.
         g.canaries, g.secrets = {}, {}
@@ -197,10 +198,15 @@ def gallery(tmp_path_factory):
         g.clock = _clock_offset()
         g.root_mount = _root_mount()
         marks = (token, config["sleep"])
+        # The grader runs in cgroups of the test's own, where the machine
+        # allows them: the runs' cgroups are made below, and must all be gone.
+        cgroups = Cgroups.available(1 << 30, 256)
+        g.mine = Cgroups([(place, {}) for place, _ in cgroups.places]).create() if cgroups else []
+        join = "".join(f"echo $$ > {quote(str(f / 'cgroup.procs'))} || exit 99\n" for f in g.mine)
 
         report, stdout, stderr = tmp / "report.json", tmp / "grader.out", tmp / "grader.err"
         state = "hostname; ipcs -q; ip -o link; cat /proc/self/mountinfo"
-        script = "\n".join([
+        script = join + "\n".join([
             *[f"mount -t tmpfs -o mode=1777,size=16m nskit-catch {d} || exit 99" for d in CATCH],
             f"echo '@@frame before'; {state}",
             "start=$(date +%s.%N)",
@@ -223,6 +229,7 @@ def gallery(tmp_path_factory):
 
         g.after = {path: _file_state(path) for path in g.canaries}
         g.ptys_after = Path("/proc/sys/kernel/pty/nr").read_text()
+        g.cgroups_left = [p for f in g.mine for p in f.iterdir() if p.is_dir()]
         g.machine_ptys = [p.name for p in Path("/dev/pts").iterdir() if _owner(p) >= 65536]
         g.csv = (tmp / "scores.csv").read_text() if (tmp / "scores.csv").exists() else ""
         g.junit = (tmp / "junit.xml").read_text() if (tmp / "junit.xml").exists() else ""
@@ -247,6 +254,8 @@ def gallery(tmp_path_factory):
                       for o in outcomes(step["output"])]
         yield g
     finally:
+        if g.mine:
+            Cgroups.remove(g.mine, patience=10)
         for listener in listening:
             listener.close()
         for path in g.sockets:
@@ -338,6 +347,9 @@ def test_a_run_reaches_no_class_folder_home_or_socket_of_the_machine(gallery):
 
 def test_unmounting_proc_again_and_again_uncovers_only_the_runs_own(gallery):
     said = {what: outcome for a, what, outcome in gallery.outcomes if a == "proc"}
+    # PID 1 is the grader's, and out of reach.
+    for what in ("read PID 1's environment", "read PID 1's memory", "attach to PID 1"):
+        assert said[what].startswith("refused: "), (what, said)
     # The run's own proc lies below the one it may unmount, and is locked.
     assert said["unmount /proc"].startswith("1 times, then"), said
     assert said["see a proc other than its run's"] == "refused: /proc is its run's own", said
@@ -416,6 +428,12 @@ def test_nothing_is_left_in_tmp_var_tmp_dev_shm_or_run_lock(gallery):
     assert gallery.leftovers == []
     caught = [line for line in gallery.frame["caught"].splitlines() if "nskit-left" in line]
     assert caught == [], "an escape from the host's tmpfs reached the machine's folder"
+
+
+def test_no_cgroup_of_a_run_remains(gallery):
+    if not gallery.mine:
+        pytest.skip("this machine lets the grader make no cgroup")
+    assert gallery.cgroups_left == []
 
 
 def test_no_process_remains(gallery):
@@ -576,6 +594,7 @@ def test_an_ordinary_users_runs_read_no_learners_file_and_see_no_process_outside
         assert [x for x in said if x[0] == "snoop"], who
         assert [x for x in said if x[0] == "snoop" and x[2] == "went through"] == [], who
         assert ("proc", "see a proc other than its run's", "refused: /proc is its run's own") in said
+        assert [x for x in said if x[0] == "proc" and x[2] == "went through"] == [], who
         assert ("proc", "see a process outside its run", "refused: none") in said
 
 
@@ -691,7 +710,6 @@ exec "$@"
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the grader makes cgroups only as root")
 def test_a_run_that_fills_a_tmpfs_of_its_own_is_stopped_at_its_memory_limit(tmp_path):
-    from conformance.cgroups import Cgroups
     cgroups = Cgroups.available(1 << 30, 256)
     if cgroups is None:
         pytest.skip("this machine lets the grader make no memory cgroup")
@@ -809,3 +827,85 @@ def test_a_leaky_mount_reaches_the_runs_host_when_shared_and_not_when_private():
         "shared False True 2 1", "shared steps 8",
         "private False False 2 2", "private steps 8",
     ], r
+
+
+# -- memory, as an ordinary user without a delegated cgroup -----------------------------------
+
+def test_an_ordinary_user_is_told_memory_is_bounded_per_process_only(tmp_path):
+    # This machine runs no systemd user manager: the grader goes on without a
+    # scope, says so once, and grades as ever.
+    r = in_frame(f"{quote(PYTHON)} -m conformance --target steps --step 00 --jobs 1; "
+                 f"{quote(PYTHON)} -m conformance --help", user=USER)
+    assert r.code == 0, r
+    assert r.err.splitlines() == [
+        "nskit: memory is bounded per process only: no cgroup for the whole run here "
+        "(run as root, or where systemd runs a user manager)"], r
+    assert re.search(r"^score: (\d+)/\1 checks passed$", r.out, re.M), r
+    assert "elsewhere memory is bounded per process only" in " ".join(r.out.split()), r
+
+
+# -- every failure belongs to one run ------------------------------------------------------------
+
+# A batch in which one run's setup is killed by the grader's side as soon as
+# it starts, one's program cannot be read, and one is an ordinary run.
+ONE_RUN_FAILS = r"""
+import os, signal
+from conformance.sandbox import Request, Sandbox
+
+class Crashing(Sandbox):
+    def launch(self, request):
+        run = super().launch(request)
+        if request.tag == "crash":
+            os.kill(run.pid, signal.SIGKILL)
+        return run
+
+sandbox = Crashing(jobs=2)
+requests = [Request(["/bin/echo", "fine"], tag="fine"), Request(["/bin/true"], tag="crash"),
+            Request(["/nskit/program/gone"], files={"/nskit/program/gone": "/nonexistent"},
+                    tag="gone"),
+            Request(["/bin/echo", "after"], tag="after")]
+for r in sorted(sandbox.run(requests), key=lambda r: r.request.tag):
+    print(r.request.tag, r.error, r.output.decode().strip())
+"""
+
+
+def test_a_crashed_setup_or_an_unreadable_program_fails_that_run_alone():
+    r = in_frame(f"{quote(PYTHON)} -c {quote(ONE_RUN_FAILS)}")
+    assert r.code == 0, r
+    assert r.out.splitlines() == [
+        "after None after",
+        "crash the run ended without a result (its host crashed) ",
+        "fine None fine",
+        "gone cannot read it: No such file or directory ",
+    ], r
+
+
+def test_whatever_a_run_sends_fails_that_run_alone():
+    from conformance.sandbox import Request, Result
+    from conformance.scheduler import FAILED, REFUSED, RESULT, decode_result
+    for data in (b"", b"\xff" * 100, RESULT, RESULT + b"\x10\0\0\0{not json",
+                 RESULT + b"\x02\0\0\0[]", RESULT + b"\x02\0\0\0{}"):
+        result = decode_result(data, Result(Request(["x"])))
+        assert result.error == "the run ended without a result (its host crashed)", data
+        assert not result.refused and result.output == b""
+    result = decode_result(REFUSED + b"unshare(CLONE_NEWUSER) failed: No space left on device",
+                           Result(Request(["x"])))
+    assert result.refused and result.error.startswith("unshare(CLONE_NEWUSER) failed")
+    result = decode_result(FAILED + b"x" * 10000, Result(Request(["x"])))
+    assert result.error == "x" * 1000 and not result.refused
+
+
+def test_output_that_is_not_utf_8_travels_as_bytes():
+    from conformance.sandbox import Request, Result
+    from conformance.scheduler import decode_result, send_result
+    r, w = os.pipe()
+    output = b"\xff" * 50000
+    send_result(w, output, 0, 0, {"a": 1}, {"a": 2}, [])
+    os.close(w)
+    data = b""
+    while chunk := os.read(r, 1 << 16):
+        data += chunk
+    os.close(r)
+    assert len(data) < len(output) + 200
+    result = decode_result(data, Result(Request(["x"])))
+    assert result.output == output and result.after == {"a": 2} and result.error is None

@@ -1,9 +1,21 @@
-"""In a mount namespace of its own, lazily unmounts /proc again and again to
-uncover the machine's, then looks at every process it can see there."""
+"""Reads the memory and environment of its host's PID 1 (the grader's) and
+attaches to it; then, in a mount namespace of its own, lazily unmounts /proc
+again and again to uncover the machine's, and looks at every process it can
+see there."""
 # @kit
 import ctypes
 
-MNT_DETACH, CLONE_NEWNS, MS_REC, MS_PRIVATE = 2, 0x20000, 16384, 1 << 18
+MNT_DETACH, CLONE_NEWNS, MS_REC, MS_PRIVATE, PTRACE_ATTACH = 2, 0x20000, 16384, 1 << 18, 16
+
+
+def read(path):
+    with open(path, "rb") as fh:
+        fh.read(4096)
+
+
+attempt("proc", "read PID 1's environment", lambda: read("/proc/1/environ"))
+attempt("proc", "read PID 1's memory", lambda: read("/proc/1/mem"))
+attempt("proc", "attach to PID 1", lambda: _call(libc.ptrace(PTRACE_ATTACH, 1, None, None)))
 _call(libc.unshare(CLONE_NEWNS))
 _call(libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None))
 before = {p for p in os.listdir("/proc") if p.isdigit()}
