@@ -15,6 +15,9 @@ Measured on this machine, in one run, every command timed as a whole process
              the C program, less the same without the flag
   grading    python -m conformance --target steps/, as root and as an ordinary
              user (uid 65534), and --submissions with N copies of steps/
+  witness    grading steps/ against the same eight programs run directly, one
+             after another, each given the witness's own commands; and the
+             CPU a graded run costs beyond its program (sandbox and witness)
 
 Everything runs inside a throwaway frame (new mount, UTS, IPC, net and PID
 namespaces): the script re-executes itself there when it is not in one, so
@@ -40,7 +43,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script: the kit's modules are beside it
 
 from class_throughput import build_class  # noqa: E402  (beside this script)
-from conformance.checks import STEPS as STEP_NAMES  # noqa: E402
+from conformance import probe  # noqa: E402
+from conformance.catalog import STEP_NAMES  # noqa: E402
 from tools.frame import expose_to_users, own_root  # noqa: E402
 
 STEPS_DIR = ROOT / "steps"
@@ -54,10 +58,11 @@ STEPS = {"00": [], "01": ["--net"], "02": ["--mount"], "03": ["--uts"], "04": ["
          "05": ["--pid", "--mount", "--mount-proc"], "06": ["--user"],
          "07": ["--mount", "--uts", "--ipc", "--user", "--pid", "--net", "--mount-proc"]}
 NAMESPACES = ["net", "mnt", "uts", "ipc", "pid", "user"]
-# Targets of issue 6 (this 2-core machine).
+# Targets (this 2-core machine).
 STEP_RATIO_MAX = 1.5
 GRADE_STEPS_MAX, GRADE_STEPS_AIM = 5.0, 3.0
 CLASS_100_MAX = 180.0
+WITNESS_RATIO_AIM, RUN_CPU_AIM_MS = 1.2, 10.0
 
 
 # -- running and timing ---------------------------------------------------------
@@ -220,6 +225,67 @@ def bench_grading(rounds, class_sizes, work, steps_dir):
     return results
 
 
+def direct_script(steps_dir, work):
+    """The eight programs run directly, one after another, each given the
+    commands the witness runs for its step: what grading steps/ is set against."""
+    lines = ["#!/bin/sh", "set -e"]
+    for nn in STEPS:
+        script = "; ".join(probe.ARTICLE[nn])
+        lines.append(f"{shlex.quote(os.path.realpath(PYTHON))} -S {shlex.quote(step_program(nn, steps_dir))} "
+                     f"/bin/dash -c {shlex.quote(script)} >/dev/null 2>&1")
+    path = Path(work) / "direct.sh"
+    path.write_text("\n".join(lines) + "\n")
+    path.chmod(0o755)
+    return str(path)
+
+
+CPUACCT = Path("/sys/fs/cgroup/cpuacct")
+
+
+def cpu_of(argv, cwd=ROOT):
+    """CPU seconds of a command and of every process it starts: counted by a
+    cpuacct cgroup of its own where there is one (the grader's runs are forked
+    by its launcher, which never waits for them), else by rusage."""
+    if (CPUACCT / "cpuacct.usage").exists():
+        group = CPUACCT / f"nskit-bench-{os.getpid()}-{os.urandom(4).hex()}"
+        group.mkdir()
+        try:
+            subprocess.run(["sh", "-c", f'echo $$ > {group}/cgroup.procs && exec "$@"', "sh", *argv],
+                           cwd=cwd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            return int((group / "cpuacct.usage").read_text()) / 1e9
+        finally:
+            for _ in range(100):  # until the last of its processes has been reaped
+                try:
+                    group.rmdir()
+                    break
+                except OSError:
+                    time.sleep(0.05)
+    import resource
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    subprocess.run(argv, cwd=cwd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def bench_witness(rounds, work, steps_dir):
+    """Grading steps/ beside the same programs run directly with the witness's
+    commands (wall, alternated); and per graded run the CPU beyond the
+    program: grading's CPU, less the direct runs' and the grader's own start."""
+    direct = direct_script(steps_dir, work)
+    commands = [Command("graded", grader("--target", str(steps_dir)), ROOT),
+                Command("direct", [direct], ROOT)]
+    timed = alternate(commands, rounds, "witness")
+    start = [sys.executable, "-c", "import conformance.cli"]
+    cpu = {key: [] for key in ("graded", "direct", "start")}
+    for _ in range(max(3, rounds)):
+        cpu["graded"].append(cpu_of(grader("--target", str(steps_dir))))
+        cpu["direct"].append(cpu_of([direct]))
+        cpu["start"].append(cpu_of(start))
+    med = {key: statistics.median(v) for key, v in cpu.items()}
+    per_run = (med["graded"] - med["direct"] - med["start"]) / len(STEPS)
+    return {"timed": timed, "cpu": med, "per_run_ms": per_run * 1000}
+
+
 # -- the report ---------------------------------------------------------------------------
 
 def machine():
@@ -252,7 +318,7 @@ def ms(seconds):
     return round(seconds * 1000, 1)
 
 
-def tables(startup, kernel, grading, class_sizes):
+def tables(startup, kernel, grading, class_sizes, witness=None):
     """The tables shown (GitHub markdown), by part, and the targets."""
     from tabulate import tabulate
     shown, targets = {}, []
@@ -299,6 +365,23 @@ def tables(startup, kernel, grading, class_sizes):
             s = grading["class100"].median
             targets.append(["grading 100 learners", f"≤ {CLASS_100_MAX:g} s", f"{s:.1f} s",
                             "met" if s <= CLASS_100_MAX else "MISSED"])
+    if witness:
+        graded, direct = witness["timed"]["graded"].median, witness["timed"]["direct"].median
+        cpu = witness["cpu"]
+        shown["witness"] = tabulate([
+            ["grading steps/ (8 programs, 2 at a time)", f"{graded:.2f}", f"{1000 * cpu['graded']:.0f}"],
+            ["the 8 programs run directly with the witness's commands", f"{direct:.2f}",
+             f"{1000 * cpu['direct']:.0f}"],
+            ["the grader's own start (import)", "", f"{1000 * cpu['start']:.0f}"],
+            ["CPU per graded run beyond its program", "", f"{witness['per_run_ms']:.1f}"],
+        ], headers=["", "seconds (median)", "CPU ms (median)"], **fmt)
+        ratio = graded / direct
+        targets.append(["grading steps/ ÷ running them directly with the witness",
+                        f"≤ {WITNESS_RATIO_AIM} ×", f"{ratio:.2f} ×",
+                        "met" if ratio <= WITNESS_RATIO_AIM else "MISSED"])
+        targets.append(["CPU per graded run beyond its program", f"≤ {RUN_CPU_AIM_MS:g} ms",
+                        f"{witness['per_run_ms']:.1f} ms",
+                        "met" if witness["per_run_ms"] <= RUN_CPU_AIM_MS else "MISSED"])
     if targets:
         shown["targets"] = tabulate(targets, headers=["target", "wanted", "measured", ""], **fmt)
     return shown
@@ -352,8 +435,8 @@ def main(argv=None):
                    help="the step programs to time and grade (default: the kit's steps/)")
     p.add_argument("--json", default=str(BENCH / "results.json"), help="where the results go")
     p.add_argument("--quick", action="store_true", help="a fast, rough pass: few rounds, no class of 100")
-    p.add_argument("--parts", default="startup,namespaces,grading",
-                   help="what to measure (default: startup,namespaces,grading)")
+    p.add_argument("--parts", default="startup,namespaces,grading,witness",
+                   help="what to measure (default: startup,namespaces,grading,witness)")
     args = p.parse_args(argv)
     if os.geteuid() != 0:
         sys.exit("bench: run it as root (it times namespaces that need CAP_SYS_ADMIN): sudo make bench")
@@ -377,10 +460,11 @@ def main(argv=None):
         kernel = (bench_namespaces(clone, max(3, args.grade_rounds), args.clones)
                   if "namespaces" in parts else None)
         grading = bench_grading(args.grade_rounds, class_sizes, work, steps_dir) if "grading" in parts else None
+        witness = bench_witness(args.grade_rounds, work, steps_dir) if "witness" in parts else None
     took = time.monotonic() - started
 
     info = machine()
-    shown = tables(startup, kernel, grading, class_sizes)
+    shown = tables(startup, kernel, grading, class_sizes, witness)
     print(f"nskit bench, {info['date']}: {info['os']}, kernel {info['kernel']}, "
           f"{info['cores']} cores ({info['cpu']}), Python {info['python']}, {info['gcc']}, "
           f"{info['unshare']}; took {took:.0f} s, load average {load:.2f}\n")
@@ -389,7 +473,8 @@ def main(argv=None):
         "namespaces": f"Kernel: one clone(2) + waitpid in C, median of {args.clones} clones, "
                       f"median of {max(3, args.grade_rounds)} batches",
         "grading": "Grading: the whole `python -m conformance` command, median",
-        "targets": "Targets (issue 6)",
+        "witness": "The witness: grading beside running the programs directly, median",
+        "targets": "Targets",
     }
     for part, table in shown.items():
         print(f"{titles[part]}\n\n{table}\n")
@@ -403,12 +488,15 @@ def main(argv=None):
         "startup": {k: c.summary() for k, c in (startup or {}).items()},
         "namespaces_seconds": kernel or {},
         "grading": {k: c.summary() for k, c in (grading or {}).items()},
+        "witness": {"timed": {k: c.summary() for k, c in witness["timed"].items()},
+                    "cpu_seconds": witness["cpu"], "cpu_ms_per_run": witness["per_run_ms"]}
+        if witness else {},
         "tables": {titles[part]: table for part, table in shown.items()},
     }
     Path(args.json).write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n")
     print(f"\nwritten: {args.json}")
     # Only a full run of the kit's own steps is the README's latest table.
-    full = parts == {"startup", "namespaces", "grading"} and not args.quick and \
+    full = parts == {"startup", "namespaces", "grading", "witness"} and not args.quick and \
         steps_dir == STEPS_DIR and 100 in class_sizes
     if full and Path(args.json).resolve() == (BENCH / "results.json"):
         for readme in READMES:

@@ -68,6 +68,11 @@ def parser():
                         "only: each process's address space (default 1G)")
     p.add_argument("--max-output", metavar="SIZE", type=size, default=defaults.output,
                    help="output kept of a run, its head and tail (default 1M)")
+    p.add_argument("--propagation", choices=("shared", "private"), default=defaults.propagation,
+                   help="how the run's host mounts /: shared, as systemd hosts do today, so a "
+                        "step that makes a mount namespace without making its mounts private "
+                        "leaks its mounts into the host and fails; private, as the article's "
+                        "2014 hosts did (default %(default)s)")
     p.add_argument("--gradescope", metavar="FILE", help="write Gradescope's results.json")
     p.add_argument("--junit", metavar="FILE", help="write JUnit XML")
     p.add_argument("--json", metavar="FILE", help="write every result, with what each run "
@@ -90,7 +95,8 @@ def parser():
 
 
 def refusal():
-    """One sentence on why user namespaces are refused here, and the fixes."""
+    """Why user namespaces are refused here, as a clause for the sentence
+    that gives the fixes (see main)."""
     def read(path):
         try:
             return Path(path).read_text().strip()
@@ -143,7 +149,7 @@ def main(argv=None):
     if args.course:
         args.step = [nn for nn in course.steps if not args.step or nn in args.step]
     limits = Limits(timeout=args.timeout, processes=args.processes, memory=args.memory,
-                    output=args.max_output)
+                    output=args.max_output, propagation=args.propagation)
     try:
         if args.submissions:
             learners = find_submissions(args.submissions)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from . import probe
 from .discover import c_argv, compile_error, compiler
-from .checks import NOT_RUN, STEPS, Evidence, checks_for
+from .checks import NOT_RUN, STEPS, Evidence, checks_for, verdicts
 from .sandbox import Request, Sandbox
 
 # A .py program runs with the grader's own interpreter, from outside its venv,
@@ -25,6 +25,11 @@ class CheckResult:
     passed: bool
     seen: str
     hint: str
+    status: str = None        # "passed", "failed" or "skipped" (see checks.verdicts)
+
+    def __post_init__(self):
+        if self.status is None:
+            self.status = "passed" if self.passed else "failed"
 
     @property
     def name(self):
@@ -59,17 +64,19 @@ def _failed_all(step, program, reason):
 def request_for(program, token, label=None):
     """The run of one program: copied in at a private path of the run's host
     when its run starts, never through a link (see discover._trouble), so the
-    grader holds no program's bytes and a run sees no other's path."""
+    grader holds no program's bytes and a run sees no other's path. Its
+    command is the witness (probe.py)."""
     inside = f"{PROGRAM_DIR}/{program.path.name}"
     if program.is_c:
         argv = c_argv(compiler(), inside)
     else:
         argv = [INTERPRETER, "-S", inside] if program.is_python else [inside]
-    return Request(argv + probe.command(token), reach=[PREFIX] if program.is_python else [],
-                   files={inside: str(program.path)}, tag=(label, program, token))
+    return Request(argv + probe.command(), reach=[PREFIX] if program.is_python else [],
+                   files={inside: str(program.path), **probe.files(program.step)},
+                   tag=(label, program, token))
 
 
-def judge(program, token, result):
+def judge(program, token, result, propagation="shared"):
     """The StepResult for one finished run."""
     step, path = program.step, str(program.path)
     if result.error:
@@ -79,19 +86,11 @@ def judge(program, token, result):
         return _failed_all(step, path, f"it does not compile: {error}")
     if result.cut:
         output += f"\n[... {result.cut} bytes of output cut ...]"
-    evidence = Evidence(probe.parse(output, token), result.before, result.after,
-                        result.leftover, output, token)
-    checks = []
-    for check in checks_for(step):
-        if check.needs_view and evidence.view is None:
-            passed, seen = False, NOT_RUN
-        else:
-            passed, seen = check.judge(evidence)
-            if passed and evidence.view is None:
-                # A file that does not parse must not score for the host it
-                # left alone: nothing is credited unless the command ran.
-                passed, seen = False, f"not credited: {NOT_RUN}"
-        checks.append(CheckResult(step, check.title, passed, seen, "" if passed else check.hint))
+    watch = result.witness or {}
+    evidence = Evidence(watch.get("facts"), watch, result.before, result.after,
+                        result.leftover, output, propagation)
+    checks = [CheckResult(step, title, v.status == "passed", v.seen, v.hint, v.status)
+              for title, v in verdicts(step, evidence).items()]
     return StepResult(step, path, checks, output, result.seconds)
 
 
@@ -121,7 +120,7 @@ def grade(targets, sandbox=None, on_done=None):
             on_done(label)
     for result in sandbox.run(requests):
         label, program, token = result.request.tag
-        results[label][program.step] = judge(program, token, result)
+        results[label][program.step] = judge(program, token, result, sandbox.limits.propagation)
         left[label] -= 1
         if left[label] == 0 and on_done:
             on_done(label)

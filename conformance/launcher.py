@@ -38,9 +38,10 @@ class Launcher:
         # grader's children's (time, make bench) like the grader's own.
         atexit.register(self.close)
 
-    def fork_setup(self, ctl_r, rep_w):
-        """(pid, pidfd) of a new run setup holding these pipe ends."""
-        socket.send_fds(self.socket, [b"f"], [ctl_r, rep_w])
+    def fork_setup(self, ctl_r, rep_w, *more):
+        """(pid, pidfd) of a new run setup holding these pipe ends (and, when
+        its command is the witness, its end of the witness's socket)."""
+        socket.send_fds(self.socket, [b"f"], [ctl_r, rep_w, *more])
         reply, fds, _, _ = socket.recv_fds(self.socket, 16, 1)
         if len(reply) != 4 or len(fds) != 1:
             for fd in fds:
@@ -75,7 +76,7 @@ def serve(fd, grader):
     sock = socket.socket(fileno=fd)
     while True:
         try:
-            message, fds, _, _ = socket.recv_fds(sock, 16, 2)
+            message, fds, _, _ = socket.recv_fds(sock, 16, 3)
         except OSError:
             message, fds = b"", []
         if not message:
@@ -85,7 +86,7 @@ def serve(fd, grader):
                     os.wait()
                 except ChildProcessError:
                     os._exit(0)
-        if len(fds) != 2:
+        if len(fds) not in (2, 3):
             for stray in fds:
                 os.close(stray)
             sock.send(b"")

@@ -121,7 +121,9 @@ def gradescope(steps, course=None, base=None):
     for step in steps:
         for index, (check, earned, worth) in enumerate(course.checks(step), 1):
             tests.append({"name": check.name, "number": f"{step.step}.{index}",
-                          "score": earned, "max_score": worth, "status": status(check),
+                          "score": earned, "max_score": worth,
+                          # Gradescope knows only these two: a skipped check failed.
+                          "status": "passed" if status(check) == "passed" else "failed",
                           "output": _test_output(check, base),
                           "visibility": course.visibility_of(step.step, check.title)})
     results = {"score": course.earned(steps)[0],

@@ -14,6 +14,7 @@ import stat
 from pathlib import Path
 
 from .catalog import CLONE_NEWNS, CLONE_NEWPID
+from . import witness
 from .syscalls import (MNT_DETACH, MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE,
                        MS_RDONLY, MS_REC, MS_REMOUNT, check, libc, mount, pivot_root,
                        readonly_tree, umount, unshare)
@@ -143,6 +144,7 @@ class RunRoot:
             self.cover(new, Path(PRIVATE))
             os.makedirs(f"{new}{Path(path).parent}", exist_ok=True)
             self.copy_in(source, f"{new}{path}")
+        witness.furnish_root(new, self.programs)
         for anchor in self.covers:
             readonly_tree(f"{new}{anchor}")
 

@@ -15,7 +15,7 @@ import socket
 import struct
 from pathlib import Path
 
-from . import ids, netlink, scheduler
+from . import ids, netlink, scheduler, witness
 from .catalog import CLONE_NEWNS
 from .syscalls import (MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_REC, MS_SHARED, check,
                        close_fds_except, libc, mount, set_dumpable, unshare)
@@ -72,8 +72,8 @@ def snapshot(proc_self, proc_root):
 class RunInit:
     """PID 1 of a run's throwaway host. Everything here runs in that process."""
 
-    def __init__(self, request, limits, token):
-        self.request, self.limits, self.token = request, limits, token
+    def __init__(self, request, limits, token, watch_fd=None):
+        self.request, self.limits, self.token, self.watch_fd = request, limits, token, watch_fd
 
     def furnish(self):
         """A known hostname, a SysV message queue and a placeholder link, so a
@@ -93,6 +93,8 @@ class RunInit:
                 os.dup2(null, 0)
                 os.dup2(out_w, 1)
                 os.dup2(out_w, 2)
+                if self.watch_fd is not None:
+                    witness.hold_execs(self.watch_fd)
                 close_fds_except(set())
                 # Where the run's memory runs out, the kernel takes the
                 # program's processes first, not the host's PID 1. (Only a
@@ -185,6 +187,8 @@ class RunInit:
         self.furnish()
         before = snapshot(proc_self, proc_root)
         output, cut, status = self.run_program()
+        if self.watch_fd is not None:
+            witness.before_teardown(self.watch_fd)
         leftover = self.end_everything()
         after = snapshot(proc_self, proc_root)
         scheduler.send_result(report, output, cut, status, before, after, leftover)

@@ -29,7 +29,7 @@ import struct
 import time
 from dataclasses import dataclass, field
 
-from . import ids, rootfs, scheduler
+from . import ids, rootfs, scheduler, witness
 from .catalog import (CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWPID,
                       CLONE_NEWUSER, CLONE_NEWUTS)
 from .cgroups import Cgroups
@@ -83,6 +83,7 @@ class Result:
     leftover: list = None      # processes still running when the program exited
     error: str = None          # why there is no verdict from inside: timed out, crashed
     refused: bool = False      # error is the machine's refusal of user namespaces
+    witness: dict = None       # what the grader observed of the command (witness.py)
     seconds: float = 0.0
 
 
@@ -100,9 +101,9 @@ class RunSetup:
     stays one above it, in the run's quota namespace, and in the machine's
     PID namespace, so that the run has a PID 1 of its own."""
 
-    def __init__(self, request, limits, id_maps, token, ctl_r, rep_w, cgroup):
+    def __init__(self, request, limits, id_maps, token, ctl_r, rep_w, cgroup, watch_fd=None):
         self.request, self.limits, self.id_maps, self.token = request, limits, id_maps, token
-        self.ctl_r, self.rep_w, self.cgroup = ctl_r, rep_w, cgroup
+        self.ctl_r, self.rep_w, self.cgroup, self.watch_fd = ctl_r, rep_w, cgroup, watch_fd
         self.parent = os.getppid()
 
     def main(self):
@@ -149,7 +150,7 @@ class RunSetup:
         null = os.open("/dev/null", os.O_RDWR)
         for fd in (0, 1, 2):
             os.dup2(null, fd)
-        close_fds_except({self.ctl_r, self.rep_w})
+        close_fds_except({self.ctl_r, self.rep_w, self.watch_fd})
 
     def enter_quota_namespace(self):
         """A user namespace of the run's own, owned by an unprivileged id, its
@@ -200,7 +201,7 @@ class RunSetup:
                 if go != b"g":
                     os._exit(1)
                 os.close(go_r)
-                RunInit(self.request, self.limits, self.token).main(self.rep_w)
+                RunInit(self.request, self.limits, self.token, self.watch_fd).main(self.rep_w)
                 os._exit(0)
             except BaseException as error:  # noqa: BLE001 - reported, not raised
                 self.fail(scheduler.FAILED, f"the throwaway host failed: {error}")
@@ -218,16 +219,17 @@ class _Init:
         os.close(self.go_w)
 
 
-def run_setup(ctl_r, rep_w):
+def run_setup(ctl_r, rep_w, watch_fd=None):
     """In a process forked by the launcher: read this run's request from its
-    control pipe, and set the run up."""
+    control pipe, and set the run up. watch_fd: the run's end of its witness's
+    socket (witness.py), when its command is the witness."""
     set_dumpable(False)
     try:
         size, = struct.unpack("I", _read_exactly(ctl_r, 4))
         request, limits, id_maps, token, cgroup = pickle.loads(_read_exactly(ctl_r, size))
     except (OSError, ValueError, struct.error, pickle.UnpicklingError):
         os._exit(1)
-    RunSetup(request, limits, id_maps, token, ctl_r, rep_w, cgroup).main()
+    RunSetup(request, limits, id_maps, token, ctl_r, rep_w, cgroup, watch_fd).main()
 
 
 def _read_exactly(fd, size):
@@ -267,19 +269,25 @@ class Sandbox:
         launcher = self.launcher
         ctl_r, ctl_w = os.pipe()
         rep_r, rep_w = os.pipe()
+        watch = witness.Watch() if witness.wanted(request.files) else None
         cgroup = []
         try:
             cgroup = self.cgroups.create() if self.cgroups else []
             started = time.monotonic()
-            pid, pidfd = launcher.fork_setup(ctl_r, rep_w)
+            pid, pidfd = launcher.fork_setup(ctl_r, rep_w, *([watch.run_end.fileno()] if watch else []))
         except OSError:
             for fd in (ctl_r, ctl_w, rep_r, rep_w):
                 os.close(fd)
+            if watch:
+                watch.close()
             Cgroups.remove(cgroup)
             raise
         os.close(ctl_r)
         os.close(rep_w)
-        run = scheduler.Running(request, pid, pidfd, ctl_w, rep_r, started, self.limits.timeout, cgroup)
+        if watch:
+            watch.after_fork()
+        run = scheduler.Running(request, pid, pidfd, ctl_w, rep_r, started, self.limits.timeout, cgroup,
+                                watch)
         order = pickle.dumps((Request(request.argv, request.reach, request.files), self.limits,
                               self.id_maps, os.urandom(8).hex(), cgroup))
         try:

@@ -16,6 +16,8 @@ import time
 from .cgroups import Cgroups
 
 ASK_MAPS, MAPS_WRITTEN, REFUSED, FAILED, RESULT = b"U", b"G", b"X", b"E", b"R"
+# How often a run whose witness waits on one of its processes is looked at again.
+WATCH_TICK = 0.001
 SNAPSHOT_ROOM = 4 << 20  # beyond the output: two snapshots and the leftovers, bounded at source
 
 
@@ -70,8 +72,9 @@ def end(run):
 class Running:
     """A run as the grader follows it: its setup's pid, pidfd and pipes."""
 
-    def __init__(self, request, pid, pidfd, ctl_w, rep_r, started, timeout, cgroup):
+    def __init__(self, request, pid, pidfd, ctl_w, rep_r, started, timeout, cgroup, watch=None):
         self.request, self.pid, self.pidfd, self.ctl_w, self.rep_r = request, pid, pidfd, ctl_w, rep_r
+        self.watch = watch  # the run's witness, followed here too (witness.py)
         self.started, self.deadline = started, started + timeout
         self.cgroup = cgroup
         self.data = bytearray()
@@ -109,6 +112,9 @@ class Scheduler:
             error = f"went over its memory limit ({self.limits.memory >> 20} MiB) and was killed"
         self.slow += Cgroups.remove(run.cgroup, patience=0.5)
         result = Result(run.request, seconds=time.monotonic() - run.started)
+        if run.watch:
+            result.witness = run.watch.result()
+            run.watch.close()
         if error:
             result.error = error
             return result
@@ -134,8 +140,16 @@ class Scheduler:
                 if not running:
                     continue
                 wait = max(0.0, min(r.deadline for r in running.values()) - time.monotonic())
-                ready, _, _ = select.select(list(running), [], [], wait)
-                for fd in ready:
+                watched = {fd: r.watch for r in running.values() if r.watch for fd in r.watch.fds()}
+                if any(r.watch and r.watch.busy() for r in running.values()):
+                    wait = min(wait, WATCH_TICK)
+                ready, _, _ = select.select(list(running) + list(watched), [], [], wait)
+                for fd in [fd for fd in ready if fd in watched]:
+                    watched[fd].on_readable(fd)
+                for run in running.values():
+                    if run.watch and run.watch.busy():
+                        run.watch.tick()
+                for fd in [fd for fd in ready if fd in running]:
                     run = running[fd]
                     try:
                         chunk = os.read(fd, 1 << 16)
@@ -162,4 +176,6 @@ class Scheduler:
             for run in running.values():  # the grader is stopping: so do the runs
                 end(run)
                 self.slow += run.cgroup
+                if run.watch:
+                    run.watch.close()
             Cgroups.remove(self.slow, patience=30.0)

@@ -1,7 +1,8 @@
 """One test per check of the step table (see checks.py)."""
 import pytest
 
-from .checks import STEPS, checks_for
+from .catalog import STEP_NAMES as STEPS
+from .checks import checks_for
 
 CASES = [
     pytest.param(step, index, id=f"{step} {STEPS[step]}: {check.title}",
@@ -14,4 +15,6 @@ CASES = [
 @pytest.mark.parametrize("step, index", CASES)
 def test_check(graded, step, index):
     check = graded[step]["checks"][index]
+    if check.get("status") == "skipped":
+        pytest.skip(check["seen"])
     assert check["passed"], f"{check['seen']}\nhint: {check['hint']}"

@@ -23,13 +23,6 @@ struct clone_args {
 static int child_exec(void *stuff)
 {
         struct clone_args *args = (struct clone_args *)stuff;
-        // Not in the article: on a systemd host / is shared, and the mount
-        // below would propagate to the host without this.
-        if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0) {
-                fprintf(stderr, "failed to make / private %s\n",
-                        strerror(errno));
-                exit(-1);
-        }
         if (mount("none", "/mytmp", "tmpfs", 0, "") != 0) {
                 fprintf(stderr, "failed to mount tmpfs %s\n",
                         strerror(errno));

@@ -1,0 +1,650 @@
+"""The witness: the command every graded program is given, and how the
+grader watches it from outside the run.
+
+A program is given one command, /nskit/witness: a script run by /nskit/sh,
+a copy of the machine's dash made for the run, on a read-only mount the run
+cannot change. The kernel knows a witness by its executable: (device, inode)
+of that copy, which no other file has. The script first runs /nskit/ready:
+that execve stops at a seccomp user notification (below) that the grader
+holds, so the witness sits in wait4 for it, unchanged, until the grader has
+read it; then it runs the article's commands for the learner to read.
+
+The grader, outside the run's user namespace, reads only the kernel's facts
+about the witness process: /proc/W/ns/*, /proc/W/mountinfo, NSpid, its ids
+and its user namespace's maps, what its root and its /proc are, and its
+hostname, links and SysV queues from inside its UTS, network and IPC
+namespaces. Nothing the program prints is graded.
+
+The order that decides "waits for its command" is forced, never raced:
+every execve in the run stops at a seccomp user notification that the
+grader answers. A child cloned without SIGCHLD only becomes waitable once it
+has exec'd; its execve is held until its parent waits (with __WALL) or has
+ended, so a parent whose waitpid would fail always fails. The witness is
+observed, and released, only when its parent waits for it or has ended. The
+program's own exit_group is held while a child of it may still become the
+witness, and the run's PID 1 tears the run down only when the grader says
+so, after every witness that was started has been observed.
+
+Nothing here runs threads: the grader's side is part of its event loop.
+"""
+import ctypes
+import errno
+import fcntl
+import os
+import platform
+import select
+import shutil
+import socket
+import struct
+
+from .catalog import NAMESPACES, SIGCHLD
+from .syscalls import libc
+
+DIR = "/nskit"
+SHELL = f"{DIR}/sh"
+WITNESS = f"{DIR}/witness"
+READY = f"{DIR}/ready"   # what the witness runs first: its exec is held until it is seen
+MACHINE_SHELL = "/bin/dash" if os.path.exists("/bin/dash") else "/bin/sh"
+OVERFLOW_ID = 65534  # what an id without a mapping shows as (kernel.overflowuid)
+BOUND = 256          # processes, mounts, links, queues, entries kept per observation
+MOUNTINFO_TEXT = 64 << 10
+
+ARCH = platform.machine()
+SYS_SECCOMP = {"x86_64": 317, "aarch64": 277}.get(ARCH)
+# (audit arch, its execve, execveat and exit_group numbers), the machine's own ABIs.
+EXEC_CALLS = {
+    "x86_64": [(0xC000003E, (59, 322, 0x40000208, 0x40000221, 231, 0x400000E7)),
+               (0x40000003, (11, 358, 252))],
+    "aarch64": [(0xC00000B7, (221, 281, 94))],
+}.get(ARCH, [])
+EXECVEAT = {322, 0x40000221, 358, 281}
+EXITS = {231, 0x400000E7, 252, 94}
+EXECS = {nr for _, calls in EXEC_CALLS for nr in calls} - EXITS
+WAITS = {"x86_64": {61, 247}, "aarch64": {260, 95}}.get(ARCH, set())
+
+SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER = 1, 8
+SECCOMP_RET_ALLOW, SECCOMP_RET_USER_NOTIF = 0x7FFF0000, 0x7FC00000
+NOTIF_RECV, NOTIF_SEND = 0xC0502100, 0xC0182101
+NOTIF = struct.Struct("QIIiIQ6Q")
+RESPONSE = struct.Struct("QqiI")
+FLAG_CONTINUE = 1
+# What the run's PID 1 and the grader say to each other on the witness socket.
+PROGRAM_ENDED, TEAR_DOWN = b"E", b"K"
+CLONE_NEW = {"ipc": 0x08000000, "net": 0x40000000, "uts": 0x04000000}
+
+
+# -- the run's side -------------------------------------------------------------------
+
+def wanted(files):
+    """Whether a run whose root holds these files has the witness for its command."""
+    return WITNESS in files
+
+
+def furnish_root(new_root, files):
+    """Into the run's root, before it is made read-only: the witness's shell,
+    a copy that only this run has. The mount is locked read-only for the run:
+    it can neither change the shell nor put another file in its place."""
+    if not wanted(files):
+        return
+    folder = f"{new_root}{DIR}"
+    os.makedirs(folder, exist_ok=True)
+    shutil.copyfile(MACHINE_SHELL, f"{folder}/sh")
+    os.chmod(f"{folder}/sh", 0o755)
+
+
+def _filter():
+    """BPF: every execve, execveat and exit_group goes to the grader; the
+    rest is allowed."""
+    code = []  # (op or label, k, label to jump to if true, if false: None for the next)
+    for index, (arch, calls) in enumerate(EXEC_CALLS):
+        code.append((0x20, 4, None, None))                     # A = arch
+        code.append((0x15, arch, None, f"next{index}"))         # not this ABI: next block
+        code.append((0x20, 0, None, None))                     # A = nr
+        code += [(0x15, nr, "notify", None) for nr in calls]
+        code.append((0x06, SECCOMP_RET_ALLOW, None, None))
+        code.append((f"next{index}", None, None, None))
+    code.append((0x06, SECCOMP_RET_ALLOW, None, None))
+    code.append(("notify", None, None, None))
+    code.append((0x06, SECCOMP_RET_USER_NOTIF, None, None))
+    labels, program = {}, []
+    for op, *_ in code:
+        if isinstance(op, str):
+            labels[op] = len(program)
+        else:
+            program.append(None)
+    out, at = [], 0
+    for op, k, jt, jf in code:
+        if isinstance(op, str):
+            continue
+        jump = lambda label: 0 if label is None else labels[label] - at - 1
+        out.append(struct.pack("HBBI", op, jump(jt), jump(jf), k))
+        at += 1
+    return b"".join(out), len(out)
+
+
+def hold_execs(fd):
+    """In the program's process, before it is exec'd: every execve from here
+    on waits for the grader's answer. The listener goes to the grader."""
+    raw, count = _filter()
+    filters = ctypes.create_string_buffer(raw, len(raw))
+
+    class Prog(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+    prog = Prog(count, ctypes.addressof(filters))
+    listener = libc.syscall(SYS_SECCOMP, SECCOMP_SET_MODE_FILTER,
+                            SECCOMP_FILTER_FLAG_NEW_LISTENER, ctypes.byref(prog))
+    if listener < 0:
+        raise OSError(ctypes.get_errno(), "seccomp: " + os.strerror(ctypes.get_errno()))
+    with socket.socket(fileno=fd) as channel:
+        socket.send_fds(channel, [b"L"], [listener])
+    os.close(listener)
+
+
+def before_teardown(fd):
+    """In the run's PID 1, once the program has ended: wait until the grader
+    has seen every witness the program started."""
+    try:
+        os.write(fd, PROGRAM_ENDED)
+        os.read(fd, 1)
+    except OSError:
+        pass  # the grader has gone: so will this run
+
+
+# -- the grader's side ------------------------------------------------------------------
+
+def _stat_fields(pid):
+    """(state, ppid, exit signal) of a process, or None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            raw = fh.read()
+    except OSError:
+        return None
+    fields = raw[raw.rindex(b")") + 2:].split()
+    # fields[0] is field 3 (state); field 38 (exit_signal) is fields[35].
+    return fields[0].decode(), int(fields[1]), int(fields[35])
+
+
+def _ended(pid):
+    fields = _stat_fields(pid)
+    return fields is None or fields[0] in ("Z", "X")
+
+
+def _children(pid):
+    out = []
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/children") as fh:
+                out += [int(c) for c in fh.read().split()]
+    except OSError:
+        pass
+    return out
+
+
+def _parent_state(pid):
+    """"ended" (gone, or held in exit_group), "waiting" (in wait4 or waitid),
+    or None: still at work."""
+    if _ended(pid) or _in_calls(pid, EXITS):
+        return "ended"
+    if _in_calls(pid, WAITS):
+        return "waiting"
+    return None
+
+
+def _in_calls(pid, calls):
+    """Whether any thread of pid sits in one of these system calls."""
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return False
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/syscall", "rb") as fh:
+                first = fh.read(32).split(b" ", 1)[0]
+        except OSError:
+            continue
+        if first.lstrip(b"-").isdigit() and int(first) in calls:
+            return True
+    return False
+
+
+def _exe(pid):
+    try:
+        st = os.stat(f"/proc/{pid}/exe")
+        return st.st_dev, st.st_ino
+    except OSError:
+        return None
+
+
+def _read_path(pid, address):
+    """The file name an execve is about to run, read from the caller's memory
+    (it is stopped in the call); only used to know a witness is coming."""
+    try:
+        fd = os.open(f"/proc/{pid}/mem", os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        return os.pread(fd, len(WITNESS) + 1, address).split(b"\0", 1)[0].decode(errors="replace")
+    except (OSError, OverflowError, ValueError):
+        return None
+    finally:
+        os.close(fd)
+
+
+def _status(pid):
+    out = {}
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            key, _, value = line.partition(":")
+            if key in ("NSpid", "Uid", "Gid"):
+                out[key] = [int(v) for v in value.split()]
+    return out
+
+
+def _id_map(pid, name):
+    with open(f"/proc/{pid}/{name}") as fh:
+        return [tuple(int(v) for v in line.split()) for line in fh if line.strip()]
+
+
+def mapped(id_map, outside):
+    """What an id of the machine is called inside a user namespace."""
+    for first, lower, count in id_map:
+        if lower <= outside < lower + count:
+            return first + outside - lower
+    return OVERFLOW_ID
+
+
+def _mounts(text):
+    """(major:minor, mount point, fstype) of every mount in a mountinfo."""
+    out = []
+    for line in text.splitlines():
+        left, _, right = line.partition(" - ")
+        parts = left.split()
+        if len(parts) >= 5 and right:
+            out.append((parts[2], parts[4], right.split()[0]))
+    return out
+
+
+def _inside(pid):
+    """Hostname, links and SysV queues as the process sees them: read in its
+    UTS, network and IPC namespaces, by a grader-side process that enters
+    them (see Namespaces)."""
+    from .runinit import _links
+    with open("/proc/sysvipc/msg") as fh:
+        queues = [int(line.split()[0]) for line in fh.read().splitlines()[1:BOUND + 1]]
+    links = _links()
+    return {"hostname": os.uname().nodename[:64], "links": dict(list(links.items())[:BOUND]),
+            "queues": sorted(queues)}
+
+
+class Namespaces:
+    """Enters a process's UTS, network and IPC namespaces to read them. As the
+    machine's root, the grader itself enters them and comes back; otherwise a
+    short-lived fork enters the run's user namespace first (only its owner's
+    descendants have a say over the namespaces it owns)."""
+
+    def __init__(self):
+        self.in_place = os.geteuid() == 0 and _machine_user_namespace()
+        self.own = {}
+
+    def read(self, pid, user_fd):
+        if self.in_place:
+            return self._in_place(pid)
+        return self._forked(pid, user_fd)
+
+    def _setns(self, fd, kind):
+        if libc.setns(fd, CLONE_NEW.get(kind, 0)) != 0:
+            raise OSError(ctypes.get_errno(), f"setns {kind}: {os.strerror(ctypes.get_errno())}")
+
+    def _in_place(self, pid):
+        if not self.own:
+            self.own = {k: os.open(f"/proc/self/ns/{k}", os.O_RDONLY) for k in CLONE_NEW}
+        entered = []
+        try:
+            for kind in CLONE_NEW:
+                fd = os.open(f"/proc/{pid}/ns/{kind}", os.O_RDONLY)
+                try:
+                    self._setns(fd, kind)
+                finally:
+                    os.close(fd)
+                entered.append(kind)
+            return _inside(pid)
+        finally:
+            for kind in entered:
+                try:
+                    self._setns(self.own[kind], kind)
+                except OSError as error:
+                    # The grader must never go on in a run's namespace.
+                    raise SystemExit(f"nskit: cannot return to the grader's {kind} namespace: "
+                                     f"{error.strerror}") from None
+
+    def _forked(self, pid, user_fd):
+        import json
+        fds = [os.open(f"/proc/{pid}/ns/{k}", os.O_RDONLY) for k in CLONE_NEW]
+        r, w = os.pipe()
+        child = os.fork()
+        if child == 0:
+            try:
+                os.close(r)
+                libc.prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE: not the run's to read
+                if user_fd is not None:
+                    self._setns(user_fd, "user")
+                for fd, kind in zip(fds, CLONE_NEW):
+                    self._setns(fd, kind)
+                os.write(w, json.dumps(_inside(pid)).encode())
+            except BaseException as error:  # noqa: BLE001 - reported on the pipe
+                os.write(w, json.dumps({"error": str(error)}).encode())
+            os._exit(0)
+        os.close(w)
+        for fd in fds:
+            os.close(fd)
+        data = b""
+        while chunk := os.read(r, 1 << 16):
+            data += chunk
+        os.close(r)
+        os.waitpid(child, 0)
+        out = json.loads(data or b'{"error": "the reader died"}')
+        if "error" in out:
+            raise OSError(errno.EPERM, out["error"])
+        return out
+
+
+def _machine_user_namespace():
+    try:
+        with open("/proc/self/uid_map") as fh:
+            return fh.read().split() == ["0", "0", "4294967295"]
+    except OSError:
+        return False
+
+
+NAMESPACE_READER = None
+
+
+def observe(pid, shell_id, user_fd, helper=None):
+    """The kernel's facts about a witness process, as the checks read them;
+    helper: its child held in /nskit/ready, not counted among its processes."""
+    global NAMESPACE_READER
+    NAMESPACE_READER = NAMESPACE_READER or Namespaces()
+    facts = {"ns": {n: os.readlink(f"/proc/{pid}/ns/{n}") for n in NAMESPACES}}
+    status = _status(pid)
+    facts["nspid"] = status["NSpid"]
+    facts["uid"], facts["gid"] = status["Uid"][0], status["Gid"][0]
+    facts["uid_map"], facts["gid_map"] = _id_map(pid, "uid_map"), _id_map(pid, "gid_map")
+    with open(f"/proc/{pid}/mountinfo") as fh:
+        mountinfo = fh.read(MOUNTINFO_TEXT)
+    facts["mounts"] = _mounts(mountinfo)[:BOUND * 4]
+    root = f"/proc/{pid}/root"
+    st = os.stat(root)
+    facts["root"] = [st.st_dev, st.st_ino]
+    owners = []
+    with os.scandir(root) as entries:
+        for entry in entries:
+            if len(owners) >= BOUND:
+                break
+            try:
+                est = entry.stat(follow_symlinks=False)
+                owners.append([entry.name, est.st_uid, est.st_gid])
+            except OSError:
+                pass
+    facts["root_entries"] = sorted(owners)
+    try:
+        hidden = {_status(helper)["NSpid"][-1]} if helper else set()
+    except (OSError, KeyError, IndexError):
+        hidden = set()
+    facts["proc"] = _proc_facts(root, facts["nspid"][-1], facts["mounts"], shell_id, hidden)
+    facts.update(NAMESPACE_READER.read(pid, user_fd))
+    return facts
+
+
+def _proc_facts(root, inner_pid, mounts, shell_id, hidden=()):
+    """What is on the witness's /proc: a proc of its own PID namespace (its
+    own PID there leads back to the witness), another proc, or nothing; and
+    the processes ps would list from it."""
+    try:
+        st = os.stat(f"{root}/proc")
+    except OSError as error:
+        return {"kind": "unreadable", "why": error.strerror}
+    dev = f"{os.major(st.st_dev)}:{os.minor(st.st_dev)}"
+    fstype = next((fs for d, point, fs in reversed(mounts) if point == "/proc" and d == dev), None)
+    if fstype != "proc":
+        return {"kind": "none", "fstype": fstype}
+    try:
+        pids = sorted(int(n) for n in os.listdir(f"{root}/proc")
+                      if n.isdigit() and int(n) not in hidden)
+    except OSError:
+        pids = []
+    own = False
+    try:
+        mine = os.stat(f"{root}/proc/{inner_pid}")
+        exe = os.stat(f"{root}/proc/{inner_pid}/exe")
+        own = mine.st_dev == st.st_dev and [exe.st_dev, exe.st_ino] == list(shell_id)
+    except OSError:
+        pass
+    return {"kind": "own" if own else "other", "pids": pids[:BOUND], "count": len(pids)}
+
+
+class Watch:
+    """One run's witness, followed from the grader's event loop: the seccomp
+    listener (every execve, and the program's exit_group) and the socket to
+    the run's PID 1.
+
+    The witness makes itself known by running /nskit/ready: that execve, by
+    a child of a process whose executable is the witness's shell, is held
+    (the witness waits for its child meanwhile, and nothing in the run can
+    hurry it) until the witness's parent waits for it or has ended (or the
+    witness is the program itself, exec'd); then the witness is observed,
+    and released. The program's own exit_group is held while a child of it
+    may still become the witness."""
+
+    def __init__(self):
+        self.grader_end, self.run_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.grader_end.setblocking(False)
+        self.listener = self.user_fd = None
+        self.release = None     # the held execve of /nskit/ready: notification id
+        self.helper = None      # the witness's child that made it
+        self.program = self.init = None
+        self.shell_id = self.host = None
+        self.seen = {}          # pid -> the file its last execve named
+        self.expected = set()   # pids that execve'd the witness and are yet to be seen
+        self.held = []          # (notification id, pid, parent, exit signal): execs held
+        self.exit_held = None   # the program's own exit_group, held: notification id
+        self.observed = None    # pid of the witness observed
+        self.facts = None
+        self.parent = None      # the observed witness's parent, until it is released
+        self.waited = None
+        self.exit_signal = None
+        self.copies = 0
+        self.error = None
+        self.ended = False      # the program has ended, and PID 1 waits for a word
+        self.torn_down = False
+
+    def after_fork(self):
+        """In the grader, once the run's first stage is forked."""
+        self.run_end.close()
+
+    def fds(self):
+        return [f for f in (self.grader_end.fileno() if not self.torn_down else None,
+                            self.listener) if f is not None]
+
+    def busy(self):
+        """Whether something waits for a process of the run to move on."""
+        return bool(self.held or self.parent is not None or self.exit_held is not None
+                    or (self.ended and not self.torn_down))
+
+    def on_readable(self, fd):
+        try:
+            if fd == self.listener:
+                self._notification()
+            else:
+                self._message()
+        except OSError as error:
+            self.error = self.error or f"the grader could not follow the run: {error.strerror or error}"
+        self.tick()
+
+    def _message(self):
+        try:
+            data, fds, _, _ = socket.recv_fds(self.grader_end, 16, 4)
+        except BlockingIOError:
+            return
+        for fd in fds:
+            if self.listener is None:
+                self.listener = fd
+            else:
+                os.close(fd)
+        if data == PROGRAM_ENDED:
+            self.ended = True
+        elif not data:
+            self.torn_down = True
+
+    def _notification(self):
+        buf = bytearray(NOTIF.size)
+        try:
+            fcntl.ioctl(self.listener, NOTIF_RECV, buf, True)
+        except OSError as error:
+            if error.errno not in (errno.ENOENT, errno.EINTR):
+                raise
+            # The caller died before it was heard; or every process of the
+            # run has ended, and the listener would be readable for ever.
+            poller = select.poll()
+            poller.register(self.listener, select.POLLIN)
+            if any(event & select.POLLHUP for _, event in poller.poll(0)):
+                os.close(self.listener)
+                self.listener = None
+            return
+        notif_id, pid, _, nr, _, _, *args = NOTIF.unpack(buf)
+        if nr in EXITS:
+            if pid == self.program and self.observed is None:
+                self.exit_held = notif_id
+            else:
+                self._answer(notif_id)
+            return
+        if self.observed is not None and self.parent is None:
+            self._answer(notif_id)  # seen and released: what runs now changes no verdict
+            return
+        try:
+            if self.program is None:
+                self._first(pid)
+            path = _read_path(pid, args[1] if nr in EXECVEAT else args[0])
+            if len(self.seen) >= BOUND:
+                self.seen = {p: name for p, name in self.seen.items() if not _ended(p)}
+            if len(self.seen) < BOUND or pid in self.seen:
+                self.seen[pid] = path
+            if path == WITNESS:
+                self.expected.add(pid)
+            fields = _stat_fields(pid)
+            if path == READY and fields and self._announced(fields[1], notif_id, pid):
+                return
+        except BaseException:
+            self._answer(notif_id)  # never leave a process of the run stopped for ever
+            raise
+        if (fields and fields[2] != SIGCHLD and pid != self.program
+                and os.path.exists(f"/proc/{pid}/task/{pid}")):
+            self.held.append((notif_id, pid, fields[1], fields[2]))
+        else:
+            self._answer(notif_id)
+
+    def _first(self, pid):
+        """The program's own execve, from code that is still the grader's:
+        where the run's host is, and what it has."""
+        self.program = pid
+        self.init = _stat_fields(pid)[1]
+        root = f"/proc/{pid}/root"
+        st = os.stat(f"{root}{SHELL}")
+        self.shell_id = [st.st_dev, st.st_ino]
+        rst = os.stat(root)
+        self.host = {"ns": {n: os.readlink(f"/proc/{pid}/ns/{n}") for n in NAMESPACES},
+                     "root": [rst.st_dev, rst.st_ino]}
+        self.user_fd = os.open(f"/proc/{pid}/ns/user", os.O_RDONLY)
+
+    def _answer(self, notif_id):
+        try:
+            fcntl.ioctl(self.listener, NOTIF_SEND,
+                        bytearray(RESPONSE.pack(notif_id, 0, 0, FLAG_CONTINUE)), True)
+        except OSError as error:
+            if error.errno != errno.ENOENT:
+                raise
+
+    def _announced(self, witness, notif_id, helper):
+        """A child of witness runs /nskit/ready: if witness is the witness
+        (its executable is this run's shell), the first one is held here."""
+        if _exe(witness) != tuple(self.shell_id or ()):
+            return False
+        self.seen.pop(witness, None)
+        self.expected.discard(witness)
+        self.copies += 1
+        if self.observed is not None:
+            return False  # a second copy: only the first is judged
+        fields = _stat_fields(witness)
+        self.observed, self.release, self.helper = witness, notif_id, helper
+        self.parent = fields[1] if fields else self.init
+        return True
+
+    def tick(self):
+        """Answer what can be answered now: held execs, the observed witness,
+        the run's PID 1 waiting to tear down."""
+        still = []
+        for notif_id, pid, parent, signal in self.held:
+            state = _parent_state(parent)
+            if state:
+                if state == "ended" and self.exit_signal is None and self.seen.get(pid) == WITNESS:
+                    self.exit_signal = signal
+                self._answer(notif_id)
+            else:
+                still.append((notif_id, pid, parent, signal))
+        self.held = still
+        if self.parent is not None:
+            if self.observed == self.program:
+                self.waited = True   # the program became its command
+            elif self.parent == self.init:
+                self.waited = False  # its parent ended, and it was left to PID 1
+            else:
+                state = _parent_state(self.parent)
+                if state:
+                    self.waited = state == "waiting"
+            if self.waited is not None:
+                # Read once the parent has done all it does before it waits
+                # (or has ended): what it changes after clone counts too.
+                self.parent = None
+                try:
+                    self.facts = observe(self.observed, self.shell_id, self.user_fd, self.helper)
+                except OSError as error:
+                    self.error = f"the command could not be observed: {error.strerror or error}"
+                self._answer(self.release)
+                self.release = None
+        if self.exit_held is not None and all(map(self._settled, _children(self.program))):
+            self._answer(self.exit_held)
+            self.exit_held = None
+        self.expected = {pid for pid in self.expected if not _ended(pid)}
+        if self.ended and not self.torn_down and not self.held and self.parent is None \
+                and not self.expected:
+            try:
+                self.grader_end.send(TEAR_DOWN)
+            except OSError:
+                pass
+            self.torn_down = True
+
+    def _settled(self, child):
+        """Whether a child of the program no longer keeps it from ending: once
+        the witness has been observed and released, none does; before, one
+        that has ended, has exec'd something else, or sleeps (pause, a read)
+        outside a held execve, as a child about to exec the witness never does."""
+        if self.observed is not None:
+            return self.parent is None
+        path = self.seen.get(child)
+        if path is not None:
+            return path != WITNESS
+        fields = _stat_fields(child)
+        return (fields is None or fields[0] in ("Z", "X")
+                or (fields[0] == "S" and not _in_calls(child, EXECS)))
+
+    def close(self):
+        for fd in (self.listener, self.user_fd):
+            if fd is not None:
+                os.close(fd)
+        self.grader_end.close()
+        self.run_end.close()
+
+    def result(self):
+        """What the checks read: the witness's facts and how it was started."""
+        return {"facts": self.facts, "host": self.host, "waited": self.waited,
+                "exit_signal": self.exit_signal, "copies": self.copies, "error": self.error,
+                "seen": self.observed is not None}
