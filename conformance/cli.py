@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import report
+from . import report, vm
 from .checks import STEPS
 from .discover import TargetError, find_programs, find_submissions
 from .grade import grade
@@ -74,6 +74,11 @@ def parser():
                    "(default scores.csv)")
     p.add_argument("--gradescope-dir", metavar="OUT", help="with --submissions: write "
                    "OUT/<learner>/results.json")
+    p.add_argument("--vm", choices=("auto", "always", "never"),
+                   default=os.environ.get("NSKIT_VM", "auto"),
+                   help="grade inside a throwaway VM (QEMU, virtme-ng): auto where this machine "
+                        "refuses namespaces, always, or never (default %(default)s; NSKIT_VM "
+                        "sets it)")
     return p
 
 
@@ -123,6 +128,8 @@ def main(argv=None):
             targets = {p.name: find_programs(p, args.step) for p in learners}
         else:
             targets = {args.target: find_programs(args.target, args.step)}
+        if args.vm == "always":
+            return _in_vm(argv, args, targets, "asked for (--vm always)", "")
         sandbox = Sandbox(limits, args.jobs)
         sandbox.probe_available()
     except TargetError as error:
@@ -130,16 +137,21 @@ def main(argv=None):
         return 2
     except Unavailable as error:
         if not error.refused:
-            print(f"nskit: the grader cannot build its throwaway host here ({error}): "
-                  f"run it in the kit's container (make shell), or report this with the "
-                  f"message above.", file=sys.stderr)
+            sentence = (f"nskit: the grader cannot build its throwaway host here ({error}): "
+                        f"run it in the kit's container (make shell), or report this with the "
+                        f"message above.")
+            why = "the grader cannot build its throwaway host here"
+        else:
+            sentence = (f"nskit: cannot create the user namespace every graded run needs "
+                        f"({error}; {refusal()}): run the grader with sudo, allow user "
+                        f"namespaces (sysctl user.max_user_namespaces=15000, or on Ubuntu "
+                        f"kernel.apparmor_restrict_unprivileged_userns=0), or use the "
+                        f"container: make shell.")
+            why = "this machine refuses namespaces"
+        if args.vm == "never":
+            print(sentence, file=sys.stderr)
             return 2
-        print(f"nskit: cannot create the user namespace every graded run needs ({error}; "
-              f"{refusal()}): run the grader with sudo, allow user namespaces "
-              f"(sysctl user.max_user_namespaces=15000, or on Ubuntu "
-              f"kernel.apparmor_restrict_unprivileged_userns=0), or use the container: make shell.",
-              file=sys.stderr)
-        return 2
+        return _in_vm(argv, args, targets, why, sentence)
     progress = Progress(len(targets)) if args.submissions else None
     results = grade(targets, sandbox, on_done=progress)
     if progress:
@@ -156,6 +168,18 @@ def main(argv=None):
     if args.junit:
         Path(args.junit).write_text(report.junit(results))
     return 0 if all(s.passed for s in steps) else 1
+
+
+def _in_vm(argv, args, targets, why, sentence):
+    """The same grading inside a throwaway VM, or why no VM can start."""
+    programs = sum(len(found) for found in targets.values())
+    budget = vm.BOOT_BUDGET + programs * (args.timeout + 10)
+    try:
+        return vm.grade(sys.argv[1:] if argv is None else argv, why, budget)
+    except vm.NoVM as error:
+        print(f"{sentence} A VM could grade here instead, but {error}." if sentence
+              else f"nskit: {error}.", file=sys.stderr)
+        return 2
 
 
 def _report_class(args, results):

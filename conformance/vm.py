@@ -1,0 +1,236 @@
+"""Grading inside a throwaway virtual machine, where the machine refuses the
+namespaces every graded run needs (a container under Docker's default seccomp
+profile, as Gradescope, PrairieLearn and a plain `docker run` start one).
+
+The VM is a second wall, not a replacement for the sandbox: the grader runs
+inside it as it does on a machine (`--vm never`), every run in its own
+throwaway host. virtme-ng boots the machine's kernel package in QEMU with the
+machine's own / as the VM's root, exported read-only by QEMU itself (9p's
+readonly=on: root inside the VM cannot remount it writable); what the VM
+writes to /etc, /tmp, /var ... lands in overlays in its own memory and dies
+with it. One folder is shared writable: a fresh, empty one that receives the
+reports, copied out to where they were asked for once the VM has stopped.
+
+KVM where /dev/kvm works; QEMU's emulator (TCG) where it does not or where a
+KVM start fails (a nested /dev/kvm can open and still refuse the guest).
+"""
+import os
+import platform
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+INSTALL = ("apt-get install qemu-system-x86 linux-image-amd64 busybox-static, and "
+           "pip install -r requirements-vm.txt (virtme-ng)")
+# Folders the VM covers with its own tmpfs: host folders there need a share.
+COVERED = ("/run", "/var/tmp", "/var/log", "/var/cache", "/dev")
+# The grader's options that name a file or folder it writes.
+OUTPUTS = ("--json", "--gradescope", "--junit", "--csv", "--gradescope-dir")
+INPUTS = ("--target", "--submissions")
+BOOT_BUDGET = 300  # seconds for a TCG boot on a busy machine, before any grading
+MEMORY = "2G"
+
+
+class NoVM(Exception):
+    """No VM can start here; the message names what is missing and the fix."""
+
+
+def _find(name):
+    """A program on PATH, or beside this Python (a venv's bin, not activated)."""
+    found = shutil.which(name)
+    if found:
+        return found
+    beside = Path(sys.executable).parent / name
+    return str(beside) if os.access(beside, os.X_OK) else None
+
+
+def kernel():
+    """The kernel the VM boots: NSKIT_VM_KERNEL, else the newest in /boot."""
+    chosen = os.environ.get("NSKIT_VM_KERNEL")
+    if chosen:
+        return Path(chosen)
+    found = sorted(Path("/boot").glob("vmlinuz-*"), key=lambda p: p.stat().st_mtime)
+    return found[-1] if found else None
+
+
+@dataclass
+class Machine:
+    vng: str
+    kernel: Path
+
+    @classmethod
+    def find(cls):
+        """The pieces a VM needs, or NoVM naming those that are missing."""
+        missing = []
+        if platform.machine() != "x86_64":
+            raise NoVM(f"nskit starts a VM on x86_64 only, not {platform.machine()}")
+        if not shutil.which("qemu-system-x86_64"):
+            missing.append("QEMU (qemu-system-x86_64)")
+        image = kernel()
+        if image is None:
+            missing.append("a kernel in /boot")
+        elif not os.access(image, os.R_OK):
+            missing.append(f"a kernel this user may read ({image} is not readable: "
+                           f"run as root)" if image.exists() else f"the kernel {image}")
+        if not any(shutil.which(b) for b in ("busybox", "busybox-static")):
+            missing.append("busybox")
+        vng = _find("vng")
+        if not vng:
+            missing.append("virtme-ng (vng)")
+        if missing:
+            raise NoVM(f"no VM can start here: {', '.join(missing)} missing "
+                       f"(install: {INSTALL})")
+        return cls(vng, image)
+
+    def kvm(self):
+        """Whether to try KVM first: only trying tells whether it works."""
+        return os.access("/dev/kvm", os.R_OK | os.W_OK)
+
+    def command(self, script, shared_rw, shared_ro, kvm):
+        cmd = [self.vng, "--run", str(self.kernel), "--user", "root", "--force-9p",
+               "--memory", MEMORY, "--cpus", str(os.cpu_count() or 1),
+               "--rwdir", str(shared_rw), "--cwd", str(ROOT), "--exec", script]
+        for path in shared_ro:
+            cmd[1:1] = ["--rodir", str(path)]
+        if not kvm:
+            cmd[1:1] = ["--disable-kvm"]
+        return cmd
+
+    def run(self, script, shared_rw, shared_ro=(), timeout=BOOT_BUDGET, log=None):
+        """Boot, run script (bash) as the VM's root, stop. KVM first where it
+        may work; TCG when KVM is absent or its start fails, which a script
+        that never got to run tells (it writes shared_rw/.ran first).
+        Returns "KVM" or "TCG"; NoVM when the VM did not run the script."""
+        marker = Path(shared_rw) / ".ran"
+        script = f"touch {shlex.quote(str(marker))} && {script}"
+        tried = []
+        for kvm in ([True, False] if self.kvm() else [False]):
+            how = "KVM" if kvm else "TCG"
+            out = _run(self.command(script, shared_rw, shared_ro, kvm), timeout, log)
+            if marker.exists():
+                return how
+            tried.append(f"with {how}: {out}")
+        raise NoVM(f"the VM did not start ({'; '.join(tried)})")
+
+
+def _run(cmd, timeout, log):
+    """Run vng in a session of its own; on timeout, kill that session (QEMU
+    included) by its id. Returns the last line vng printed, for errors."""
+    env = dict(os.environ, PATH=f"{Path(cmd[0]).parent}:{os.environ.get('PATH', '')}")
+    with tempfile.TemporaryFile() as out:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                                env=env, start_new_session=True)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            return f"timed out after {timeout} s"
+        finally:
+            if proc.returncode is None:  # interrupted: the VM stops with the grader
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        out.seek(0)
+        text = out.read().decode(errors="replace")
+    if log:
+        Path(log).write_text(text)
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else f"exit status {proc.returncode}"
+
+
+def _covered(path):
+    return any(Path(path).is_relative_to(c) for c in COVERED)
+
+
+def _option(argv, name):
+    """The value of --name in argv (either spelling), or None."""
+    for i, arg in enumerate(argv):
+        if arg == name and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith(name + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def _rewrite(argv, outputs, default_csv):
+    """argv with --vm dropped, inputs made absolute, and every output sent to
+    a file of the shared folder; {shared file: where the user wants it}."""
+    inner, wanted, i = [], {}, 0
+    argv = list(argv)
+    while i < len(argv):
+        arg, value = argv[i], None
+        name = arg.split("=", 1)[0]
+        if name in (*OUTPUTS, *INPUTS, "--vm"):
+            if "=" in arg:
+                value = arg.split("=", 1)[1]
+            elif i + 1 < len(argv):
+                i += 1
+                value = argv[i]
+        i += 1
+        if value is None:
+            inner.append(arg)
+        elif name in INPUTS:
+            inner += [name, str(Path(value).resolve())]
+        elif name in OUTPUTS:
+            shared = outputs / name.lstrip("-")
+            wanted[shared] = Path(value)
+            inner += [name, str(shared)]
+    if default_csv and not any(shared.name == "csv" for shared in wanted):
+        shared = outputs / "csv"
+        wanted[shared] = Path(default_csv)
+        inner += ["--csv", str(shared)]
+    return inner + ["--vm", "never"], wanted
+
+
+def grade(argv, why, timeout):
+    """Grade inside a VM: the same command line, with --vm never inside.
+    Prints what the grader inside printed, copies its reports out, and
+    returns its exit status. NoVM when no VM can start or it did not run."""
+    machine = Machine.find()
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="nskit-vm-") as tmp:
+        tmp = Path(tmp)
+        outputs = tmp / "out"
+        outputs.mkdir()
+        submissions = _option(argv, "--submissions")
+        inner, wanted = _rewrite(argv, outputs, "scores.csv" if submissions else None)
+        shared_ro = sorted({str(p) for p in (ROOT, Path(sys.prefix), *(
+            Path(v).resolve() for v in map(lambda n: _option(argv, n), INPUTS) if v))
+            if _covered(p)})
+        grader = shlex.join([sys.executable, "-m", "conformance", *inner])
+        script = (f"{grader} >{outputs}/.stdout 2>{outputs}/.stderr; "
+                  f"echo $? >{outputs}/.status")
+        how = machine.run(script, outputs, shared_ro, timeout, log=tmp / "vng.log")
+        status_file = outputs / ".status"
+        if not status_file.exists():
+            raise NoVM(f"the grader inside the VM did not finish ({_last(tmp / 'vng.log')})")
+        out = (outputs / ".stdout").read_text(errors="replace")
+        for shared, where in wanted.items():
+            out = out.replace(str(shared), str(where))
+            if shared.is_dir():
+                shutil.copytree(shared, where, dirs_exist_ok=True)
+            elif shared.exists():
+                where.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(shared, where)
+        sys.stdout.write(out)
+        sys.stderr.write((outputs / ".stderr").read_text(errors="replace"))
+        seconds = time.monotonic() - started
+        engine = "KVM" if how == "KVM" else "TCG, QEMU's emulator: no usable KVM"
+        print(f"graded inside a VM: {why} ({engine}; {seconds:.1f} s with the boot)",
+              flush=True)
+        return int(status_file.read_text().strip() or 2)
+
+
+def _last(log):
+    try:
+        lines = Path(log).read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return "no log"
+    return lines[-1] if lines else "it printed nothing"
