@@ -99,3 +99,11 @@ def grade(*args, tmp):
     report = Path(tmp) / "grader-report.json"
     report.unlink(missing_ok=True)
     return Graded(_grader(*args, "--json", str(report)), report)
+
+
+def pytest_configure(config):
+    # Until the project's configuration lists them, so --strict-markers accepts them.
+    for name, what in (("slow", "takes more than a few seconds (e.g. boots a VM)"),
+                       ("network", "needs the network"), ("docker", "needs Docker"),
+                       ("root", "needs root")):
+        config.addinivalue_line("markers", f"{name}: {what}")

@@ -454,7 +454,7 @@ def test_an_ordinary_users_own_folder_stays_unplanted(as_user):
 # -- where user namespaces are refused ---------------------------------------------------------
 
 REFUSAL = "nskit: cannot create the user namespace every graded run needs"
-GRADE_STEPS = f"{quote(PYTHON)} -m conformance --target steps --jobs 2"
+GRADE_STEPS = f"{quote(PYTHON)} -m conformance --target steps --jobs 2 --vm never"
 
 # A seccomp filter like Docker's default profile: no new user namespace by
 # unshare or clone (EPERM), and no clone3, whose flags it cannot see (ENOSYS).
@@ -483,7 +483,7 @@ os.execv(sys.executable, [sys.executable, *sys.argv[1:]])
 @pytest.mark.skipif(os.uname().machine != "x86_64", reason="the filter knows x86_64's syscalls")
 def test_a_seccomp_filter_gets_the_refusal_sentence():
     before = Path("/proc/sys/user/max_user_namespaces").read_text()
-    r = in_frame(f"{quote(PYTHON)} -c {quote(SECCOMP)} -m conformance --target steps --jobs 2")
+    r = in_frame(f"{quote(PYTHON)} -c {quote(SECCOMP)} -m conformance --target steps --jobs 2 --vm never")
     assert r.code == 2, r
     assert r.err.startswith(REFUSAL), r.err
     assert "a seccomp filter or security policy refuses them" in r.err

@@ -1,0 +1,148 @@
+"""Grading inside a throwaway VM, where the machine refuses namespaces.
+
+The refusing machine is a frame whose user namespace has
+user.max_user_namespaces 0, as a locked-down container has: the grader there
+cannot make a single run's host, and --vm auto grades inside a VM instead.
+The tests that boot a VM are slow (half a minute or more without KVM) and
+skip, with the reason, where no VM can start; CI installs what one needs.
+"""
+import json
+import shutil
+import sys
+from pathlib import Path
+from shlex import quote
+
+import pytest
+
+from conftest import PYTHON, ROOT, in_frame, step_path
+
+sys.path.insert(0, str(ROOT))
+from conformance import vm  # noqa: E402
+from conformance.catalog import STEP_NAMES, file_name  # noqa: E402
+from conformance.checks import checks_for  # noqa: E402
+
+CANNED = ROOT / "tests" / "gallery" / "wrong" / "canned"
+OUT_OF = sum(len(checks_for(nn)) for nn in STEP_NAMES)
+IN_VM = "graded inside a VM: this machine refuses namespaces"
+REFUSAL = "nskit: cannot create the user namespace every graded run needs"
+
+
+def _no_vm():
+    try:
+        vm.Machine.find()
+    except vm.NoVM as error:
+        return str(error)
+    return None
+
+
+NO_VM = _no_vm()
+needs_vm = pytest.mark.skipif(NO_VM is not None, reason=f"{NO_VM}")
+
+
+def refusing(command):
+    """bash for command run where user namespaces are refused: in a user
+    namespace of the frame's own whose max_user_namespaces is 0."""
+    inner = f"echo 0 > /proc/sys/user/max_user_namespaces && exec {command}"
+    return f"unshare --user --map-root-user bash -c {quote(inner)}"
+
+
+def grader(*args):
+    return " ".join([quote(PYTHON), "-m", "conformance", *map(quote, map(str, args))])
+
+
+def class_of(root):
+    """A class of two: the kit's own steps, and the gallery's canned program
+    (it prints the article's output whatever it is asked to run)."""
+    for nn in STEP_NAMES:
+        kit, canned = root / "kit", root / "canned"
+        kit.mkdir(parents=True, exist_ok=True)
+        canned.mkdir(parents=True, exist_ok=True)
+        shutil.copy(step_path(nn), kit / f"{file_name(nn)}.py")
+        shutil.copy(CANNED, canned / file_name(nn))
+        (canned / file_name(nn)).chmod(0o755)
+    return root
+
+
+def failed(report):
+    """{learner: {step: titles of the checks that failed}} from a --json report."""
+    return {label: {s["step"]: {c["title"] for c in s["checks"] if not c["passed"]}
+                    for s in learner["steps"]}
+            for label, learner in json.loads(report.read_text()).items()}
+
+
+def test_the_frame_refuses_and_never_keeps_today_s_sentence():
+    r = in_frame(refusing(grader("--target", "steps", "--vm", "never")))
+    assert r.code == 2 and r.err.startswith(REFUSAL), r
+    assert IN_VM not in r.out + r.err
+
+
+def test_where_no_vm_can_start_the_sentence_names_what_is_missing(tmp_path):
+    r = in_frame(f"NSKIT_VM_KERNEL={tmp_path}/vmlinuz " + refusing(grader("--target", "steps")))
+    assert r.code == 2, r
+    assert r.err.startswith(REFUSAL) and len(r.err.strip().splitlines()) == 1, r.err
+    assert f"A VM could grade here instead, but no VM can start here: the kernel " \
+           f"{tmp_path}/vmlinuz" in r.err
+    assert "apt-get install qemu-system-x86 linux-image-amd64" in r.err
+    assert "pip install -r requirements-vm.txt" in r.err
+
+
+def test_vm_always_where_none_can_start_says_why(tmp_path):
+    r = in_frame(f"NSKIT_VM_KERNEL={tmp_path}/vmlinuz " +
+                 grader("--target", "steps", "--step", "00", "--vm", "always"))
+    assert r.code == 2 and r.err.startswith("nskit: no VM can start here: the kernel"), r
+
+
+def test_the_command_inside_is_the_same_with_outputs_in_the_shared_folder(tmp_path):
+    shared = tmp_path / "out"
+    inner, wanted = vm._rewrite(
+        ["--submissions", "class", "--vm=auto", "--json", "r.json", "--jobs", "2",
+         "--gradescope-dir=gs"], shared, "scores.csv")
+    assert inner == ["--submissions", str(Path("class").resolve()),
+                     "--json", str(shared / "json"), "--jobs", "2",
+                     "--gradescope-dir", str(shared / "gradescope-dir"),
+                     "--csv", str(shared / "csv"), "--vm", "never"]
+    assert wanted == {shared / "json": Path("r.json"), shared / "gradescope-dir": Path("gs"),
+                      shared / "csv": Path("scores.csv")}
+
+
+@pytest.mark.slow
+@needs_vm
+def test_a_class_is_graded_in_one_vm_with_the_same_verdicts_as_natively(tmp_path):
+    folder = class_of(tmp_path / "class")
+    native = tmp_path / "native.json"
+    r = in_frame(grader("--submissions", folder, "--json", native, "--csv", tmp_path / "n.csv",
+                        "--vm", "never", "--jobs", "2"))
+    assert r.code == 0, r
+    report, scores = tmp_path / "vm.json", tmp_path / "vm.csv"
+    r = in_frame(refusing(grader("--submissions", folder, "--json", report, "--csv", scores,
+                                 "--jobs", "2")))
+    assert r.code == 0, r
+    assert r.out.count(IN_VM) == 1, r
+    assert f"scores: {scores}" in r.out
+    verdicts = failed(report)
+    assert verdicts["kit"] == {nn: set() for nn in STEP_NAMES}, verdicts["kit"]
+    assert verdicts["canned"] == failed(native)["canned"]
+    assert any(verdicts["canned"].values())
+    assert scores.read_text() == (tmp_path / "n.csv").read_text()
+
+
+@pytest.mark.slow
+@needs_vm
+def test_the_vm_writes_only_its_shared_folder(tmp_path):
+    """Root inside the VM: the machine's / stays as it was, whatever it tries;
+    only the shared folder takes what it writes."""
+    out = tmp_path / "out"
+    out.mkdir()
+    planted = [tmp_path / "planted", ROOT / "planted-by-the-vm", Path("/planted-by-the-vm")]
+    script = "; ".join([
+        *(f"echo x > {quote(str(p))}" for p in planted),
+        f"mount -o remount,rw / && echo x > {quote(str(planted[2]))}",
+        f"echo x > {quote(str(ROOT / 'README.md'))}",
+        f"echo kept > {quote(str(out / 'result'))}",
+    ])
+    before = (ROOT / "README.md").read_text()
+    how = vm.Machine.find().run(script, out, timeout=vm.BOOT_BUDGET)
+    assert how in ("KVM", "TCG")
+    assert (out / "result").read_text() == "kept\n"
+    assert not [p for p in planted if p.exists()]
+    assert (ROOT / "README.md").read_text() == before
