@@ -6,20 +6,26 @@ ROOT/results/results.json. A results.json is written whatever happens, its
 `output` saying why when the submission could not be graded: no step
 programs, or a container that refuses the user namespaces every run needs.
 That last is found by grading a known-good program first (the kit's step 00,
-in reference/): if it does not pass here, nothing can.
+in reference/): if it does not pass here, the submission is graded inside
+a throwaway VM (setup.sh installs one), or, where none can start, not at all.
+The output says which way it was graded, and how long that took.
 """
 import json
+import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
+from conformance import vm
 from conformance.discover import STEP_FILE
 
 ROOT = Path(__file__).resolve().parent.parent
 STAFF = ("Course staff: nskit runs every program in a throwaway host made of user "
-         "namespaces, and this autograder's container refuses them. Gradescope offers no "
-         "setting for that: download the submissions and grade them on a Linux machine "
+         "namespaces, and this autograder's container refuses them; the VM that grades "
+         "instead (setup.sh installs it: see its build log) cannot start either. Rebuild the "
+         "autograder, or download the submissions and grade them on a Linux machine "
          "(python -m conformance --submissions DIR), or use GitHub Classroom (nskit's README).")
 
 
@@ -55,7 +61,8 @@ def cannot_grade_here():
     """None when a known-good program passes here, else why it does not."""
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "report.json"
-        done = _grader("--target", ROOT / "reference", "--step", "00", "--json", report)
+        done = _grader("--target", ROOT / "reference", "--step", "00", "--json", report,
+                       "--vm", "never")
         if done.returncode == 0:
             return None
         if done.returncode == 1 and report.exists():
@@ -64,22 +71,39 @@ def cannot_grade_here():
         return _last_line(done.stderr)
 
 
+def _no_vm():
+    """None where a VM can grade instead, else why none can (NSKIT_VM=never: none)."""
+    if os.environ.get("NSKIT_VM") == "never":
+        return "NSKIT_VM=never: no VM either."
+    try:
+        vm.Machine.find()
+    except vm.NoVM as error:
+        return f"A VM could grade instead, but {error}."
+    return None
+
+
 def grade(root):
     submission = root / "submission"
     if not submission.is_dir() or (target := find_target(submission)) is None:
         return not_graded("no step programs in your submission. Upload the files of your "
                           "work/ folder (00_skeleton.py to 07_combined.py), or the folder.")
+    how, where = "natively", []
     why = cannot_grade_here()
     if why:
-        return not_graded(f"the grader could not run here.\n{why}\n\n{STAFF}")
+        no_vm = _no_vm()
+        if no_vm:
+            return not_graded(f"the grader could not run here.\n{why}\n{no_vm}\n\n{STAFF}")
+        how, where = f"inside a VM, as this container cannot grade ({why})", ["--vm", "always"]
     report = root / "results" / "results.json"
-    done = _grader("--target", target, "--gradescope", report)
+    started = time.monotonic()
+    done = _grader("--target", target, "--gradescope", report, *where)
+    how += f", in {time.monotonic() - started:.1f} s"
     if done.returncode not in (0, 1) or not report.exists():
         return not_graded(f"the grader failed (exit status {done.returncode}): "
                           f"{_last_line(done.stderr)}\n\n"
                           f"Course staff: please report this to nskit's maintainers.")
     results = json.loads(report.read_text())
-    results["output"] = f"Graded: {target.relative_to(root)}\n\n{done.stdout}"
+    results["output"] = f"Graded: {target.relative_to(root)}\nGraded {how}\n\n{done.stdout}"
     return results
 
 

@@ -19,6 +19,7 @@ def members():
     """(name in the zip, file, executable?) for everything the bundle holds."""
     yield from ((name, HERE / name, True) for name in AT_ROOT)
     yield "nskit/requirements.txt", ROOT / "requirements.txt", False
+    yield "nskit/requirements-vm.txt", ROOT / "requirements-vm.txt", False
     # A program known to pass, graded first to tell whether grading works here.
     yield "nskit/reference/00_skeleton.py", ROOT / "steps" / "00_skeleton.py", False
     for package in PACKAGES:

@@ -7,14 +7,16 @@ The tests that boot a VM are slow (half a minute or more without KVM) and
 skip, with the reason, where no VM can start; CI installs what one needs.
 """
 import json
+import re
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 from shlex import quote
 
 import pytest
 
-from conftest import PYTHON, ROOT, in_frame, step_path
+from conftest import PYTHON, ROOT, Framed, _unshare, in_frame, step_path
 
 sys.path.insert(0, str(ROOT))
 from conformance import vm  # noqa: E402
@@ -44,6 +46,11 @@ def refusing(command):
     namespace of the frame's own whose max_user_namespaces is 0."""
     inner = f"echo 0 > /proc/sys/user/max_user_namespaces && exec {command}"
     return f"unshare --user --map-root-user bash -c {quote(inner)}"
+
+
+def in_slow_frame(script):
+    """in_frame, with the time a class graded under TCG on a busy machine needs."""
+    return Framed(_unshare("bash", "-c", script, _timeout=900))
 
 
 def grader(*args):
@@ -114,8 +121,8 @@ def test_a_class_is_graded_in_one_vm_with_the_same_verdicts_as_natively(tmp_path
                         "--vm", "never", "--jobs", "2"))
     assert r.code == 0, r
     report, scores = tmp_path / "vm.json", tmp_path / "vm.csv"
-    r = in_frame(refusing(grader("--submissions", folder, "--json", report, "--csv", scores,
-                                 "--jobs", "2")))
+    r = in_slow_frame(refusing(grader("--submissions", folder, "--json", report,
+                                      "--csv", scores, "--jobs", "2")))
     assert r.code == 0, r
     assert r.out.count(IN_VM) == 1, r
     assert f"scores: {scores}" in r.out
@@ -146,3 +153,31 @@ def test_the_vm_writes_only_its_shared_folder(tmp_path):
     assert (out / "result").read_text() == "kept\n"
     assert not [p for p in planted if p.exists()]
     assert (ROOT / "README.md").read_text() == before
+
+
+@pytest.mark.slow
+@needs_vm
+def test_gradescope_s_autograder_grades_inside_a_vm_where_the_container_refuses(tmp_path):
+    """The bundle's run_autograder, as Gradescope runs it, in a container that
+    refuses namespaces: one boot, every check graded, step 05 (the skeleton
+    under its name) failing the checks it fails natively."""
+    zip_path = tmp_path / "autograder.zip"
+    subprocess.run([PYTHON, "-m", "gradescope.bundle", str(zip_path)], cwd=ROOT, check=True,
+                   capture_output=True)
+    subprocess.run(["unzip", "-q", str(zip_path), "-d", str(tmp_path / "source")], check=True)
+    work = tmp_path / "submission" / "work"
+    work.mkdir(parents=True)
+    for nn in STEP_NAMES:
+        shutil.copy(step_path(nn if nn != "05" else "00"), work / f"{file_name(nn)}.py")
+    script = quote(str(tmp_path / "source" / "run_autograder"))
+    r = in_slow_frame(f"export AUTOGRADER_ROOT={quote(str(tmp_path))} "
+                      f"NSKIT_PYTHON={quote(PYTHON)}; " + refusing(script))
+    assert r.code == 0, r
+    results = json.loads((tmp_path / "results" / "results.json").read_text())
+    failing = {t["name"][:6] for t in results["tests"] if t["score"] == 0}
+    assert len(results["tests"]) == OUT_OF and failing == {"05 pid"}, results["output"]
+    assert results["score"] == OUT_OF - sum(t["score"] == 0 for t in results["tests"])
+    head = results["output"].splitlines()[1]
+    assert head.startswith("Graded inside a VM, as this container cannot grade"), head
+    assert re.search(r", in \d+\.\d s$", head), head
+    assert "graded inside a VM: asked for (--vm always)" in results["output"]
