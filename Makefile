@@ -15,6 +15,15 @@ $(VENV)/.installed: requirements.txt
 test: setup
 	$(PY) -m pytest tests conformance
 
+# What grading inside a throwaway VM needs from PyPI (virtme-ng, pinned), where
+# the machine refuses namespaces; QEMU, a kernel and busybox come from apt-get
+# (README.md: Where nskit runs).
+.PHONY: vm-setup
+vm-setup: $(VENV)/.vm-installed
+$(VENV)/.vm-installed: requirements-vm.txt $(VENV)/.installed
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-vm.txt
+	touch $@
+
 # The article's commands for step NN, on the host and through the step.
 $(STEPS:%=step-%): step-%: setup
 	@$(PY) -m demo $*

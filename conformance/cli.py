@@ -173,9 +173,9 @@ def main(argv=None):
 def _in_vm(argv, args, targets, why, sentence):
     """The same grading inside a throwaway VM, or why no VM can start."""
     programs = sum(len(found) for found in targets.values())
-    budget = vm.BOOT_BUDGET + programs * (args.timeout + 10)
+    budget = vm.BOOT_BUDGET + programs * (args.timeout * vm.TCG_SLOWER + 10)
     try:
-        return vm.grade(sys.argv[1:] if argv is None else argv, why, budget)
+        return vm.grade(sys.argv[1:] if argv is None else argv, why, budget, args.timeout)
     except vm.NoVM as error:
         print(f"{sentence} A VM could grade here instead, but {error}." if sentence
               else f"nskit: {error}.", file=sys.stderr)

@@ -41,6 +41,9 @@ IDLE_DRIVERS = ("kvm,kvm_intel,kvm_amd,powernow_k8,acpi_cpufreq,pcspkr,iTCO_wdt,
                 "ghash_clmulni_intel,crc32_pclmul,crc32c_intel,sha512_ssse3,sha256_ssse3,"
                 "sha1_ssse3,serio_raw,evdev,joydev,psmouse,i2c_i801,lpc_ich,button,bochs,drm,"
                 "qemu_fw_cfg,intel_rapl_msr,intel_rapl_common,intel_pmc_core,rapl,floppy")
+# QEMU's emulator runs a program several times slower than the machine: a run
+# that fits its timeout natively must fit it there too.
+TCG_SLOWER = 3
 BOOT_BUDGET = 300  # seconds for a TCG boot on a busy machine, before any grading
 MEMORY = "2G"
 
@@ -76,6 +79,8 @@ class Machine:
     def find(cls):
         """The pieces a VM needs, or NoVM naming those that are missing."""
         missing = []
+        if os.environ.get("NSKIT_VM") == "never":
+            raise NoVM("NSKIT_VM is never")
         if platform.machine() != "x86_64":
             raise NoVM(f"nskit starts a VM on x86_64 only, not {platform.machine()}")
         if not shutil.which("qemu-system-x86_64"):
@@ -111,30 +116,34 @@ class Machine:
             cmd[1:1] = ["--disable-kvm"]
         return cmd
 
-    def run(self, script, shared_rw, shared_ro=(), timeout=BOOT_BUDGET, log=None):
+    def run(self, script, shared_rw, shared_ro=(), timeout=BOOT_BUDGET, log=None, show=False):
         """Boot, run script (bash) as the VM's root, stop. KVM first where it
         may work; TCG when KVM is absent or its start fails, which a script
         that never got to run tells (it writes shared_rw/.ran first).
+        script may be a function of the way ("KVM" or "TCG") that gives it.
+        With show, what the script prints goes straight to stdout.
         Returns "KVM" or "TCG"; NoVM when the VM did not run the script."""
         marker = Path(shared_rw) / ".ran"
-        script = f"touch {shlex.quote(str(marker))} && {script}"
         tried = []
         for kvm in ([True, False] if self.kvm() else [False]):
             how = "KVM" if kvm else "TCG"
-            out = _run(self.command(script, shared_rw, shared_ro, kvm), timeout, log)
+            body = script(how) if callable(script) else script
+            body = f"touch {shlex.quote(str(marker))} && {body}"
+            out = _run(self.command(body, shared_rw, shared_ro, kvm), timeout, log, show)
             if marker.exists():
                 return how
             tried.append(f"with {how}: {out}")
         raise NoVM(f"the VM did not start ({'; '.join(tried)})")
 
 
-def _run(cmd, timeout, log):
+def _run(cmd, timeout, log, show=False):
     """Run vng in a session of its own; on timeout, kill that session (QEMU
     included) by its id. Returns the last line vng printed, for errors."""
     env = dict(os.environ, PATH=f"{Path(cmd[0]).parent}:{os.environ.get('PATH', '')}")
     with tempfile.TemporaryFile() as out:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                                env=env, start_new_session=True)
+        sys.stdout.flush()
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=None if show else out,
+                                stderr=out, env=env, start_new_session=True)
         try:
             proc.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -197,8 +206,9 @@ def _rewrite(argv, outputs, default_csv):
     return inner + ["--vm", "never"], wanted
 
 
-def grade(argv, why, timeout):
-    """Grade inside a VM: the same command line, with --vm never inside.
+def grade(argv, why, timeout, run_timeout):
+    """Grade inside a VM: the same command line, with --vm never inside, and
+    under TCG each run's timeout (run_timeout) TCG_SLOWER times as long.
     Prints what the grader inside printed, copies its reports out, and
     returns its exit status. NoVM when no VM can start or it did not run."""
     machine = Machine.find()
@@ -212,9 +222,12 @@ def grade(argv, why, timeout):
         shared_ro = sorted({str(p) for p in (ROOT, Path(sys.prefix), *(
             Path(v).resolve() for v in map(lambda n: _option(argv, n), INPUTS) if v))
             if _covered(p)})
-        grader = shlex.join([sys.executable, "-m", "conformance", *inner])
-        script = (f"{grader} >{outputs}/.stdout 2>{outputs}/.stderr; "
-                  f"echo $? >{outputs}/.status")
+
+        def script(how):
+            slower = ["--timeout", f"{run_timeout * TCG_SLOWER:g}"] if how == "TCG" else []
+            grader = shlex.join([sys.executable, "-m", "conformance", *inner, *slower])
+            return (f"{grader} >{outputs}/.stdout 2>{outputs}/.stderr; "
+                    f"echo $? >{outputs}/.status")
         how = machine.run(script, outputs, shared_ro, timeout, log=tmp / "vng.log")
         status_file = outputs / ".status"
         if not status_file.exists():
@@ -230,7 +243,8 @@ def grade(argv, why, timeout):
         sys.stdout.write(out)
         sys.stderr.write((outputs / ".stderr").read_text(errors="replace"))
         seconds = time.monotonic() - started
-        engine = "KVM" if how == "KVM" else "TCG, QEMU's emulator: no usable KVM"
+        engine = ("KVM" if how == "KVM" else f"TCG, QEMU's emulator: no usable KVM, so "
+                  f"{TCG_SLOWER} times the timeout")
         print(f"graded inside a VM: {why} ({engine}; {seconds:.1f} s with the boot)",
               flush=True)
         return int(status_file.read_text().strip() or 2)

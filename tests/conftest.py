@@ -41,13 +41,14 @@ class Framed:
         return f"<exit {self.code}\nstdout:\n{self.out}\nstderr:\n{self.err}>"
 
 
-def in_frame(script, rshared=False, user=None, own_root=False, mytmp=False, keep=(), setup=""):
+def in_frame(script, rshared=False, user=None, own_root=False, mytmp=False, keep=(), setup="",
+             timeout=120):
     """Run a bash script in a throwaway frame, from the repo's folder. With
     own_root, on a root of its own in memory (and /mytmp in it if mytmp,
     and the folders in keep where they are);
     with rshared, its / propagates mounts the way a systemd host's does;
     setup is bash run as root first; with user (a uid), the script runs as
-    that ordinary user, with no capabilities."""
+    that ordinary user, with no capabilities; it is stopped after timeout seconds."""
     prelude = own_root_prelude(mytmp, keep) if own_root else ""
     prelude += "mount --make-rshared / && " if rshared else ""
     prelude += setup
@@ -55,7 +56,7 @@ def in_frame(script, rshared=False, user=None, own_root=False, mytmp=False, keep
         prelude += expose_to_users()
         script = (f"exec setpriv --reuid {user} --regid {user} --clear-groups "
                   f"--inh-caps=-all bash -c {sh_quote(script)}")
-    return Framed(_unshare("bash", "-c", prelude + script))
+    return Framed(_unshare("bash", "-c", prelude + script, _timeout=timeout))
 
 
 def step_path(nn):

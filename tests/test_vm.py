@@ -16,7 +16,7 @@ from shlex import quote
 
 import pytest
 
-from conftest import PYTHON, ROOT, Framed, _unshare, in_frame, step_path
+from conftest import PYTHON, ROOT, in_frame, step_path
 
 sys.path.insert(0, str(ROOT))
 from conformance import vm  # noqa: E402
@@ -50,7 +50,7 @@ def refusing(command):
 
 def in_slow_frame(script):
     """in_frame, with the time a class graded under TCG on a busy machine needs."""
-    return Framed(_unshare("bash", "-c", script, _timeout=900))
+    return in_frame(script, timeout=900)
 
 
 def grader(*args):
@@ -181,3 +181,14 @@ def test_gradescope_s_autograder_grades_inside_a_vm_where_the_container_refuses(
     assert head.startswith("Graded inside a VM, as this container cannot grade"), head
     assert re.search(r", in \d+\.\d s$", head), head
     assert "graded inside a VM: asked for (--vm always)" in results["output"]
+
+
+@pytest.mark.slow
+@needs_vm
+def test_make_step_runs_the_demo_in_a_vm_where_namespaces_and_docker_are_missing():
+    from test_make import HOST, refused
+    result = in_frame(refused("make step-03; echo exit=$?"), own_root=True, user=65534,
+                      setup=HOST, timeout=900)
+    assert "exit=0" in result.out, result
+    assert "and Docker is missing: running it in a throwaway VM" in result.out
+    assert "through steps/03_uts.py: hostname" in result.out
