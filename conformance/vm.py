@@ -45,7 +45,8 @@ IDLE_DRIVERS = ("kvm,kvm_intel,kvm_amd,powernow_k8,acpi_cpufreq,pcspkr,iTCO_wdt,
 # that fits its timeout natively must fit it there too.
 TCG_SLOWER = 3
 BOOT_BUDGET = 300  # seconds for a TCG boot on a busy machine, before any grading
-MEMORY = "2G"
+# The VM's memory (NSKIT_VM_MEMORY): its grader, its kernel and two runs at once.
+MEMORY = os.environ.get("NSKIT_VM_MEMORY", "2G")
 
 
 class NoVM(Exception):
