@@ -243,12 +243,14 @@ def grade(argv, why, timeout, run_timeout):
                 shutil.copyfile(shared, where)
         sys.stdout.write(out)
         sys.stderr.write((outputs / ".stderr").read_text(errors="replace"))
+        status = int(status_file.read_text().strip() or 2)
         seconds = time.monotonic() - started
         engine = ("KVM" if how == "KVM" else f"TCG, QEMU's emulator: no usable KVM, so "
                   f"{TCG_SLOWER} times the timeout")
-        print(f"graded inside a VM: {why} ({engine}; {seconds:.1f} s with the boot)",
-              flush=True)
-        return int(status_file.read_text().strip() or 2)
+        if status in (0, 1):
+            print(f"graded inside a VM: {why} ({engine}; {seconds:.1f} s with the boot)",
+                  flush=True)
+        return status
 
 
 def _last(log):
