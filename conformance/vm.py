@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-INSTALL = ("apt-get install qemu-system-x86 linux-image-amd64 busybox-static, and "
+INSTALL = ("apt-get install qemu-system-x86 linux-image-amd64 busybox-static binutils, and "
            "pip install -r requirements-vm.txt (virtme-ng)")
 # Folders the VM covers with its own tmpfs: host folders there need a share.
 COVERED = ("/run", "/var/tmp", "/var/log", "/var/cache", "/dev")
@@ -94,6 +94,8 @@ class Machine:
                            f"run as root)" if image.exists() else f"the kernel {image}")
         if not any(shutil.which(b) for b in ("busybox", "busybox-static")):
             missing.append("busybox")
+        if not shutil.which("strings"):  # virtme-ng reads the kernel's version with it
+            missing.append("strings (binutils)")
         vng = _find("vng")
         if not vng:
             missing.append("virtme-ng (vng)")
