@@ -16,6 +16,7 @@ KVM start fails (a nested /dev/kvm can open and still refuse the guest).
 """
 import os
 import platform
+import select
 import shlex
 import shutil
 import signal
@@ -27,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-INSTALL = ("apt-get install qemu-system-x86 linux-image-amd64 busybox-static binutils, and "
+INSTALL = ("apt-get install qemu-system-x86 linux-image-amd64 busybox-static binutils file, and "
            "pip install -r requirements-vm.txt (virtme-ng)")
 # Folders the VM covers with its own tmpfs: host folders there need a share.
 COVERED = ("/run", "/var/tmp", "/var/log", "/var/cache", "/dev")
@@ -94,8 +95,9 @@ class Machine:
                            f"run as root)" if image.exists() else f"the kernel {image}")
         if not any(shutil.which(b) for b in ("busybox", "busybox-static")):
             missing.append("busybox")
-        if not shutil.which("strings"):  # virtme-ng reads the kernel's version with it
-            missing.append("strings (binutils)")
+        # virtme-ng reads the kernel's version and checks busybox with these
+        missing += [f"{tool} ({package})" for tool, package in (("file", "file"),
+                    ("strings", "binutils")) if not shutil.which(tool)]
         vng = _find("vng")
         if not vng:
             missing.append("virtme-ng (vng)")
@@ -145,9 +147,13 @@ def _run(cmd, timeout, log, show=False):
     env = dict(os.environ, PATH=f"{Path(cmd[0]).parent}:{os.environ.get('PATH', '')}")
     with tempfile.TemporaryFile() as out:
         sys.stdout.flush()
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=None if show else out,
+        # QEMU reopens the file it writes to from its start: a pipe, never our stdout.
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE if show else out,
                                 stderr=out, env=env, start_new_session=True)
         try:
+            if show:
+                _forward(proc.stdout, time.monotonic() + timeout)
             proc.wait(timeout)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -163,6 +169,18 @@ def _run(cmd, timeout, log, show=False):
         Path(log).write_text(text)
     lines = [line for line in text.strip().splitlines() if line.strip()]
     return lines[-1] if lines else f"exit status {proc.returncode}"
+
+
+def _forward(pipe, deadline):
+    """Copy what the VM prints to stdout as it comes, until it ends or the deadline."""
+    while (left := deadline - time.monotonic()) > 0:
+        if select.select([pipe], [], [], left)[0]:
+            chunk = os.read(pipe.fileno(), 1 << 16)
+            if not chunk:
+                return
+            sys.stdout.buffer.write(chunk)
+            sys.stdout.flush()
+    raise subprocess.TimeoutExpired("vng", 0)
 
 
 def _covered(path):

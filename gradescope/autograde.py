@@ -90,7 +90,8 @@ def grade(root):
         no_vm = _no_vm()
         if no_vm:
             return not_graded(f"the grader could not run here.\n{why}\n{no_vm}\n\n{STAFF}")
-        how, where = f"inside a VM, as this container cannot grade ({why})", ["--vm", "always"]
+        how, where = ("inside a throwaway VM, as this container refuses the namespaces the "
+                      "grader needs"), ["--vm", "always"]
     report = root / "results" / "results.json"
     started = time.monotonic()
     done = _grader("--target", target, "--gradescope", report, *where)

@@ -16,7 +16,7 @@ if grep -qx 'ID=debian' /etc/os-release 2>/dev/null; then kernel=linux-image-amd
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq python3 python3-venv iproute2 procps util-linux
-apt-get install -y -qq --no-install-recommends qemu-system-x86 "$kernel" busybox-static binutils
+apt-get install -y -qq --no-install-recommends qemu-system-x86 "$kernel" busybox-static binutils file zstd
 
 python3 -m venv "$root/nskit-venv"
 "$root/nskit-venv/bin/pip" install --quiet --disable-pip-version-check \

@@ -178,7 +178,7 @@ def test_gradescope_s_autograder_grades_inside_a_vm_where_the_container_refuses(
     assert len(results["tests"]) == OUT_OF and failing == {"05 pid"}, results["output"]
     assert results["score"] == OUT_OF - sum(t["score"] == 0 for t in results["tests"])
     head = results["output"].splitlines()[1]
-    assert head.startswith("Graded inside a VM, as this container cannot grade"), head
+    assert head.startswith("Graded inside a throwaway VM, as this container refuses"), head
     assert re.search(r", in \d+\.\d s$", head), head
     assert "graded inside a VM: asked for (--vm always)" in results["output"]
 
