@@ -20,6 +20,7 @@ import select
 import shlex
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -250,20 +251,16 @@ def grade(argv, why, timeout, run_timeout):
             return (f"{grader} >{outputs}/.stdout 2>{outputs}/.stderr; "
                     f"echo $? >{outputs}/.status")
         how = machine.run(script, outputs, shared_ro, timeout, log=tmp / "vng.log")
-        status_file = outputs / ".status"
-        if not status_file.exists():
+        status = _read(outputs / ".status").strip()
+        if not status.isdigit():
             raise NoVM(f"the grader inside the VM did not finish ({_last(tmp / 'vng.log')})")
-        out = (outputs / ".stdout").read_text(errors="replace")
+        out = _read(outputs / ".stdout")
         for shared, where in wanted.items():
             out = out.replace(str(shared), str(where))
-            if shared.is_dir():
-                shutil.copytree(shared, where, dirs_exist_ok=True)
-            elif shared.exists():
-                where.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(shared, where)
+            _copy_out(shared, where)
         sys.stdout.write(out)
-        sys.stderr.write((outputs / ".stderr").read_text(errors="replace"))
-        status = int(status_file.read_text().strip() or 2)
+        sys.stderr.write(_read(outputs / ".stderr"))
+        status = int(status)
         seconds = time.monotonic() - started
         engine = ("KVM" if how == "KVM" else f"TCG, QEMU's emulator: no usable KVM, so "
                   f"{TCG_SLOWER} times the timeout")
@@ -271,6 +268,40 @@ def grade(argv, why, timeout, run_timeout):
             print(f"graded inside a VM: {why} ({engine}; {seconds:.1f} s with the boot)",
                   flush=True)
         return status
+
+
+# What comes out of the shared folder is read as regular files only, never
+# through a link: root in the VM writes there, and a link it made to a file of
+# the machine must not carry that file into a report.
+def _open(path):
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        return None
+    return os.fdopen(fd, "rb")
+
+
+def _read(path, limit=64 << 20):
+    with (_open(path) or open(os.devnull, "rb")) as fh:
+        return fh.read(limit).decode(errors="replace")
+
+
+def _copy_out(shared, where):
+    """shared (a file or a folder of files) to where, regular files only."""
+    if os.path.isdir(shared) and not os.path.islink(shared):
+        for entry in os.scandir(shared):
+            _copy_out(Path(entry.path), Path(where, entry.name))
+        return
+    source = _open(shared)
+    if source is None:
+        return
+    with source:
+        Path(where).parent.mkdir(parents=True, exist_ok=True)
+        with open(where, "wb") as out:
+            shutil.copyfileobj(source, out)
 
 
 def _last(log):

@@ -195,3 +195,21 @@ def test_make_step_runs_the_demo_in_a_vm_where_namespaces_and_docker_are_missing
                                  "policy, as in a container started with Docker's defaults) "
                                  "and Docker is missing: running it in a throwaway VM"), result
     assert "through steps/03_uts.py: hostname" in result.out
+
+
+def test_what_comes_out_of_the_shared_folder_never_follows_a_link(tmp_path):
+    secret = tmp_path / "secret"
+    secret.write_text("the machine's")
+    shared = tmp_path / "shared"
+    (shared / "dir").mkdir(parents=True)
+    (shared / "report").write_text("kept")
+    (shared / "dir" / "a").write_text("kept too")
+    (shared / "link").symlink_to(secret)
+    (shared / "dir" / "link").symlink_to(secret)
+    (shared / "dirlink").symlink_to(tmp_path)
+    out = tmp_path / "out"
+    for name in ("report", "link", "dir", "dirlink"):
+        vm._copy_out(shared / name, out / name)
+    assert (out / "report").read_text() == "kept" and (out / "dir" / "a").read_text() == "kept too"
+    assert sorted(p.name for p in out.rglob("*")) == ["a", "dir", "report"]
+    assert vm._read(shared / "link") == "" and vm._read(shared / "report") == "kept"
