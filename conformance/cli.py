@@ -2,8 +2,9 @@
 
 Exit status: 0 when every graded check passed, 1 when any failed, 2 when
 the grader could not grade (a usage error, a target that is not a folder,
-a machine that refuses user namespaces). With --submissions, 0 once the
-whole class is graded, whatever the learners scored.
+a machine that refuses user namespaces where no VM can start either: with
+--vm auto, the default, the grading then runs inside a throwaway VM). With
+--submissions, 0 once the whole class is graded, whatever the learners scored.
 """
 import argparse
 import os
@@ -140,18 +141,16 @@ def main(argv=None):
             sentence = (f"nskit: the grader cannot build its throwaway host here ({error}): "
                         f"run it in the kit's container (make shell), or report this with the "
                         f"message above.")
-            why = "the grader cannot build its throwaway host here"
         else:
             sentence = (f"nskit: cannot create the user namespace every graded run needs "
                         f"({error}; {refusal()}): run the grader with sudo, allow user "
                         f"namespaces (sysctl user.max_user_namespaces=15000, or on Ubuntu "
                         f"kernel.apparmor_restrict_unprivileged_userns=0), or use the "
                         f"container: make shell.")
-            why = "this machine refuses namespaces"
         if args.vm == "never":
             print(sentence, file=sys.stderr)
             return 2
-        return _in_vm(argv, args, targets, why, sentence)
+        return _in_vm(argv, args, targets, "this machine refuses namespaces", sentence)
     progress = Progress(len(targets)) if args.submissions else None
     results = grade(targets, sandbox, on_done=progress)
     if progress:
