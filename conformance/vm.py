@@ -46,6 +46,7 @@ IDLE_DRIVERS = ("kvm,kvm_intel,kvm_amd,powernow_k8,acpi_cpufreq,pcspkr,iTCO_wdt,
 # QEMU's emulator runs a program several times slower than the machine: a run
 # that fits its timeout natively must fit it there too.
 TCG_SLOWER = 3
+KVM_BOOT = 60  # seconds for a KVM guest to start the script, before TCG is tried
 BOOT_BUDGET = 300  # seconds for a TCG boot on a busy machine, before any grading
 # The VM's memory (NSKIT_VM_MEMORY): its grader, its kernel and two runs at once.
 MEMORY = os.environ.get("NSKIT_VM_MEMORY", "2G")
@@ -135,16 +136,18 @@ class Machine:
             how = "KVM" if kvm else "TCG"
             body = script(how) if callable(script) else script
             body = f"touch {shlex.quote(str(marker))} && {body}"
-            out = _run(self.command(body, shared_rw, shared_ro, kvm), timeout, log, show)
+            out = _run(self.command(body, shared_rw, shared_ro, kvm), timeout, log, show,
+                       (marker, KVM_BOOT if kvm else timeout))
             if marker.exists():
                 return how
             tried.append(f"with {how}: {out}")
         raise NoVM(f"the VM did not start ({'; '.join(tried)})")
 
 
-def _run(cmd, timeout, log, show=False):
-    """Run vng in a session of its own; on timeout, kill that session (QEMU
-    included) by its id. Returns the last line vng printed, for errors."""
+def _run(cmd, timeout, log, show=False, booted=None):
+    """Run vng in a session of its own; on timeout, or when booted, a
+    (marker, seconds) pair, finds no marker after those seconds, kill that
+    session (QEMU included) by its id. Returns the last line vng printed."""
     env = dict(os.environ, PATH=f"{Path(cmd[0]).parent}:{os.environ.get('PATH', '')}")
     with tempfile.TemporaryFile() as out:
         sys.stdout.flush()
@@ -153,13 +156,11 @@ def _run(cmd, timeout, log, show=False):
                                 stdout=subprocess.PIPE if show else out,
                                 stderr=out, env=env, start_new_session=True)
         try:
-            if show:
-                _forward(proc.stdout, time.monotonic() + timeout)
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
+            _wait(proc, timeout, booted, proc.stdout if show else None)
+        except subprocess.TimeoutExpired as late:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-            return f"timed out after {timeout} s"
+            return f"stopped after {late.timeout:.0f} s"
         finally:
             if proc.returncode is None:  # interrupted: the VM stops with the grader
                 os.killpg(proc.pid, signal.SIGKILL)
@@ -172,16 +173,29 @@ def _run(cmd, timeout, log, show=False):
     return lines[-1] if lines else f"exit status {proc.returncode}"
 
 
-def _forward(pipe, deadline):
-    """Copy what the VM prints to stdout as it comes, until it ends or the deadline."""
-    while (left := deadline - time.monotonic()) > 0:
-        if select.select([pipe], [], [], left)[0]:
+def _wait(proc, timeout, booted, pipe):
+    """Wait for vng to end, copying what the VM prints from pipe (if any) to
+    stdout as it comes; TimeoutExpired past the timeout, or when the marker
+    of booted is still missing after its seconds (a KVM that hangs)."""
+    started = time.monotonic()
+    marker, boot = booted or (None, timeout)
+    while True:
+        now = time.monotonic() - started
+        if now >= timeout or (marker and now >= boot and not marker.exists()):
+            raise subprocess.TimeoutExpired("vng", now)
+        if pipe is None:
+            try:
+                proc.wait(0.5)
+                return
+            except subprocess.TimeoutExpired:
+                continue
+        if select.select([pipe], [], [], 0.5)[0]:
             chunk = os.read(pipe.fileno(), 1 << 16)
             if not chunk:
-                return
+                pipe = None
+                continue
             sys.stdout.buffer.write(chunk)
             sys.stdout.flush()
-    raise subprocess.TimeoutExpired("vng", 0)
 
 
 def _covered(path):
