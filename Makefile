@@ -11,7 +11,7 @@ JOBS ?= auto
 PYTEST := $(PY) -m pytest -n $(JOBS)
 
 .PHONY: setup test ns-tables $(STEPS:%=step-%) $(STEPS:%=diff-%)
-.PHONY: help test-all test-as-user
+.PHONY: help test-all test-slow test-as-user
 
 ## help: this list of targets
 help:
@@ -32,10 +32,23 @@ test: setup
 test-all: setup
 	$(PYTEST) -m ""
 
+## test-slow: only the tests make test leaves out (slow, network, docker)
+test-slow: setup
+	$(PYTEST) -m "slow or network or docker"
+
 ## test-as-user: `make test` as uid 65534 on a world-readable copy of the kit, in a frame (root only)
 test-as-user: setup
 	@bash tools/as-user $(USER_TEST)
 USER_TEST ?= make test
+
+## step-NN: the article's commands for step NN, on the host and through the step
+
+## vm-setup: what grading inside a throwaway VM needs from PyPI (virtme-ng, pinned); QEMU, a kernel and busybox come from apt-get (README: Where nskit runs)
+.PHONY: vm-setup
+vm-setup: $(VENV)/.vm-installed
+$(VENV)/.vm-installed: requirements-vm.txt $(VENV)/.installed
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-vm.txt
+	touch $@
 
 ## step-NN: the article's commands for step NN, on the host and through the step
 $(STEPS:%=step-%): step-%: setup

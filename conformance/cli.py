@@ -2,8 +2,9 @@
 
 Exit status: 0 when every graded check passed, 1 when any failed, 2 when
 the grader could not grade (a usage error, a target that is not a folder,
-a machine that refuses user namespaces). With --submissions, 0 once the
-whole class is graded, whatever the learners scored.
+a machine that refuses user namespaces where no VM can start either: with
+--vm auto, the default, the grading then runs inside a throwaway VM). With
+--submissions, 0 once the whole class is graded, whatever the learners scored.
 """
 import argparse
 import os
@@ -13,7 +14,7 @@ import time
 from pathlib import Path
 
 from . import course as courses
-from . import report
+from . import report, vm
 from .checks import STEPS
 from .discover import NO_WORK, TargetError, find_programs, find_submissions
 from .grade import grade
@@ -91,6 +92,11 @@ def parser():
                    "PrairieLearn external grader's results.json")
     p.add_argument("--classroom", metavar="FILE", help="with --target: write the result "
                    "GitHub Classroom's grading reporter reads, as JSON")
+    p.add_argument("--vm", choices=("auto", "always", "never"),
+                   default=os.environ.get("NSKIT_VM", "auto"),
+                   help="grade inside a throwaway VM (QEMU, virtme-ng): auto where this machine "
+                        "refuses namespaces, always, or never (default %(default)s; NSKIT_VM "
+                        "sets it)")
     return p
 
 
@@ -156,6 +162,8 @@ def main(argv=None):
             targets = {p.name: find_programs(p, args.step) for p in learners}
         else:
             targets = {args.target: find_programs(args.target, args.step)}
+        if args.vm == "always":
+            return _in_vm(argv, args, targets, "asked for (--vm always)", "")
         sandbox = Sandbox(limits, args.jobs)
         sandbox.probe_available()
         if not sandbox.cgroups and not sandbox.id_maps.privileged:
@@ -167,16 +175,19 @@ def main(argv=None):
     except Unavailable as error:
         _not_graded(args, f"{error}; {refusal()}" if error.refused else str(error))
         if not error.refused:
-            print(f"nskit: the grader cannot build its throwaway host here ({error}): "
-                  f"run it in the kit's container (make shell), or report this with the "
-                  f"message above.", file=sys.stderr)
+            sentence = (f"nskit: the grader cannot build its throwaway host here ({error}): "
+                        f"run it in the kit's container (make shell), or report this with the "
+                        f"message above.")
+        else:
+            sentence = (f"nskit: cannot create the user namespace every graded run needs "
+                        f"({error}; {refusal()}): run the grader with sudo, allow user "
+                        f"namespaces (sysctl user.max_user_namespaces=15000, or on Ubuntu "
+                        f"kernel.apparmor_restrict_unprivileged_userns=0), or use the "
+                        f"container: make shell.")
+        if args.vm == "never":
+            print(sentence, file=sys.stderr)
             return 2
-        print(f"nskit: cannot create the user namespace every graded run needs ({error}; "
-              f"{refusal()}): run the grader with sudo, allow user namespaces "
-              f"(sysctl user.max_user_namespaces=15000, or on Ubuntu "
-              f"kernel.apparmor_restrict_unprivileged_userns=0), or use the container: make shell.",
-              file=sys.stderr)
-        return 2
+        return _in_vm(argv, args, targets, "this machine refuses namespaces", sentence)
     progress = Progress(len(targets)) if args.submissions else None
     results = grade(targets, sandbox, on_done=progress)
     if progress:
@@ -211,6 +222,18 @@ def _not_graded(args, why):
         report.write_json(args.gradescope, report.gradescope_not_graded(LEARNERS_SENTENCE))
     if args.prairielearn:
         report.write_json(args.prairielearn, report.prairielearn_not_graded(LEARNERS_SENTENCE, why))
+
+
+def _in_vm(argv, args, targets, why, sentence):
+    """The same grading inside a throwaway VM, or why no VM can start."""
+    programs = sum(len(found) for found in targets.values())
+    budget = vm.BOOT_BUDGET + programs * (args.timeout * vm.TCG_SLOWER + 10)
+    try:
+        return vm.grade(sys.argv[1:] if argv is None else argv, why, budget, args.timeout)
+    except vm.NoVM as error:
+        print(f"{sentence} A VM could grade here instead, but {error}." if sentence
+              else f"nskit: {error}.", file=sys.stderr)
+        return 2
 
 
 def _report_class(args, results, course, roster):

@@ -7,7 +7,10 @@ the top, then the same inside a single unzipped folder. A results.json is
 written whatever happens. Where nothing could be graded, its `output` is a
 sentence for the learner, and the why goes to this script's stdout, which
 Gradescope shows to staff alone. Whether grading works here at all is found
-by grading a known-good program first (the kit's step 00, in reference/).
+by grading a known-good program first (the kit's step 00, in reference/):
+where it does not pass, the submission is graded inside a throwaway VM
+(setup.sh installs one), or, where none can start, not at all. The output
+says which way it was graded, and how long that took.
 The course file baked into the bundle (course.toml), if any, sets the points.
 """
 import json
@@ -17,14 +20,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from conformance import report
+from conformance import report, vm
 from conformance.discover import NO_WORK, find_work, looks_like_the_kit
 
 ROOT = Path(__file__).resolve().parent.parent
 COURSE = ROOT / "course.toml"
 STAFF = ("Course staff: nskit runs every program in a throwaway host made of user "
-         "namespaces, and this autograder's container refuses them. Gradescope offers no "
-         "setting for that: download the submissions and grade them on a Linux machine "
+         "namespaces, and this autograder's container refuses them; the VM that grades "
+         "instead (setup.sh installs it: see its build log) cannot start either. Rebuild the "
+         "autograder, or download the submissions and grade them on a Linux machine "
          "(python -m conformance --submissions DIR), or use GitHub Classroom (nskit's README).")
 NOTHING_TO_GRADE = ("there are no step programs in your submission: upload the files of your "
                     "work/ folder (00_skeleton.py to 07_combined.py), the folder itself, or "
@@ -48,7 +52,8 @@ def cannot_grade_here():
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "report.json"
         done = subprocess.run([sys.executable, "-m", "conformance", "--target",
-                               str(ROOT / "reference"), "--step", "00", "--json", str(out)],
+                               str(ROOT / "reference"), "--step", "00", "--json", str(out),
+                               "--vm", "never"],
                               cwd=ROOT, capture_output=True, text=True)
         if done.returncode == 0:
             return None
@@ -56,6 +61,15 @@ def cannot_grade_here():
             (steps,) = json.loads(out.read_text()).values()
             return next(c["seen"] for c in steps["steps"][0]["checks"] if not c["passed"])
         return _last_line(done.stderr)
+
+
+def _no_vm():
+    """None where a VM can grade instead, else why none can."""
+    try:
+        vm.Machine.find()
+    except vm.NoVM as error:
+        return f"A VM could grade instead, but {error}."
+    return None
 
 
 def grade(root):
@@ -71,20 +85,27 @@ def grade(root):
         kit = submission.is_dir() and looks_like_the_kit(submission)
         return not_graded(f"{NO_WORK}." if kit else NOTHING_TO_GRADE,
                           "No step programs in the submission.")
+    how, where = "natively", []
     why = cannot_grade_here()
     if why:
-        return not_graded(CANNOT_RUN, f"The grader could not run here: {why}\n\n{STAFF}")
+        no_vm = _no_vm()
+        if no_vm:
+            return not_graded(CANNOT_RUN, f"The grader could not run here: {why}\n{no_vm}\n\n{STAFF}")
+        how, where = ("inside a throwaway VM, as this container refuses the namespaces the "
+                      "grader needs"), ["--vm", "always"]
     out = root / "results" / "results.json"
-    done = _grader("--target", submission, "--gradescope", out)
+    started = time.monotonic()
+    done = _grader("--target", submission, "--gradescope", out, *where)
+    how += f", in {time.monotonic() - started:.1f} s"
     if done.returncode not in (0, 1) or not out.exists():
         return not_graded(CANNOT_RUN, f"The grader failed (exit status {done.returncode}): "
                           f"{_last_line(done.stderr)}\nPlease report this to nskit's "
                           f"maintainers.")
     results = json.loads(out.read_text())
     where = target.relative_to(root)
-    results["output"] = f"Graded: {where}\n{results['output']}"
+    results["output"] = f"Graded: {where}\nGraded {how}\n{results['output']}"
     results["execution_time"] = round(time.monotonic() - start, 3)
-    return results, f"Graded {where}.\n{done.stdout}"
+    return results, f"Graded {where} {how}.\n{done.stdout}"
 
 
 def main(argv=None):

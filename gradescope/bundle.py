@@ -28,6 +28,7 @@ def members(course=None):
         yield "nskit/course.toml", Path(course), False
     yield from ((name, HERE / name, True) for name in AT_ROOT)
     yield "nskit/requirements.txt", ROOT / "requirements.txt", False
+    yield "nskit/requirements-vm.txt", ROOT / "requirements-vm.txt", False
     # A program known to pass, graded first to tell whether grading works here.
     yield "nskit/reference/00_skeleton.py", ROOT / "steps" / "00_skeleton.py", False
     for package in PACKAGES:

@@ -613,7 +613,7 @@ def test_an_ordinary_users_own_folder_stays_unplanted(as_user):
 # -- where user namespaces are refused ---------------------------------------------------------
 
 REFUSAL = "nskit: cannot create the user namespace every graded run needs"
-GRADE_STEPS = f"{quote(PYTHON)} -m conformance --target steps --jobs 2"
+GRADE_STEPS = f"{quote(PYTHON)} -m conformance --target steps --jobs 2 --vm never"
 
 @pytest.mark.skipif(os.uname().machine != "x86_64", reason="the filter knows x86_64's syscalls")
 def test_a_seccomp_filter_gets_the_refusal_sentence():

@@ -1,0 +1,215 @@
+"""Grading inside a throwaway VM, where the machine refuses namespaces.
+
+The refusing machine is a frame whose user namespace has
+user.max_user_namespaces 0, as a locked-down container has: the grader there
+cannot make a single run's host, and --vm auto grades inside a VM instead.
+The tests that boot a VM are slow (half a minute or more without KVM) and
+skip, with the reason, where no VM can start; CI installs what one needs.
+"""
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from shlex import quote
+
+import pytest
+
+from conftest import PYTHON, ROOT, in_frame, step_path
+
+sys.path.insert(0, str(ROOT))
+from conformance import vm  # noqa: E402
+from conformance.catalog import STEP_NAMES, file_name  # noqa: E402
+from conformance.checks import checks_for  # noqa: E402
+
+CANNED = ROOT / "tests" / "gallery" / "wrong" / "canned"
+OUT_OF = sum(len(checks_for(nn)) for nn in STEP_NAMES)
+IN_VM = "graded inside a VM: this machine refuses namespaces"
+REFUSAL = "nskit: cannot create the user namespace every graded run needs"
+
+
+def _no_vm():
+    try:
+        vm.Machine.find()
+    except vm.NoVM as error:
+        return str(error)
+    return None
+
+
+NO_VM = _no_vm()
+needs_vm = pytest.mark.skipif(NO_VM is not None, reason=f"{NO_VM}")
+
+
+def refusing(command):
+    """bash for command run where user namespaces are refused: in a user
+    namespace of the frame's own whose max_user_namespaces is 0."""
+    inner = f"echo 0 > /proc/sys/user/max_user_namespaces && exec {command}"
+    return f"unshare --user --map-root-user bash -c {quote(inner)}"
+
+
+def in_slow_frame(script):
+    """in_frame, with the time a class graded under TCG on a busy machine needs."""
+    return in_frame(script, timeout=900)
+
+
+def grader(*args):
+    return " ".join([quote(PYTHON), "-m", "conformance", *map(quote, map(str, args))])
+
+
+def class_of(root):
+    """A class of two: the kit's own steps, and the gallery's canned program
+    (it prints the article's output whatever it is asked to run)."""
+    for nn in STEP_NAMES:
+        kit, canned = root / "kit", root / "canned"
+        kit.mkdir(parents=True, exist_ok=True)
+        canned.mkdir(parents=True, exist_ok=True)
+        shutil.copy(step_path(nn), kit / f"{file_name(nn)}.py")
+        shutil.copy(CANNED, canned / file_name(nn))
+        (canned / file_name(nn)).chmod(0o755)
+    return root
+
+
+def failed(report):
+    """{learner: {step: titles of the checks that failed}} from a --json report."""
+    return {label: {s["step"]: {c["title"] for c in s["checks"] if not c["passed"]}
+                    for s in learner["steps"]}
+            for label, learner in json.loads(report.read_text()).items()}
+
+
+def test_the_frame_refuses_and_never_keeps_today_s_sentence():
+    r = in_frame(refusing(grader("--target", "steps", "--vm", "never")))
+    assert r.code == 2 and r.err.startswith(REFUSAL), r
+    assert IN_VM not in r.out + r.err
+
+
+def test_where_no_vm_can_start_the_sentence_names_what_is_missing(tmp_path):
+    r = in_frame(f"NSKIT_VM_KERNEL={tmp_path}/vmlinuz " + refusing(grader("--target", "steps")))
+    assert r.code == 2, r
+    assert r.err.startswith(REFUSAL) and len(r.err.strip().splitlines()) == 1, r.err
+    assert f"A VM could grade here instead, but no VM can start here: the kernel " \
+           f"{tmp_path}/vmlinuz" in r.err
+    assert "apt-get install qemu-system-x86 linux-image-amd64" in r.err
+    assert "pip install -r requirements-vm.txt" in r.err
+
+
+def test_vm_always_where_none_can_start_says_why(tmp_path):
+    r = in_frame(f"NSKIT_VM_KERNEL={tmp_path}/vmlinuz " +
+                 grader("--target", "steps", "--step", "00", "--vm", "always"))
+    assert r.code == 2 and r.err.startswith("nskit: no VM can start here: the kernel"), r
+
+
+def test_the_command_inside_is_the_same_with_outputs_in_the_shared_folder(tmp_path):
+    shared = tmp_path / "out"
+    inner, wanted = vm._rewrite(
+        ["--submissions", "class", "--vm=auto", "--json", "r.json", "--jobs", "2",
+         "--gradescope-dir=gs"], shared, "scores.csv")
+    assert inner == ["--submissions", str(Path("class").resolve()),
+                     "--json", str(shared / "json"), "--jobs", "2",
+                     "--gradescope-dir", str(shared / "gradescope-dir"),
+                     "--csv", str(shared / "csv"), "--vm", "never"]
+    assert wanted == {shared / "json": Path("r.json"), shared / "gradescope-dir": Path("gs"),
+                      shared / "csv": Path("scores.csv")}
+
+
+@pytest.mark.slow
+@needs_vm
+def test_a_class_is_graded_in_one_vm_with_the_same_verdicts_as_natively(tmp_path):
+    folder = class_of(tmp_path / "class")
+    native = tmp_path / "native.json"
+    r = in_frame(grader("--submissions", folder, "--json", native, "--csv", tmp_path / "n.csv",
+                        "--vm", "never", "--jobs", "2"))
+    assert r.code == 0, r
+    report, scores = tmp_path / "vm.json", tmp_path / "vm.csv"
+    r = in_slow_frame(refusing(grader("--submissions", folder, "--json", report,
+                                      "--csv", scores, "--jobs", "2")))
+    assert r.code == 0, r
+    assert r.out.count(IN_VM) == 1, r
+    assert f"scores: {scores}" in r.out
+    verdicts = failed(report)
+    assert verdicts["kit"] == {nn: set() for nn in STEP_NAMES}, verdicts["kit"]
+    assert verdicts["canned"] == failed(native)["canned"]
+    assert any(verdicts["canned"].values())
+    assert scores.read_text() == (tmp_path / "n.csv").read_text()
+
+
+@pytest.mark.slow
+@needs_vm
+def test_the_vm_writes_only_its_shared_folder(tmp_path):
+    """Root inside the VM: the machine's / stays as it was, whatever it tries;
+    only the shared folder takes what it writes."""
+    out = tmp_path / "out"
+    out.mkdir()
+    planted = [tmp_path / "planted", ROOT / "planted-by-the-vm", Path("/planted-by-the-vm")]
+    script = "; ".join([
+        *(f"echo x > {quote(str(p))}" for p in planted),
+        f"mount -o remount,rw / && echo x > {quote(str(planted[2]))}",
+        f"echo x > {quote(str(ROOT / 'README.md'))}",
+        f"echo kept > {quote(str(out / 'result'))}",
+    ])
+    before = (ROOT / "README.md").read_text()
+    how = vm.Machine.find().run(script, out, timeout=vm.BOOT_BUDGET)
+    assert how in ("KVM", "TCG")
+    assert (out / "result").read_text() == "kept\n"
+    assert not [p for p in planted if p.exists()]
+    assert (ROOT / "README.md").read_text() == before
+
+
+@pytest.mark.slow
+@needs_vm
+def test_gradescope_s_autograder_grades_inside_a_vm_where_the_container_refuses(tmp_path):
+    """The bundle's run_autograder, as Gradescope runs it, in a container that
+    refuses namespaces: one boot, every check graded, step 05 (the skeleton
+    under its name) failing the checks it fails natively."""
+    zip_path = tmp_path / "autograder.zip"
+    subprocess.run([PYTHON, "-m", "gradescope.bundle", str(zip_path)], cwd=ROOT, check=True,
+                   capture_output=True)
+    subprocess.run(["unzip", "-q", str(zip_path), "-d", str(tmp_path / "source")], check=True)
+    work = tmp_path / "submission" / "work"
+    work.mkdir(parents=True)
+    for nn in STEP_NAMES:
+        shutil.copy(step_path(nn if nn != "05" else "00"), work / f"{file_name(nn)}.py")
+    script = quote(str(tmp_path / "source" / "run_autograder"))
+    r = in_slow_frame(f"export AUTOGRADER_ROOT={quote(str(tmp_path))} "
+                      f"NSKIT_PYTHON={quote(PYTHON)}; " + refusing(script))
+    assert r.code == 0, r
+    results = json.loads((tmp_path / "results" / "results.json").read_text())
+    failing = {t["name"][:6] for t in results["tests"] if t["score"] == 0}
+    assert len(results["tests"]) == OUT_OF and failing == {"05 pid"}, results["output"]
+    assert results["score"] == OUT_OF - sum(t["score"] == 0 for t in results["tests"])
+    head = results["output"].splitlines()[1]
+    assert head.startswith("Graded inside a throwaway VM, as this container refuses"), head
+    assert re.search(r", in \d+\.\d s$", head), head
+    assert "graded inside a VM: asked for (--vm always)" in results["output"]
+
+
+@pytest.mark.slow
+@needs_vm
+def test_make_step_runs_the_demo_in_a_vm_where_namespaces_and_docker_are_missing():
+    # Root without CAP_SYS_ADMIN, as in a container with Docker's defaults, and no docker.
+    from test_make import HOST
+    result = in_frame("setpriv --inh-caps=-sys_admin --bounding-set=-sys_admin make step-03; "
+                      "echo exit=$?", own_root=True, setup=HOST, timeout=900)
+    assert "exit=0" in result.out, result
+    assert result.out.startswith("Namespaces are refused here (a seccomp filter or security "
+                                 "policy, as in a container started with Docker's defaults) "
+                                 "and Docker is missing: running it in a throwaway VM"), result
+    assert "through steps/03_uts.py: hostname" in result.out
+
+
+def test_what_comes_out_of_the_shared_folder_never_follows_a_link(tmp_path):
+    secret = tmp_path / "secret"
+    secret.write_text("the machine's")
+    shared = tmp_path / "shared"
+    (shared / "dir").mkdir(parents=True)
+    (shared / "report").write_text("kept")
+    (shared / "dir" / "a").write_text("kept too")
+    (shared / "link").symlink_to(secret)
+    (shared / "dir" / "link").symlink_to(secret)
+    (shared / "dirlink").symlink_to(tmp_path)
+    out = tmp_path / "out"
+    for name in ("report", "link", "dir", "dirlink"):
+        vm._copy_out(shared / name, out / name)
+    assert (out / "report").read_text() == "kept" and (out / "dir" / "a").read_text() == "kept too"
+    assert sorted(p.name for p in out.rglob("*")) == ["a", "dir", "report"]
+    assert vm._read(shared / "link") == "" and vm._read(shared / "report") == "kept"
