@@ -16,12 +16,11 @@ from shlex import quote
 
 import pytest
 
-from conftest import PYTHON, ROOT, in_frame, step_path
+from helpers import PYTHON, ROOT, in_frame, step_path
 
-sys.path.insert(0, str(ROOT))
-from conformance import vm  # noqa: E402
-from conformance.catalog import STEP_NAMES, file_name  # noqa: E402
-from conformance.checks import checks_for  # noqa: E402
+from conformance import vm
+from conformance.catalog import STEP_NAMES, file_name
+from conformance.checks import checks_for
 
 CANNED = ROOT / "tests" / "gallery" / "wrong" / "canned"
 OUT_OF = sum(len(checks_for(nn)) for nn in STEP_NAMES)
