@@ -61,18 +61,23 @@ def _failed_all(step, program, reason):
     return StepResult(step, program, checks, problem=reason)
 
 
+def path_in_run(program):
+    """Where a program sits in its run's host."""
+    return f"{PROGRAM_DIR}/{program.path.name}"
+
+
 def request_for(program, token, label=None):
     """The run of one program: copied in at a private path of the run's host
     when its run starts, never through a link (see discover._trouble), so the
     grader holds no program's bytes and a run sees no other's path. Its
     command is the witness (probe.py)."""
-    inside = f"{PROGRAM_DIR}/{program.path.name}"
+    where = path_in_run(program)
     if program.is_c:
-        argv = c_argv(compiler(), inside)
+        argv = c_argv(compiler(), where)
     else:
-        argv = [INTERPRETER, "-S", inside] if program.is_python else [inside]
+        argv = [INTERPRETER, "-S", where] if program.is_python else [where]
     return Request(argv + probe.command(), reach=[PREFIX] if program.is_python else [],
-                   files={inside: str(program.path), **probe.files(program.step)},
+                   files={where: str(program.path), **probe.files(program.step)},
                    tag=(label, program, token))
 
 
@@ -82,7 +87,8 @@ def judge(program, token, result, propagation="shared"):
     if result.error:
         return _failed_all(step, path, result.error)
     output = result.output.decode(errors="replace")
-    if program.is_c and (error := compile_error(output, path)):
+    # The compiler names the source where the run compiled it, not where it came from.
+    if program.is_c and (error := compile_error(output, path_in_run(program))):
         return _failed_all(step, path, f"it does not compile: {error}")
     if result.cut:
         output += f"\n[... {result.cut} bytes of output cut ...]"

@@ -21,20 +21,14 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from helpers import PYTHON, ROOT, grade, step_path
-from conformance import checks
 from conformance.catalog import STEP_NAMES as STEPS, file_name as step_file
-from conformance.checks import checks_for
+from conformance.checks import RAN, SKIPPED, checks_for
+from conformance.course import Course
 from conformance.discover import NO_WORK
 from exercises.make_work import make_work
 from exercises.tasks import file_name
 
 TIMEOUT = "4"  # seconds per run: short, for the hanging step
-
-# What an untouched exercise (the skeleton) passes: the checks of the host
-# and of its own files, never a new namespace's.
-SKELETON_PASSES = {checks.ran, checks.host_unchanged, checks.nothing_left,
-                   checks.tmpfs_not_on_host, checks.no_jail, checks.host_proc_kept,
-                   checks.host_hostname_kept}
 
 # Points per check of each step, so a step's checks share its points evenly
 # and a step is worth what its weight says whatever its number of checks.
@@ -47,26 +41,45 @@ def full(nn):
     return len(checks_for(nn))
 
 
-OUT_OF = sum(map(full, STEPS))
+# What a learner's step should come to: how many of its checks pass, fail
+# and are skipped, and whether it is listed as not graded normally. Only
+# passed checks earn.
+
+def right(nn):
+    return {"passed": full(nn)}
+
+
+def one_cause(nn):
+    """A step whose namespaces are wrong: that one failure, every other check
+    (its manners included) skipped for it."""
+    return {"failed": 1, "skipped": full(nn) - 1}
 
 
 def skeleton(nn):
     """What an untouched exercise (the skeleton) earns: step 00, and nothing
-    in the steps it does not do."""
-    return full(nn) if nn == "00" else 0
-
-
-def zero(nn):
-    return 0
-
-
-def one_cause(nn):
-    """A step whose namespaces are wrong: that one failure, the rest skipped."""
-    return 0
+    in the steps it does not do, not even for the host it leaves alone."""
+    return right(nn) if nn == "00" else one_cause(nn)
 
 
 def all_but_one(nn):
-    return full(nn) - 1
+    """Everything right but a process left running: only that check fails."""
+    return {"passed": full(nn) - 1, "failed": 1}
+
+
+def never_ran(nn):
+    """The program stopped before its command ran: its last words on the
+    first check, the rest skipped for it."""
+    return {"failed": 1, "skipped": full(nn) - 1, "trouble": True}
+
+
+def cannot_run(nn):
+    """Missing, ambiguous, not runnable, not compiling or timed out: every
+    check fails with the reason."""
+    return {"failed": full(nn), "trouble": True}
+
+
+def passed(by_step):
+    return {nn: shape.get("passed", 0) for nn, shape in by_step.items()}
 
 
 def course_file(path):
@@ -141,17 +154,18 @@ def in_c(work):
 
 
 def build_class(root):
-    """{folder: {step: expected checks passed}}; the class built under root."""
+    """{folder: {step: what it should come to (see right)}}; the class built
+    under root."""
     expected = {}
 
     def learner(name, build, **by_step):
         build(root / name)
-        expected[name] = {nn: by_step.get(f"s{nn}", full)(nn) for nn in STEPS}
+        expected[name] = {nn: by_step.get(f"s{nn}", right)(nn) for nn in STEPS}
 
     learner("nskit-ann", lambda f: correct(repository(f) / "work"))
     learner("nskit-bob", lambda f: make_work(repository(f) / "work"),
             **{f"s{nn}": skeleton for nn in STEPS})
-    learner("nskit-cy", repository, **{f"s{nn}": zero for nn in STEPS})
+    learner("nskit-cy", repository, **{f"s{nn}": cannot_run for nn in STEPS})
 
     def nested(folder):
         work = repository(folder / "nskit-main") / "work"
@@ -160,9 +174,10 @@ def build_class(root):
     learner("nskit-dee", nested, **{f"s{nn}": skeleton for nn in ("04", "05", "06", "07")})
     learner("nskit-eve", lambda f: correct(repository(f)))
     learner("nskit-fay", lambda f: broken(repository(f) / "work"),
-            s01=all_but_one, s02=zero, s03=zero, s04=all_but_one, s05=zero, s06=zero, s07=zero)
-    learner("nskit-cee", lambda f: in_c(repository(f) / "work"), s01=zero, s02=zero)
-    learner("zed", lambda f: f.mkdir(), **{f"s{nn}": zero for nn in STEPS})
+            s01=one_cause, s02=never_ran, s03=cannot_run, s04=all_but_one, s05=cannot_run,
+            s06=cannot_run, s07=never_ran)
+    learner("nskit-cee", lambda f: in_c(repository(f) / "work"), s01=cannot_run, s02=cannot_run)
+    learner("zed", lambda f: f.mkdir(), **{f"s{nn}": cannot_run for nn in STEPS})
     return expected
 
 
@@ -196,7 +211,7 @@ def graded(tmp_path_factory):
 
 
 def points(by_step):
-    return {nn: WEIGHT[nn] * n for nn, n in by_step.items()}
+    return {nn: WEIGHT[nn] * n for nn, n in passed(by_step).items()}
 
 
 @pytest.mark.slow
@@ -232,16 +247,21 @@ def test_the_table_the_roster_and_the_ones_not_graded_normally(graded):
                    for line in table.splitlines()), name
     assert "\nno submission (a row of zeros each): nskit-gus\n" in table
     assert "\nfolders not on the roster: zed\n" in table
+    # A step that ran its command is graded normally, whatever it earned: the
+    # skeletons' and nskit-fay's 01 are not listed.
     listed = {tuple(line.split()[:2]) for line in trouble.splitlines() if line.strip()}
     assert listed == {(name, f"{nn}:") for name, by_step in expected.items()
-                      for nn in STEPS if by_step[nn] == 0}
+                      for nn in STEPS if by_step[nn].get("trouble")}
     assert "nskit-fay 03: timed out after 4 s" in trouble
     assert "nskit-fay 05: not found: no file named 05_pid.py" in trouble
     assert "nskit-fay 06: more than one program claims step 06: 06_other.py, 06_user.py" in trouble
-    assert "nskit-fay 07: the command's output never came back; it printed: boom" in trouble
-    assert "nskit-fay 02: the command's output never came back" in trouble
+    # The program's own last words: its error, or a traceback's last line.
+    assert "nskit-fay 07: the command never ran; the program's last words: boom\n" in trouble
+    assert ("nskit-fay 02: the command never ran; the program's last words: "
+            "SyntaxError: invalid syntax\n") in trouble
     assert f"nskit-cy 00: {NO_WORK}" in trouble
     assert re.search(r"nskit-cee 01: it does not compile: 01_net\.c:1:\d+: error: .*nope", trouble)
+    assert "/nskit/" not in trouble
     assert "nskit-cee 02: 02_mount is neither a .py file nor executable: chmod +x it" in trouble
     assert ".c is neither" not in trouble and "chmod +x it" not in trouble.replace(
         "nskit-cee 02: 02_mount is neither a .py file nor executable: chmod +x it", "")
@@ -259,6 +279,11 @@ def test_one_gradescope_results_json_per_learner_with_points_and_visibility(grad
         assert isinstance(results["execution_time"], float) and results["output"]
         tests = results["tests"]
         assert len(tests) == sum(full(nn) for nn in STEPS)
+        for nn, shape in by_step.items():
+            statuses = [t["status"] for t in tests if t["name"][:2] == nn]
+            assert statuses.count("passed") == shape.get("passed", 0), (name, nn)
+            # Gradescope knows passed and failed only: a skipped check failed there.
+            assert statuses.count("failed") == len(statuses) - shape.get("passed", 0)
         for test in tests:
             nn = test["name"][:2]
             assert test["max_score"] == WEIGHT[nn]
@@ -270,6 +295,10 @@ def test_one_gradescope_results_json_per_learner_with_points_and_visibility(grad
     fay = json.loads((tmp / "gradescope" / "nskit-fay" / "results.json").read_text())
     missing = next(t for t in fay["tests"] if t["name"].startswith("05 pid"))
     assert missing["output"].endswith("in nskit-fay/work")
+    # A skipped check says what it needs, and no hint: the failure it needs has one.
+    boom = [t for t in fay["tests"] if t["name"].startswith("07 combined")]
+    assert boom[0]["output"].startswith("the command never ran; the program's last words: boom")
+    assert {t["output"] for t in boom[1:]} == {SKIPPED + RAN}
 
 
 @pytest.mark.slow
@@ -278,15 +307,32 @@ def test_junit_class_names_are_learner_and_step_file(graded):
     suites = ET.parse(tmp / "junit.xml").getroot()
     names = {case.get("classname") for case in suites.iter("testcase")}
     assert names == {f"{name}.{step_file(nn)}" for name in expected for nn in STEPS}
+    # JUnit keeps skipped apart from failed: one cause is one failure.
+    for suite in suites.iter("testsuite"):
+        by_step = expected[suite.get("name")]
+        for nn, shape in by_step.items():
+            cases = [c for c in suite.iter("testcase")
+                     if c.get("classname").endswith(f".{step_file(nn)}")]
+            got = {"passed": sum(not len(c) for c in cases),
+                   "failed": sum(c.find("failure") is not None for c in cases),
+                   "skipped": sum(c.find("skipped") is not None for c in cases)}
+            want = {key: shape.get(key, 0) for key in got}
+            assert got == want, (suite.get("name"), nn)
+        assert suite.get("failures") == str(sum(s.get("failed", 0) for s in by_step.values()))
+        assert suite.get("skipped") == str(sum(s.get("skipped", 0) for s in by_step.values()))
 
 
 # -- a course file's steps, PrairieLearn, refusals --------------------------------
 
 def test_a_course_file_chooses_the_steps_graded(tmp_path):
+    """Of a work/ of skeletons, 01 right and 03 right but for a process it
+    leaves running (its last check): only 01 and 03 are graded, 03 to the cent."""
     course = tmp_path / "course.toml"
     course.write_text("[points]\n01 = 3\n03 = 6\n")
     make_work(tmp_path / "work")
-    correct(tmp_path / "work", ["01"])
+    correct(tmp_path / "work", ["01", "03"])
+    edit(tmp_path / "work", "03", "    argv = sys.argv[1:]\n",
+         "    argv = sys.argv[1:]\n    os.system('sleep 300 &')\n")
     done = grade("--target", tmp_path, "--course", course, "--prairielearn", tmp_path / "pl.json",
                  "--gradescope", tmp_path / "gs.json", tmp=tmp_path)
     assert done.code == 1, done
@@ -295,8 +341,10 @@ def test_a_course_file_chooses_the_steps_graded(tmp_path):
     by_step = {nn: [t for t in gs["tests"] if t["name"][:2] == nn] for nn in ("01", "03")}
     assert round(sum(t["max_score"] for t in by_step["01"]), 2) == 3
     assert round(sum(t["max_score"] for t in by_step["03"]), 2) == 6
+    assert [t["status"] for t in by_step["03"]] == ["passed"] * (full("03") - 1) + ["failed"]
     earned = 3 + round(sum(t["score"] for t in by_step["03"]), 2)
-    assert gs["score"] == earned and 3 < earned < 9
+    shares = Course(points={"01": 3, "03": 6}).shares("03", full("03"))
+    assert gs["score"] == earned == round(9 - shares[-1], 2) and 3 < earned < 9
     assert f"points: {earned:g}/9" in done.out
     # PrairieLearn's external grader results, as its documentation gives them:
     # gradable, score in [0, 1], message, tests with points and max_points.
@@ -346,7 +394,8 @@ def test_the_kits_gitignore_lets_learners_commit_work(tmp_path):
 
 # -- reports stay bounded ---------------------------------------------------------
 # A program that runs the command with a `hostname` of its own that prints
-# 700 KB, and prints control bytes and a megabyte that is not UTF-8.
+# 700 KB, and prints control bytes and a megabyte that is not UTF-8; and one
+# that floods too and stops before its command runs, its last words 700 KB.
 FLOOD = r'''import os, subprocess, sys
 os.makedirs("/tmp/fake", exist_ok=True)
 with open("/tmp/fake/hostname", "w") as fh:
@@ -357,20 +406,32 @@ sys.stdout.buffer.write(b"\x01\x02\x1b[31m\x00" + b"\xff" * (1 << 20) + b"\n")
 sys.stdout.flush()
 subprocess.run(sys.argv[1:])
 '''
+LAST_WORDS = r'''import sys
+sys.stdout.buffer.write(b"\x01\x02\x1b[31m\x00" + b"\xff" * (1 << 20) + b"\n")
+sys.stdout.flush()
+raise SystemExit("b" * 700_000)
+'''
 
 
 def test_a_flood_of_output_keeps_every_report_small_and_fast(tmp_path):
     (tmp_path / "t").mkdir()
     (tmp_path / "t" / "03_uts.py").write_text(FLOOD)
+    (tmp_path / "t" / "04_ipc.py").write_text(LAST_WORDS)
     start = time.monotonic()
-    done = grade("--target", tmp_path / "t", "--step", "03", "--junit", tmp_path / "j.xml",
-                 "--gradescope", tmp_path / "gs.json", "--prairielearn", tmp_path / "pl.json",
-                 "--max-output", "4M", tmp=tmp_path)
+    done = grade("--target", tmp_path / "t", "--step", "03", "--step", "04",
+                 "--junit", tmp_path / "j.xml", "--gradescope", tmp_path / "gs.json",
+                 "--prairielearn", tmp_path / "pl.json", "--max-output", "4M", tmp=tmp_path)
     took = time.monotonic() - start
     assert done.code == 1 and "Traceback" not in done.err, done
-    assert took < 8, f"grading one flooding program took {took:.1f} s"
-    seen = done.steps["03"]["hostname prints myhostname inside"]["seen"]
-    assert seen.startswith("hostname 'aaaa") and len(seen) <= 2200
+    assert took < 8, f"grading two flooding programs took {took:.1f} s"
+    # What a program prints is never graded: 03 is judged on its namespaces.
+    assert done.steps["03"]["new namespaces: uts, no other"]["seen"] == "new: none"
+    (learner,) = json.loads((tmp_path / "grader-report.json").read_text()).values()
+    output = learner["steps"][0]["output"]
+    assert "aaaa" in output and len(output) <= 8400
+    seen = done.steps["04"][RAN]["seen"]
+    assert seen.startswith("the command never ran; the program's last words: bbbb")
+    assert len(seen) <= 400
     ET.parse(tmp_path / "j.xml")
     for name in ("gs.json", "pl.json", "grader-report.json"):
         size = (tmp_path / name).stat().st_size
@@ -549,11 +610,13 @@ def test_the_classroom_workflow_grades_a_template(workflow, template, tmp_path, 
     else:
         assert result["max_score"] == 10 * len(STEPS)
         earned = round(sum(t["score"] for t in result["tests"]), 2)
-        assert earned > 10 * len(passed) and f"points: {earned:g}/80" in text
+        # The untouched skeletons of 03 to 07 earn nothing.
+        assert earned == 10 * len(passed) and f"points: {earned:g}/80" in text
     for test in result["tests"]:
         assert test["status"] in ("pass", "fail") and test["name"][:2] in STEPS
-        if test["name"][:2] in passed:
-            assert test["status"] == "pass"
+        assert test["status"] == ("pass" if test["name"][:2] in passed else "fail"), test
+        if test["status"] == "fail":
+            assert test["score"] == 0, test
 
 
 # -- where the machine cannot grade -----------------------------------------------
@@ -620,7 +683,6 @@ def _step(nn, checks):
 
 def test_points_are_shared_and_skipped_or_failed_checks_earn_nothing():
     from conformance import report
-    from conformance.course import Course
     steps = [_step("07", [_Check("07", f"c{i}", i < 9) for i in range(15)]),
              _step("01", [_Check("01", "a", True), _Check("01", "b", False, "skipped"),
                           _Check("01", "c", True, "passed")])]
@@ -629,8 +691,15 @@ def test_points_are_shared_and_skipped_or_failed_checks_earn_nothing():
     assert course.earned(steps[:1]) == (6.03, 10)
     assert course.earned(steps[1:]) == (6.67, 10)       # 3.34 + 3.33
     results = report.gradescope(steps, course)
-    assert [t["status"] for t in results["tests"][15:]] == ["passed", "skipped", "passed"]
+    # Gradescope knows passed and failed only: there a skipped check failed.
+    assert [t["status"] for t in results["tests"][15:]] == ["passed", "failed", "passed"]
+    assert [t["score"] for t in results["tests"][15:]] == [3.34, 0, 3.33]
     assert results["score"] == 12.7
+    # The other formats keep it skipped.
+    (ann,) = report.full({"ann": steps}, course).values()
+    assert [c["status"] for c in ann["steps"][1]["checks"]] == ["passed", "skipped", "passed"]
+    assert [c["points"] for c in ann["steps"][1]["checks"]] == [3.34, 0, 3.33]
+    assert [t["points"] for t in report.prairielearn(steps, course)["tests"][15:]] == [3.34, 0, 3.33]
     suite = ET.fromstring(report.junit({"ann": steps}).split("?>", 1)[1]).find("testsuite")
     assert (suite.get("failures"), suite.get("skipped")) == ("6", "1")
 
