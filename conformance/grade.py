@@ -57,7 +57,12 @@ class StepResult:
 
 
 def _failed_all(step, program, reason):
-    checks = [CheckResult(step, c.title, False, reason, "") for c in checks_for(step)]
+    """A program that could not run: its first check fails with the reason,
+    once, and every other is skipped for it (one cause, one failure)."""
+    first, *rest = checks_for(step)
+    checks = [CheckResult(step, first.title, False, reason, ""),
+              *[CheckResult(step, c.title, False, f"skipped: needs {first.title}", "", "skipped")
+                for c in rest]]
     return StepResult(step, program, checks, problem=reason)
 
 

@@ -140,7 +140,7 @@ def test_the_class_through_the_autograder(built_for_the_course, repositories, tm
         assert test["visibility"] in ("visible", "hidden", "after_due_date")
     failing = [t for t in results["tests"] if t["status"] != "passed"]
     assert all(t["score"] == 0 and t["output"] for t in failing)
-    assert f"Graded {where}." in run.stdout
+    assert f"Graded {where} natively, in " in run.stdout
 
 
 def test_an_empty_submission_says_what_to_upload(autograder):
