@@ -34,6 +34,7 @@ import os
 import platform
 import select
 import shutil
+import signal
 import socket
 import struct
 
@@ -44,6 +45,7 @@ DIR = "/nskit"
 SHELL = f"{DIR}/sh"
 WITNESS = f"{DIR}/witness"
 READY = f"{DIR}/ready"   # what the witness runs first: its exec is held until it is seen
+DONE = f"{DIR}/done"     # beyond Part 1, what it runs last: held while its parent is killed
 MACHINE_SHELL = "/bin/dash" if os.path.exists("/bin/dash") else "/bin/sh"
 OVERFLOW_ID = 65534  # what an id without a mapping shows as (kernel.overflowuid)
 BOUND = 256          # processes, mounts, links, queues, entries kept per observation
@@ -57,6 +59,13 @@ EXEC_CALLS = {
                (0x40000003, (11, 358, 252))],
     "aarch64": [(0xC00000B7, (221, 281, 94))],
 }.get(ARCH, [])
+# Beyond Part 1, clone, fork, vfork and clone3 too, by ABI: the grader holds
+# the parent from the moment it makes a child (see Trace).
+CLONE_CALLS = {
+    "x86_64": {0xC000003E: (56, 57, 58, 435), 0x40000003: (120, 2, 190, 435)},
+    "aarch64": {0xC00000B7: (220, 435)},
+}.get(ARCH, {})
+CLONES = {nr for calls in CLONE_CALLS.values() for nr in calls}
 EXECVEAT = {322, 0x40000221, 358, 281}
 EXITS = {231, 0x400000E7, 252, 94}
 EXECS = {nr for _, calls in EXEC_CALLS for nr in calls} - EXITS
@@ -92,11 +101,13 @@ def furnish_root(new_root, files):
     os.chmod(f"{folder}/sh", 0o755)
 
 
-def _filter():
-    """BPF: every execve, execveat and exit_group goes to the grader; the
-    rest is allowed."""
+def _filter(clones=False):
+    """BPF: every execve, execveat and exit_group goes to the grader (with
+    clones, every clone, fork, vfork and clone3 too); the rest is allowed."""
     code = []  # (op or label, k, label to jump to if true, if false: None for the next)
     for index, (arch, calls) in enumerate(EXEC_CALLS):
+        if clones:
+            calls = tuple(calls) + CLONE_CALLS.get(arch, ())
         code.append((0x20, 4, None, None))                     # A = arch
         code.append((0x15, arch, None, f"next{index}"))         # not this ABI: next block
         code.append((0x20, 0, None, None))                     # A = nr
@@ -122,10 +133,10 @@ def _filter():
     return b"".join(out), len(out)
 
 
-def hold_execs(fd):
+def hold_execs(fd, clones=False):
     """In the program's process, before it is exec'd: every execve from here
     on waits for the grader's answer. The listener goes to the grader."""
-    raw, count = _filter()
+    raw, count = _filter(clones)
     filters = ctypes.create_string_buffer(raw, len(raw))
 
     class Prog(ctypes.Structure):
@@ -395,6 +406,153 @@ def observe(pid, shell_id, user_fd, helper=None):
     return facts
 
 
+def _start_facts(pid, early):
+    """The witness at its execve: whether its parent was still held at the
+    clone that made it, and its user namespace's maps then."""
+    out = {"early": early}
+    for name in ("uid_map", "gid_map"):
+        try:
+            out[name] = _id_map(pid, name)
+        except OSError:
+            out[name] = []
+    return out
+
+
+PTRACE_SYSCALL, PTRACE_DETACH, PTRACE_SETOPTIONS = 24, 17, 0x4200
+PTRACE_GETEVENTMSG, PTRACE_SEIZE = 0x4201, 0x4206
+O_TRACESYSGOOD, O_TRACEFORK, O_TRACEVFORK, O_TRACECLONE, O_EXITKILL = 1, 2, 4, 8, 0x100000
+EVENT_FORK, EVENT_VFORK, EVENT_CLONE, EVENT_STOP = 1, 2, 3, 128
+WALL = 0x40000000
+SYSCALL_STOP = signal.SIGTRAP | 0x80
+
+
+def _ptrace(request, pid, data=0):
+    libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
+    if libc.ptrace(request, pid, None, ctypes.c_void_p(data)) == -1:
+        raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+
+
+class Trace:
+    """Beyond Part 1: a parent is to hold its child until it has set it up.
+    The order is forced, never raced. The grader follows (ptrace) the first
+    process that clones, from outside the run, and keeps it stopped from the
+    moment its child exists: the child runs alone until it execs, ends, or
+    sleeps (it waits for something). Only then does the parent go on, one
+    system call at a time, and after each the child again runs until it
+    execs, ends or sleeps: what the parent's call woke, it woke within that
+    call. So the witness's execve is seen either while the parent was still
+    held at its clone (early: nothing told the child to go), or after one
+    call of the parent, with the maps the parent had written by then."""
+
+    def __init__(self, parent):
+        self.parent, self.child = parent, None
+        self.child_free = False    # the child's first stop seen, and the child let go
+        self.child_exec = None     # (notification id, path): its execve, held
+        self.stopped, self.inject = False, 0
+        self.early = True          # the parent has made no call since the clone
+        self.start = None          # the witness's _start_facts, when the child is it
+        _ptrace(PTRACE_SEIZE, parent, O_TRACECLONE | O_TRACEFORK | O_TRACEVFORK
+                | O_TRACESYSGOOD | O_EXITKILL)
+
+    def step(self):
+        """Move on what can move; True once the parent is let go."""
+        while not self.stopped:
+            try:
+                pid, status = os.waitpid(self.parent, os.WNOHANG | WALL)
+            except ChildProcessError:
+                return True
+            if pid == 0:
+                return False
+            if not os.WIFSTOPPED(status):
+                return True  # it ended
+            self.stopped, sig, event = True, os.WSTOPSIG(status), status >> 16
+            self.inject = 0
+            if event in (EVENT_FORK, EVENT_VFORK, EVENT_CLONE) and self.child is None:
+                message = ctypes.c_ulong()
+                _ptrace(PTRACE_GETEVENTMSG, self.parent, ctypes.addressof(message))
+                self.child = message.value
+                # Its later children are none of the grader's business.
+                _ptrace(PTRACE_SETOPTIONS, self.parent, O_TRACESYSGOOD | O_EXITKILL)
+            elif sig == SYSCALL_STOP:
+                self.early = False
+                if _in_calls(self.parent, WAITS | EXITS):
+                    return self._let_go()
+            elif not event and sig != signal.SIGTRAP:
+                self.inject = sig  # a signal for the parent: delivered when it goes on
+        if self.child is None:
+            return self._go_on()  # a stop before the clone: not held there
+        if not self.child_free:
+            try:
+                pid, status = os.waitpid(self.child, os.WNOHANG | WALL)
+            except ChildProcessError:
+                return self._let_go()
+            if pid == 0:
+                return False
+            if os.WIFSTOPPED(status):
+                _ptrace(PTRACE_DETACH, self.child)
+            self.child_free = True
+        if self.child_exec is not None and self.child_exec[1] == WITNESS:
+            self.start = _start_facts(self.child, self.early)  # before the parent goes on
+        if self.child_exec is not None or _ended(self.child):
+            return self._let_go()
+        fields = _stat_fields(self.child)
+        if fields and fields[0] == "S" and not _in_calls(self.child, EXECS):
+            return self._go_on()  # it waits: the parent may go on, one call
+        return False
+
+    def _go_on(self):
+        _ptrace(PTRACE_SYSCALL, self.parent, self.inject)
+        self.stopped = False
+        return False
+
+    def _let_go(self):
+        try:
+            _ptrace(PTRACE_DETACH, self.parent, self.inject)
+        except OSError:
+            pass  # it has ended
+        return True
+
+
+def _in_charge_facts(witness, parent):
+    """Beyond Part 1: who the witness's parent is on the machine, and
+    whether the witness's user namespace may drop groups."""
+    out = {"parent": None}
+    try:
+        status = _status(parent)
+        out["parent"] = {"uid": status["Uid"][0], "gid": status["Gid"][0]}
+    except (OSError, KeyError):
+        pass
+    with open(f"/proc/{witness}/setgroups") as fh:
+        out["setgroups"] = fh.read(16).strip()
+    return out
+
+
+def _signal_masks(pid):
+    out = {}
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                if key in ("SigPnd", "ShdPnd", "SigIgn", "SigCgt"):
+                    out[key] = int(value.strip(), 16)
+    except (OSError, ValueError):
+        pass
+    return out
+
+
+def _sigkill_pending(pid):
+    masks = _signal_masks(pid)
+    bit = 1 << (signal.SIGKILL - 1)
+    return bool((masks.get("SigPnd", 0) | masks.get("ShdPnd", 0)) & bit)
+
+
+def _death_signal_hint(pid):
+    masks = _signal_masks(pid)
+    if masks.get("SigIgn", 0) & (1 << (signal.SIGTERM - 1)):
+        return " (it ignores SIGTERM, as any command may)"
+    return ""
+
+
 def _proc_facts(root, inner_pid, mounts, shell_id, hidden=()):
     """What is on the witness's /proc: a proc of its own PID namespace (its
     own PID there leads back to the witness), another proc, or nothing; and
@@ -435,7 +593,13 @@ class Watch:
     and released. The program's own exit_group is held while a child of it
     may still become the witness."""
 
-    def __init__(self):
+    def __init__(self, parent_in_charge=False):
+        self.in_charge = parent_in_charge  # beyond Part 1: see _death_test and Trace
+        self.in_charge_of = None  # the observed witness's parent, to be killed at DONE
+        self.death = None
+        self.trace = None       # the parent followed from its clone on (Trace)
+        self.trace_error = None
+        self.start = None       # how the witness started: Trace, _start_facts
         self.grader_end, self.run_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.grader_end.setblocking(False)
         self.listener = self.user_fd = None
@@ -467,7 +631,7 @@ class Watch:
 
     def busy(self):
         """Whether something waits for a process of the run to move on."""
-        return bool(self.held or self.parent is not None or self.exit_held is not None
+        return bool(self.held or self.trace or self.parent is not None or self.exit_held is not None
                     or (self.ended and not self.torn_down))
 
     def on_readable(self, fd):
@@ -511,12 +675,25 @@ class Watch:
                 self.listener = None
             return
         notif_id, pid, _, nr, _, _, *args = NOTIF.unpack(buf)
+        if nr in CLONES:
+            self._cloning(notif_id, pid)
+            return
+        if self.trace and pid == self.trace.child and nr in EXECS:
+            # Held until the parent is stopped again (Trace.settle).
+            self.trace.child_exec = (notif_id, _read_path(pid, args[1] if nr in EXECVEAT else args[0]))
+            return
         if nr in EXITS:
             if pid == self.program and self.observed is None:
                 self.exit_held = notif_id
             else:
                 self._answer(notif_id)
             return
+        if self.in_charge_of is not None and self.death is None and nr in EXECS:
+            path = _read_path(pid, args[1] if nr in EXECVEAT else args[0])
+            fields = _stat_fields(pid)
+            if path == DONE and fields and fields[1] == self.observed:
+                self._death_test(notif_id, pid)
+                return
         if self.observed is not None and self.parent is None:
             self._answer(notif_id)  # seen and released: what runs now changes no verdict
             return
@@ -524,6 +701,18 @@ class Watch:
             if self.program is None:
                 self._first(pid)
             path = _read_path(pid, args[1] if nr in EXECVEAT else args[0])
+        except BaseException:
+            self._answer(notif_id)
+            raise
+        self._exec(notif_id, pid, path)
+
+    def _exec(self, notif_id, pid, path):
+        """An execve of path by pid, held: seen, and answered now or later."""
+        try:
+            if self.in_charge and path == WITNESS and self.start is None:
+                # Its parent no longer followed (it waits, or it ended): it
+                # can write no map any more.
+                self.start = _start_facts(pid, early=False)
             if len(self.seen) >= BOUND:
                 self.seen = {p: name for p, name in self.seen.items() if not _ended(p)}
             if len(self.seen) < BOUND or pid in self.seen:
@@ -541,6 +730,35 @@ class Watch:
             self.held.append((notif_id, pid, fields[1], fields[2]))
         else:
             self._answer(notif_id)
+
+    def _cloning(self, notif_id, pid):
+        """Beyond Part 1, a process is about to clone: before the witness is
+        seen, the first one that does is followed (Trace), then answered."""
+        if (self.in_charge and self.trace is None and self.start is None
+                and self.observed is None and self.trace_error is None):
+            try:
+                self.trace = Trace(pid)
+            except OSError as error:
+                self.trace_error = (f"ptrace refused ({error.strerror}): the grader must run "
+                                    f"as root, or where ptrace is allowed")
+        self._answer(notif_id)
+
+    def _follow(self):
+        """One step of the followed parent and child (see Trace)."""
+        trace = self.trace
+        try:
+            done = trace.step()
+        except OSError as error:
+            self.trace_error = f"following the parent failed: {error.strerror or error}"
+            done = True
+        if not done:
+            return
+        self.trace = None
+        if trace.child_exec is not None:
+            notif_id, path = trace.child_exec
+            if path == WITNESS and self.start is None:
+                self.start = trace.start
+            self._exec(notif_id, trace.child, path)
 
     def _first(self, pid):
         """The program's own execve, from code that is still the grader's:
@@ -581,6 +799,8 @@ class Watch:
     def tick(self):
         """Answer what can be answered now: held execs, the observed witness,
         the run's PID 1 waiting to tear down."""
+        if self.trace:
+            self._follow()
         still = []
         for notif_id, pid, parent, signal in self.held:
             state = _parent_state(parent)
@@ -603,9 +823,13 @@ class Watch:
             if self.waited is not None:
                 # Read once the parent has done all it does before it waits
                 # (or has ended): what it changes after clone counts too.
-                self.parent = None
+                parent, self.parent = self.parent, None
                 try:
                     self.facts = observe(self.observed, self.shell_id, self.user_fd, self.helper)
+                    if self.in_charge:
+                        self.facts.update(_in_charge_facts(self.observed, parent))
+                        if self.waited and self.observed != self.program:
+                            self.in_charge_of = parent
                 except OSError as error:
                     self.error = f"the command could not be observed: {error.strerror or error}"
                 self._answer(self.release)
@@ -621,6 +845,43 @@ class Watch:
             except OSError:
                 pass
             self.torn_down = True
+
+    def _death_test(self, notif_id, helper):
+        """The witness, at its end, runs DONE: held there, still the child of
+        the parent that waits for it, it sees that parent killed (SIGKILL,
+        from outside). Once the parent is dead its death signals have been
+        sent: the witness is then dead or has SIGKILL pending, or it
+        survives. It ignores SIGTERM (probe.py): only SIGKILL is sure."""
+        witness, parent = self.observed, self.in_charge_of
+        fields = _stat_fields(witness)
+        if not fields or fields[1] != parent or _ended(parent):
+            self.death = {"died": False, "seen": "its parent had already ended"}
+            self._answer(notif_id)
+            return
+        fds = []
+        try:
+            fds = [os.pidfd_open(p) for p in (witness, parent, helper)]
+            signal.pidfd_send_signal(fds[1], signal.SIGKILL)
+            # Bounds, not verdicts: a killed process ends at once.
+            if not select.select([fds[1]], [], [], 5.0)[0]:
+                raise OSError(errno.ETIME, "the killed parent did not end")
+            died = bool(select.select([fds[0]], [], [], 0)[0]) or _sigkill_pending(witness)
+            if died:
+                select.select([fds[0]], [], [], 5.0)
+                # Its DONE child too: nothing of the run may outlive the test.
+                signal.pidfd_send_signal(fds[2], signal.SIGKILL)
+                select.select([fds[2]], [], [], 5.0)
+                self.death = {"died": True, "seen": "it was killed with its parent"}
+            else:
+                self.death = {"died": False, "seen": "it still ran after its parent was "
+                              "killed" + _death_signal_hint(witness)}
+        except OSError as error:
+            self.death = {"died": False, "seen": f"the grader could not kill its parent: "
+                                                 f"{error.strerror or error}"}
+        finally:
+            for fd in fds:
+                os.close(fd)
+        self._answer(notif_id)
 
     def _settled(self, child):
         """Whether a child of the program no longer keeps it from ending: once
@@ -645,6 +906,7 @@ class Watch:
 
     def result(self):
         """What the checks read: the witness's facts and how it was started."""
-        return {"facts": self.facts, "host": self.host, "waited": self.waited,
+        return {"facts": self.facts, "host": self.host, "waited": self.waited, "death": self.death,
+                "start": self.start, "trace_error": self.trace_error,
                 "exit_signal": self.exit_signal, "copies": self.copies, "error": self.error,
                 "seen": self.observed is not None}
