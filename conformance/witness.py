@@ -505,6 +505,18 @@ class Trace:
         self.stopped = False
         return False
 
+    def end(self):
+        """The run is being ended: its traced processes are killed and
+        waited for here, or its PID 1 would wait for the grader to reap them."""
+        for pid in (self.parent, None if self.child_free else self.child):
+            if pid is None:
+                continue
+            try:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, WALL)
+            except (ProcessLookupError, ChildProcessError):
+                pass
+
     def _let_go(self):
         try:
             _ptrace(PTRACE_DETACH, self.parent, self.inject)
@@ -897,7 +909,14 @@ class Watch:
         return (fields is None or fields[0] in ("Z", "X")
                 or (fields[0] == "S" and not _in_calls(child, EXECS)))
 
+    def untrace(self):
+        """Before the run is ended: nothing of it may stay traced."""
+        if self.trace:
+            self.trace.end()
+            self.trace = None
+
     def close(self):
+        self.untrace()
         for fd in (self.listener, self.user_fd):
             if fd is not None:
                 os.close(fd)
