@@ -25,6 +25,12 @@ program's own exit_group is held while a child of it may still become the
 witness, and the run's PID 1 tears the run down only when the grader says
 so, after every witness that was started has been observed.
 
+Beyond Part 1 (08, 09), the program is a parent in charge of its child:
+clones are held too, and the first process that clones is followed (Trace)
+so that whether the command waited for its parent, and which maps it had
+when it started, are forced, not raced; at its end the witness runs DONE,
+held while the grader kills its parent (Watch._death_test).
+
 Nothing here runs threads: the grader's side is part of its event loop.
 """
 import ctypes
