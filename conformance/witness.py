@@ -461,7 +461,8 @@ class Trace:
                 | O_TRACESYSGOOD | O_EXITKILL)
 
     def step(self):
-        """Move on what can move; True once the parent is let go."""
+        """Move on what can move; True once the parent is let go, "exec"
+        when the child's execve of something else than the witness may go."""
         while not self.stopped:
             try:
                 pid, status = os.waitpid(self.parent, os.WNOHANG | WALL)
@@ -499,12 +500,20 @@ class Trace:
             self.child_free = True
         if self.child_exec is not None and self.child_exec[1] == WITNESS:
             self.start = _start_facts(self.child, self.early)  # before the parent goes on
+        elif self.child_exec is not None and (_stat_fields(self.child) or "SP0")[2] == SIGCHLD:
+            # It runs something else first (sh -c, say): still followed, for
+            # that may exec the command next. (A child without SIGCHLD would
+            # have that exec held until its parent waits: let the parent go.)
+            return "exec"
         if self.child_exec is not None or _ended(self.child):
             return self._let_go()
-        fields = _stat_fields(self.child)
-        if fields and fields[0] == "S" and not _in_calls(self.child, EXECS):
+        if _quiet(self.child):
             return self._go_on()  # it waits: the parent may go on, one call
         return False
+
+    @property
+    def held_at_clone(self):
+        return self.child is not None and self.stopped and self.early
 
     def _go_on(self):
         _ptrace(PTRACE_SYSCALL, self.parent, self.inject)
@@ -529,6 +538,18 @@ class Trace:
         except OSError:
             pass  # it has ended
         return True
+
+
+def _quiet(pid, depth=0):
+    """Whether a process and all its descendants sleep (outside an execve)
+    or have ended: nothing of it moves until something wakes it."""
+    fields = _stat_fields(pid)
+    if fields is None or fields[0] in ("Z", "X"):
+        return True
+    if fields[0] != "S" or _in_calls(pid, EXECS) or depth > 8:
+        return False
+    children = _children(pid)
+    return len(children) <= BOUND and all(_quiet(child, depth + 1) for child in children)
 
 
 def _in_charge_facts(witness, parent):
@@ -724,13 +745,14 @@ class Watch:
             raise
         self._exec(notif_id, pid, path)
 
-    def _exec(self, notif_id, pid, path):
-        """An execve of path by pid, held: seen, and answered now or later."""
+    def _exec(self, notif_id, pid, path, hold=False):
+        """An execve of path by pid, held: seen, and answered now or later
+        (with hold, once its parent waits or has ended)."""
         try:
             if self.in_charge and path == WITNESS and self.start is None:
-                # Its parent no longer followed (it waits, or it ended): it
-                # can write no map any more.
-                self.start = _start_facts(pid, early=False)
+                # A descendant of the followed child, or a witness whose
+                # parent is no longer followed (it waits, or it ended).
+                self.start = _start_facts(pid, early=bool(self.trace and self.trace.held_at_clone))
             if len(self.seen) >= BOUND:
                 self.seen = {p: name for p, name in self.seen.items() if not _ended(p)}
             if len(self.seen) < BOUND or pid in self.seen:
@@ -743,8 +765,8 @@ class Watch:
         except BaseException:
             self._answer(notif_id)  # never leave a process of the run stopped for ever
             raise
-        if (fields and fields[2] != SIGCHLD and pid != self.program
-                and os.path.exists(f"/proc/{pid}/task/{pid}")):
+        if fields and ((fields[2] != SIGCHLD and pid != self.program
+                        and os.path.exists(f"/proc/{pid}/task/{pid}")) or hold):
             self.held.append((notif_id, pid, fields[1], fields[2]))
         else:
             self._answer(notif_id)
@@ -769,6 +791,10 @@ class Watch:
         except OSError as error:
             self.trace_error = f"following the parent failed: {error.strerror or error}"
             done = True
+        if done == "exec":
+            (notif_id, path), trace.child_exec = trace.child_exec, None
+            self._exec(notif_id, trace.child, path)
+            return
         if not done:
             return
         self.trace = None
@@ -776,7 +802,10 @@ class Watch:
             notif_id, path = trace.child_exec
             if path == WITNESS and self.start is None:
                 self.start = trace.start
-            self._exec(notif_id, trace.child, path)
+            # A witness that did not wait: its parent now runs free, and
+            # what it does (its write to a pipe the exec would close, say)
+            # must not race the exec: it goes once the parent waits or ends.
+            self._exec(notif_id, trace.child, path, hold=path == WITNESS and bool(trace.start and trace.start["early"]))
 
     def _first(self, pid):
         """The program's own execve, from code that is still the grader's:
@@ -850,6 +879,8 @@ class Watch:
                             self.in_charge_of = parent
                 except OSError as error:
                     self.error = f"the command could not be observed: {error.strerror or error}"
+                    if os.environ.get("NSKIT_DEBUG"):
+                        import traceback, sys; traceback.print_exc(file=sys.stderr)
                 self._answer(self.release)
                 self.release = None
         if self.exit_held is not None and all(map(self._settled, _children(self.program))):

@@ -180,3 +180,31 @@ def test_every_program_gets_the_same_verdicts_in_20_runs(graded, tmp_path):
               for nn, result in steps.items()
               if verdicts(result) != verdicts(graded[name.rsplit("-", 1)[0]][nn])]
     assert differ == []
+
+
+# -- other languages -------------------------------------------------------------------
+
+UNSHARE_08 = """#!/bin/sh
+# 08 with unshare: a death signal (--kill-child), but no parent's OK to wait for.
+exec unshare --uts --fork --kill-child sh -c 'hostname myhostname && exec "$@"' sh "$@"
+"""
+
+
+def test_c_programs_pass_and_unshare_s_child_does_not_wait(tmp_path):
+    """08 and 09 in C, compiled inside their runs, pass every check; an
+    unshare script's child runs sh first, and the command from it, without
+    waiting for its parent: followed through sh, it is seen."""
+    folder = tmp_path / "c"
+    folder.mkdir()
+    for source in (GALLERY.parent / "c-beyond").glob("*.c"):
+        shutil.copy(source, folder)
+    graded = grade("--target", str(folder), "--step", "08", "--step", "09", tmp=tmp_path)
+    assert graded.code == 0 and sorted(graded.steps) == ["08", "09"], graded
+    script = tmp_path / "sh" / "08_isolate"
+    script.parent.mkdir()
+    script.write_text(UNSHARE_08)
+    script.chmod(0o755)
+    graded = grade("--target", str(script.parent), "--step", "08", tmp=tmp_path)
+    assert graded.failed("08") == {STARTS_AFTER_OK} | {
+        title for title, check in graded.steps["08"].items() if check["status"] == "skipped"}, graded
+    assert graded.steps["08"][STARTS_AFTER_OK]["status"] == "failed", graded
