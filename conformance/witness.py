@@ -443,13 +443,16 @@ class Trace:
     """Beyond Part 1: a parent is to hold its child until it has set it up.
     The order is forced, never raced. The grader follows (ptrace) the first
     process that clones, from outside the run, and keeps it stopped from the
-    moment its child exists: the child runs alone until it execs, ends, or
-    sleeps (it waits for something). Only then does the parent go on, one
-    system call at a time, and after each the child again runs until it
-    execs, ends or sleeps: what the parent's call woke, it woke within that
-    call. So the witness's execve is seen either while the parent was still
-    held at its clone (early: nothing told the child to go), or after one
-    call of the parent, with the maps the parent had written by then."""
+    moment its child exists: the child (with whatever it runs first, sh -c
+    say, and whatever that starts) runs alone until it execs the witness,
+    ends, or sleeps outside a held call (it waits for something). Only then
+    does the parent go on, one system call at a time, and after each the
+    child again runs until it execs, ends or sleeps: what the parent's call
+    woke, it woke within that call. So the witness's execve is seen either
+    while the parent was still held at its clone (early: nothing told the
+    child to go), or after one call of the parent, with the maps the parent
+    had written by then. A child that spins instead of sleeping holds its
+    parent until the run times out."""
 
     def __init__(self, parent):
         self.parent, self.child = parent, None
@@ -501,7 +504,7 @@ class Trace:
             self.child_free = True
         if self.child_exec is not None and self.child_exec[1] == WITNESS:
             self.start = _start_facts(self.child, self.early)  # before the parent goes on
-        elif self.child_exec is not None and (_stat_fields(self.child) or "SP0")[2] == SIGCHLD:
+        elif self.child_exec is not None and (_stat_fields(self.child) or (0, 0, 0))[2] == SIGCHLD:
             # It runs something else first (sh -c, say): still followed, for
             # that may exec the command next. (A child without SIGCHLD would
             # have that exec held until its parent waits: let the parent go.)
@@ -891,8 +894,6 @@ class Watch:
                             self.in_charge_of = parent
                 except OSError as error:
                     self.error = f"the command could not be observed: {error.strerror or error}"
-                    if os.environ.get("NSKIT_DEBUG"):
-                        import traceback, sys; traceback.print_exc(file=sys.stderr)
                 self._answer(self.release)
                 self.release = None
         if self.exit_held is not None and all(map(self._settled, _children(self.program))):
