@@ -5,7 +5,7 @@ check, and who the learners are.
 
 A course file is TOML:
 
-    [points]        # the steps graded and what each is worth (default: every step, 10)
+    [points]        # the steps graded and what each is worth (default: 00-07, 10 each)
     00 = 5
     01 = 10
     07 = 20
