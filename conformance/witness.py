@@ -57,6 +57,7 @@ MACHINE_SHELL = "/bin/dash" if os.path.exists("/bin/dash") else "/bin/sh"
 OVERFLOW_ID = 65534  # what an id without a mapping shows as (kernel.overflowuid)
 BOUND = 256          # processes, mounts, links, queues, entries kept per observation
 MOUNTINFO_TEXT = 64 << 10
+KILLED_WITHIN = 2.0   # seconds a process killed with SIGKILL may take to end: a bound, not a verdict
 
 ARCH = platform.machine()
 SYS_SECCOMP = {"x86_64": 317, "aarch64": 277}.get(ARCH)
@@ -945,15 +946,14 @@ class Watch:
         try:
             fds = [os.pidfd_open(p) for p in (witness, parent, helper)]
             signal.pidfd_send_signal(fds[1], signal.SIGKILL)
-            # Bounds, not verdicts: a killed process ends at once.
-            if not select.select([fds[1]], [], [], 5.0)[0]:
+            if not select.select([fds[1]], [], [], KILLED_WITHIN)[0]:
                 raise OSError(errno.ETIME, "the killed parent did not end")
             died = bool(select.select([fds[0]], [], [], 0)[0]) or _sigkill_pending(witness)
             if died:
-                select.select([fds[0]], [], [], 5.0)
+                select.select([fds[0]], [], [], KILLED_WITHIN)
                 # Its DONE child too: nothing of the run may outlive the test.
                 signal.pidfd_send_signal(fds[2], signal.SIGKILL)
-                select.select([fds[2]], [], [], 5.0)
+                select.select([fds[2]], [], [], KILLED_WITHIN)
                 self.death = {"died": True, "seen": "it was killed with its parent"}
             else:
                 self.death = {"died": False, "seen": "it still ran after its parent was "
