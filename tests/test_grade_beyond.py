@@ -208,3 +208,18 @@ def test_c_programs_pass_and_unshare_s_child_does_not_wait(tmp_path):
     assert graded.failed("08") == {STARTS_AFTER_OK} | {
         title for title, check in graded.steps["08"].items() if check["status"] == "skipped"}, graded
     assert graded.steps["08"][STARTS_AFTER_OK]["status"] == "failed", graded
+
+
+@pytest.mark.slow
+def test_a_parent_busy_with_many_calls_before_its_ok_still_passes(tmp_path):
+    """The parent is followed one system call at a time from its clone to
+    its OK: 2000 calls there must not make the run time out."""
+    text = step_path("08").read_text()
+    marker = "    # Here the parent would set up"
+    assert marker in text
+    folder = tmp_path / "busy"
+    folder.mkdir()
+    (folder / "08_isolate.py").write_text(text.replace(
+        marker, "    for _ in range(2000):\n        os.getppid()\n" + marker, 1))
+    graded = grade("--target", str(folder), "--step", "08", tmp=tmp_path)
+    assert graded.code == 0, graded
