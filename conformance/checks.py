@@ -13,7 +13,7 @@ does it, and each says what was seen.
 """
 from dataclasses import dataclass, field
 
-from .catalog import NAMESPACES, NEW_NAMESPACES, SIGCHLD, STEP_NAMES as STEPS
+from .catalog import BEYOND_PART_1, NAMESPACES, NEW_NAMESPACES, SIGCHLD, STEP_NAMES as STEPS
 from .witness import OVERFLOW_ID, mapped
 
 NOT_RUN = "the command never ran"
@@ -244,6 +244,10 @@ TOPIC = {
           "it becomes nobody (article: USER Namespace).",
     "07": "All six at once: the child needs a new network, mount, UTS, IPC, PID and user "
           "namespace.",
+    "08": "08 is 03's UTS namespace with a parent in charge: the child needs a UTS namespace "
+          "of its own, and no other.",
+    "09": "09 is 06's user namespace with a parent in charge: the child needs a user "
+          "namespace of its own, and no other.",
 }
 
 
@@ -281,6 +285,78 @@ def _namespace_title(step):
     if len(new) == len(NAMESPACES):
         return "new namespaces: all six"
     return f"new namespaces: {' and '.join(new)}, no other"
+
+
+# -- beyond Part 1: a parent in charge of its child ---------------------------------
+
+def starts_after_ok(ev):
+    start = ev.watch.get("start")
+    if start is None:
+        return False, "the grader could not follow the parent and its child: " + (
+            ev.watch.get("trace_error") or "no child of the program ran the command")
+    if start["early"]:
+        return False, ("the command started while its parent was held, before it could "
+                       "write anything"), (
+            "The child ran the command without waiting: it must block (read the pipe) until "
+            "the parent writes \"OK\", so that the parent can set it up first.")
+    return True, "the command started only once its parent went on"
+
+
+def dies_with_parent(ev):
+    death = ev.watch.get("death")
+    if death is None:
+        return False, "the command was not seen at its end with its parent alive", (
+            "The command must still be the parent's child when it ends: the parent waits "
+            "for it.")
+    if death["died"]:
+        return True, death["seen"]
+    return False, death["seen"], (
+        "The command must die with its parent whatever it does: the child asks the kernel "
+        "for a death signal (prctl PR_SET_PDEATHSIG) that nothing can catch or ignore.")
+
+
+def root_inside(ev):
+    w = ev.witness
+    parent = w.get("parent") or {}
+    uid, gid = mapped(w["uid_map"], w["uid"]), mapped(w["gid_map"], w["gid"])
+    seen = (f"id: {_id_names(uid, gid)}; uid_map {_map_text(w['uid_map'])}, gid_map "
+            f"{_map_text(w['gid_map'])}; the parent is uid {parent.get('uid')} gid "
+            f"{parent.get('gid')} outside")
+    want_uid = [(0, parent.get("uid"), 1)]
+    want_gid = [(0, parent.get("gid"), 1)]
+    if w["uid_map"] == want_uid and w["gid_map"] == want_gid and uid == gid == 0:
+        return True, seen
+    if not w["uid_map"] or not w["gid_map"]:
+        missing = " and ".join(n for n in ("uid_map", "gid_map") if not w[n])
+        return False, seen, (f"The child's {missing} is empty: the parent writes \"0 <its uid> "
+                             f"1\" to /proc/CHILD/uid_map and \"0 <its gid> 1\" to gid_map, "
+                             f"from outside the new user namespace, before it says OK.")
+    return False, seen, ("Each map is one line, \"0 <the parent's id> 1\": root inside is the "
+                         "parent's uid and gid outside, and nothing else is mapped.")
+
+
+def _map_text(id_map):
+    return "; ".join(" ".join(map(str, line)) for line in id_map) or "empty"
+
+
+def setgroups_denied(ev):
+    state = ev.witness.get("setgroups")
+    return state == "deny", f"setgroups: {state}", (
+        "The parent writes \"deny\" to /proc/CHILD/setgroups before the gid map: an "
+        "ordinary user may not map a gid otherwise, and the child must not drop the "
+        "groups that keep it out of files.")
+
+
+def maps_before_start(ev):
+    start = ev.watch.get("start")
+    if start is None:
+        return False, "the grader could not see the command start"
+    empty = [n for n in ("uid_map", "gid_map") if not start[n]]
+    if empty:
+        return False, f"when the command started its {' and '.join(empty)} {'were' if len(empty) > 1 else 'was'} empty", (
+            "The parent must write the maps before it says OK: a command that starts first "
+            "runs as nobody until they appear.")
+    return True, "both maps were written when the command started"
 
 
 TMPFS_IN = "a tmpfs is mounted on /mytmp inside"
@@ -327,6 +403,23 @@ OUTCOMES = {
 }
 OUTCOMES["07"] = [check for step in ("01", "02", "03", "04", "05", "06") for check in OUTCOMES[step]]
 
+STARTS_AFTER_OK = "the command starts only after the parent's OK"
+DIES = "the command dies with its parent"
+ROOT_INSIDE = "id shows root inside, the parent's own ids outside"
+IN_CHARGE = [
+    Check(STARTS_AFTER_OK, starts_after_ok, "", outcome=True),
+    Check(DIES, dies_with_parent, "", needs=(WAITS,)),
+]
+OUTCOMES["08"] = OUTCOMES["03"] + IN_CHARGE
+OUTCOMES["09"] = [
+    Check(ROOT_INSIDE, root_inside, "", outcome=True),
+    Check("setgroups is denied in the command's user namespace", setgroups_denied, "",
+          needs=(ROOT_INSIDE,)),
+    *IN_CHARGE,
+    Check("the maps are written before the command starts", maps_before_start, "",
+          needs=(ROOT_INSIDE, STARTS_AFTER_OK)),
+]
+
 
 def checks_for(step):
     """Every check of a step, in the order reports list them."""
@@ -340,7 +433,10 @@ def checks_for(step):
               "child changes must happen in namespaces of its own.", after_all=True),
         Check(NO_PROCESS, nothing_left,
               "Processes outlived the program: the parent waits for its child, and the "
-              "command's own children end with it.", needs=(WAITS,), needs_outcome=True),
+              "command's own children end with it.",
+              # Beyond Part 1 the grader kills the parent: what then runs on is judged
+              # by DIES alone.
+              needs=(WAITS, DIES) if step in BEYOND_PART_1 else (WAITS,), needs_outcome=True),
     ]
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from . import course as courses
 from . import report, vm
-from .checks import STEPS
+from .catalog import ALL_STEPS, BEYOND_PART_1
 from .discover import NO_WORK, TargetError, find_programs, find_submissions
 from .grade import grade
 from .sandbox import Limits, Sandbox, Unavailable
@@ -32,8 +32,8 @@ def size(text):
 
 def step(text):
     text = text.zfill(2)
-    if text not in STEPS:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a step: choose from {', '.join(STEPS)}")
+    if text not in ALL_STEPS:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a step: choose from {', '.join(ALL_STEPS)}")
     return text
 
 
@@ -55,7 +55,8 @@ def parser():
     what.add_argument("--submissions", metavar="DIR", help="a folder with one subfolder of "
                       "step programs per learner: grade the whole class")
     p.add_argument("--step", metavar="NN", type=step, action="append",
-                   help="grade only this step (repeatable); default: all of 00-07")
+                   help="grade only this step (repeatable); default: all of 00-07; 08 and 09, beyond "
+                        "Part 1, only when asked for here or in a course file")
     p.add_argument("--jobs", metavar="N", type=int, default=os.cpu_count(),
                    help="runs at once (default: the number of cores, %(default)s)")
     p.add_argument("--timeout", metavar="S", type=float, default=defaults.timeout,

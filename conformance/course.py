@@ -5,10 +5,11 @@ check, and who the learners are.
 
 A course file is TOML:
 
-    [points]        # the steps graded and what each is worth (default: every step, 10)
+    [points]        # the steps graded and what each is worth (default: 00-07, 10 each)
     00 = 5
     01 = 10
     07 = 20
+    08 = 10         # beyond Part 1 (08, 09): graded only when listed
 
     [visibility]    # Gradescope's: visible, hidden, after_due_date, after_published
     default = "visible"
@@ -22,7 +23,7 @@ import csv
 import tomllib
 from dataclasses import dataclass, field
 
-from .catalog import STEP_NAMES
+from .catalog import ALL_STEPS, STEP_NAMES
 from .checks import checks_for
 
 STEP_POINTS = 10
@@ -34,7 +35,7 @@ class CourseError(Exception):
 
 
 def check_name(step, title):
-    return f"{step} {STEP_NAMES[step]}: {title}"
+    return f"{step} {ALL_STEPS[step]}: {title}"
 
 
 def status(check):
@@ -104,9 +105,9 @@ def load(path):
     points = {}
     for step, worth in (data.get("points") or {}).items():
         step = str(step).zfill(2)
-        if step not in STEP_NAMES:
+        if step not in ALL_STEPS:
             raise CourseError(f"the course file {path} gives points to step {step}, which does "
-                              f"not exist: the steps are {', '.join(STEP_NAMES)}.")
+                              f"not exist: the steps are {', '.join(ALL_STEPS)}.")
         if isinstance(worth, bool) or not isinstance(worth, (int, float)) or worth < 0:
             raise CourseError(f"the course file {path} gives step {step} {worth!r} points: "
                               f"give a number, 0 or more.")
@@ -114,17 +115,17 @@ def load(path):
     if "points" in data and not points:
         raise CourseError(f"the course file {path} grades no step: list the steps graded "
                           f"under [points], e.g. 01 = 10.")
-    names = {check_name(nn, c.title): nn for nn in STEP_NAMES for c in checks_for(nn)}
+    names = {check_name(nn, c.title): nn for nn in ALL_STEPS for c in checks_for(nn)}
     visibility = {}
     for key, seen_by in (data.get("visibility") or {}).items():
         if seen_by not in VISIBILITIES:
             raise CourseError(f"the course file {path} makes {key!r} {seen_by!r}: choose "
                               f"one of {', '.join(VISIBILITIES)}.")
-        if key != "default" and key.zfill(2) not in STEP_NAMES and key not in names:
+        if key != "default" and key.zfill(2) not in ALL_STEPS and key not in names:
             raise CourseError(f"the course file {path} sets the visibility of {key!r}, which "
                               f"is neither a step (e.g. 07) nor a check's name "
                               f"(e.g. {next(iter(names))!r}).")
-        visibility[key.zfill(2) if key.zfill(2) in STEP_NAMES else key] = seen_by
+        visibility[key.zfill(2) if key.zfill(2) in ALL_STEPS else key] = seen_by
     course = Course(visibility=visibility)
     if points:
         course.points = dict(sorted(points.items()))

@@ -13,7 +13,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from .catalog import STEP_NAMES, file_name
+from .catalog import ALL_STEPS, STEP_NAMES, file_name
 
 STEP_FILE = re.compile(r"^(\d\d)_[\w.-]+$")
 WORK = "work"
@@ -74,7 +74,7 @@ def _claims(folder):
         return by_step
     for path in entries:
         match = STEP_FILE.match(path.name)
-        if match and match.group(1) in STEP_NAMES and (path.is_file() or path.is_symlink()):
+        if match and match.group(1) in ALL_STEPS and (path.is_file() or path.is_symlink()):
             by_step.setdefault(match.group(1), []).append(path)
     return by_step
 

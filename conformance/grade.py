@@ -7,7 +7,8 @@ from pathlib import Path
 
 from . import probe
 from .discover import c_argv, compile_error, compiler
-from .checks import NOT_RUN, STEPS, Evidence, checks_for, verdicts
+from .catalog import ALL_STEPS, BEYOND_PART_1
+from .checks import NOT_RUN, Evidence, checks_for, verdicts
 from .sandbox import Request, Sandbox
 
 # A .py program runs with the grader's own interpreter, from outside its venv,
@@ -33,7 +34,7 @@ class CheckResult:
 
     @property
     def name(self):
-        return f"{self.step} {STEPS[self.step]}: {self.title}"
+        return f"{self.step} {ALL_STEPS[self.step]}: {self.title}"
 
 
 @dataclass
@@ -83,7 +84,7 @@ def request_for(program, token, label=None):
         argv = [INTERPRETER, "-S", where] if program.is_python else [where]
     return Request(argv + probe.command(), reach=[PREFIX] if program.is_python else [],
                    files={where: str(program.path), **probe.files(program.step)},
-                   tag=(label, program, token))
+                   tag=(label, program, token), parent_in_charge=program.step in BEYOND_PART_1)
 
 
 def judge(program, token, result, propagation="shared"):

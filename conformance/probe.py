@@ -6,13 +6,14 @@ commands for the step, so the learner reads what the article shows. Their
 output is kept for the report and never graded: a program may print what it
 likes and gains nothing by it.
 """
-from .catalog import STEP_NAMES
-from .witness import READY, SHELL, WITNESS
+from .catalog import ALL_STEPS, BEYOND_PART_1
+from .witness import DONE, READY, SHELL, WITNESS
 
 # The article's commands, per step: what its "./net ip a" and the others show.
 ARTICLE = {"01": ["ip a"], "02": ["mount", "ls /"], "03": ["hostname"], "04": ["ipcs -q"],
            "05": ["ps aux"], "06": ["id", "ls -la /"]}
 ARTICLE["00"] = ["hostname", "ip a"]
+ARTICLE["08"], ARTICLE["09"] = ["hostname"], ["id", "ls -la /"]
 ARTICLE["07"] = [command for step in ("01", "02", "03", "04", "05", "06")
                  for command in ARTICLE[step] if command != "ls /"]
 
@@ -21,8 +22,14 @@ def script(step):
     """The witness's script: first /nskit/ready, held by the grader until the
     witness has been seen, then the article's commands."""
     lines = [f"#!{SHELL}", READY]
+    if step in BEYOND_PART_1:
+        # The command is to die with its parent whatever it does: one that
+        # ignores SIGTERM outlives a parent whose death signal is SIGTERM.
+        lines.insert(1, "trap '' TERM")
     for command in ARTICLE.get(step, []):
         lines.append(f'echo "$ {command}"; {command} 2>&1')
+    if step in BEYOND_PART_1:
+        lines.append(DONE)  # held while the grader kills the parent (witness.py)
     return ("\n".join(lines) + "\n").encode()
 
 
@@ -33,5 +40,8 @@ def command():
 
 def files(step):
     """What the run's root must hold for the witness of this step."""
-    assert step in STEP_NAMES
-    return {WITNESS: script(step), READY: f"#!{SHELL}\n".encode()}
+    assert step in ALL_STEPS
+    out = {WITNESS: script(step), READY: f"#!{SHELL}\n".encode()}
+    if step in BEYOND_PART_1:
+        out[DONE] = out[READY]
+    return out

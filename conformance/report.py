@@ -15,7 +15,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from .catalog import STEP_NAMES, file_name
+from .catalog import ALL_STEPS, file_name
 from .course import Course, number, status
 
 SEEN = 2048            # characters of a check's "seen" or output kept in results files
@@ -63,7 +63,7 @@ def _note(check):
 def table(steps, course=None):
     """One row per check, with what was seen and a hint when it failed."""
     course = course or Course()
-    rows = [[f"{step.step} {STEP_NAMES[step.step]}", check.title, _mark(check), _note(check)]
+    rows = [[f"{step.step} {ALL_STEPS[step.step]}", check.title, _mark(check), _note(check)]
             for step in steps for check in step.checks]
     got, out_of = score(steps)
     earned, possible = course.earned(steps)
@@ -107,7 +107,7 @@ def summary(steps, course=None, base=None):
     course = course or Course()
     earned, possible = course.earned(steps)
     lines = [f"{number(earned)}/{number(possible)} points"]
-    lines += [f"  {s.step} {STEP_NAMES[s.step]}: {number(course.earned([s])[0])}/"
+    lines += [f"  {s.step} {ALL_STEPS[s.step]}: {number(course.earned([s])[0])}/"
               f"{number(course.step_points(s.step))}"
               + (f" ({relative(bound(s.problem, 200), base)})" if s.problem else "") for s in steps]
     return "\n".join(lines)
@@ -145,7 +145,7 @@ def prairielearn(steps, course=None, base=None):
     """A PrairieLearn external grader's results.json: score 0-1, a test per check."""
     course = course or Course()
     earned, possible = course.earned(steps)
-    tests = [{"name": check.name, "description": f"step {step.step} {STEP_NAMES[step.step]}",
+    tests = [{"name": check.name, "description": f"step {step.step} {ALL_STEPS[step.step]}",
               "points": got, "max_points": worth, "message": _test_output(check, base),
               "output": ""}
              for step in steps for check, got, worth in course.checks(step)]
@@ -271,7 +271,7 @@ def write_scores_csv(path, results, course=None, roster=None, notes=None):
     with open(path, "w", newline="", encoding="utf-8") as fh:
         out = csv.writer(fh)
         ids = ["id", "email"] if roster is not None else []
-        out.writerow(["learner", *ids, *[f"{s}_{STEP_NAMES[s]}" for s in steps],
+        out.writerow(["learner", *ids, *[f"{s}_{ALL_STEPS[s]}" for s in steps],
                       "total", "out_of", "note"])
         for label, cells, total in rows:
             who = roster.get(label) if roster is not None else None

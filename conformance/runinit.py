@@ -94,7 +94,7 @@ class RunInit:
                 os.dup2(out_w, 1)
                 os.dup2(out_w, 2)
                 if self.watch_fd is not None:
-                    witness.hold_execs(self.watch_fd)
+                    witness.hold_execs(self.watch_fd, self.request.parent_in_charge)
                 close_fds_except(set())
                 # Where the run's memory runs out, the kernel takes the
                 # program's processes first, not the host's PID 1. (Only a
@@ -145,6 +145,8 @@ class RunInit:
         for name in os.listdir("/proc"):
             if name.isdigit() and name != "1":
                 try:
+                    if Path(f"/proc/{name}/stat").read_bytes().rsplit(b") ", 1)[1][:1] in b"ZX":
+                        continue  # ended, only not yet waited for: nothing runs
                     cmdline = Path(f"/proc/{name}/cmdline").read_bytes()[:200]
                     left.append(cmdline.replace(b"\0", b" ").decode(errors="replace").strip())
                 except OSError:

@@ -70,6 +70,9 @@ class Request:
     # read when the run starts (never through a link); copied in, mode 0755
     files: dict = field(default_factory=dict)
     tag: object = None
+    # The program is a parent in charge of its command (steps beyond Part 1):
+    # the grader also follows its clones and kills it once its command is seen.
+    parent_in_charge: bool = False
 
 
 @dataclass
@@ -269,7 +272,7 @@ class Sandbox:
         launcher = self.launcher
         ctl_r, ctl_w = os.pipe()
         rep_r, rep_w = os.pipe()
-        watch = witness.Watch() if witness.wanted(request.files) else None
+        watch = witness.Watch(request.parent_in_charge) if witness.wanted(request.files) else None
         cgroup = []
         try:
             cgroup = self.cgroups.create() if self.cgroups else []
@@ -288,7 +291,8 @@ class Sandbox:
             watch.after_fork()
         run = scheduler.Running(request, pid, pidfd, ctl_w, rep_r, started, self.limits.timeout, cgroup,
                                 watch)
-        order = pickle.dumps((Request(request.argv, request.reach, request.files), self.limits,
+        order = pickle.dumps((Request(request.argv, request.reach, request.files,
+                                      parent_in_charge=request.parent_in_charge), self.limits,
                               self.id_maps, os.urandom(8).hex(), cgroup))
         try:
             scheduler.send(ctl_w, struct.pack("I", len(order)) + order)

@@ -107,6 +107,8 @@ class Scheduler:
         for fd in (run.rep_r, run.ctl_w):
             if fd is not None:
                 os.close(fd)
+        if run.watch:
+            run.watch.untrace()
         end(run)
         if not error and Cgroups.ran_out_of_memory(run.cgroup):
             error = f"went over its memory limit ({self.limits.memory >> 20} MiB) and was killed"
@@ -174,6 +176,8 @@ class Scheduler:
                                            f"timed out after {self.limits.timeout:g} s")
         finally:
             for run in running.values():  # the grader is stopping: so do the runs
+                if run.watch:
+                    run.watch.untrace()
                 end(run)
                 self.slow += run.cgroup
                 if run.watch:

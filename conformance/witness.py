@@ -25,6 +25,12 @@ program's own exit_group is held while a child of it may still become the
 witness, and the run's PID 1 tears the run down only when the grader says
 so, after every witness that was started has been observed.
 
+Beyond Part 1 (08, 09), the program is a parent in charge of its child:
+clones are held too, and the first process that clones is followed (Trace)
+so that whether the command waited for its parent, and which maps it had
+when it started, are forced, not raced; at its end the witness runs DONE,
+held while the grader kills its parent (Watch._death_test).
+
 Nothing here runs threads: the grader's side is part of its event loop.
 """
 import ctypes
@@ -34,8 +40,10 @@ import os
 import platform
 import select
 import shutil
+import signal
 import socket
 import struct
+import time
 
 from .catalog import NAMESPACES, SIGCHLD
 from .syscalls import libc
@@ -44,10 +52,12 @@ DIR = "/nskit"
 SHELL = f"{DIR}/sh"
 WITNESS = f"{DIR}/witness"
 READY = f"{DIR}/ready"   # what the witness runs first: its exec is held until it is seen
+DONE = f"{DIR}/done"     # beyond Part 1, what it runs last: held while its parent is killed
 MACHINE_SHELL = "/bin/dash" if os.path.exists("/bin/dash") else "/bin/sh"
 OVERFLOW_ID = 65534  # what an id without a mapping shows as (kernel.overflowuid)
 BOUND = 256          # processes, mounts, links, queues, entries kept per observation
 MOUNTINFO_TEXT = 64 << 10
+KILLED_WITHIN = 2.0   # seconds a process killed with SIGKILL may take to end: a bound, not a verdict
 
 ARCH = platform.machine()
 SYS_SECCOMP = {"x86_64": 317, "aarch64": 277}.get(ARCH)
@@ -57,9 +67,17 @@ EXEC_CALLS = {
                (0x40000003, (11, 358, 252))],
     "aarch64": [(0xC00000B7, (221, 281, 94))],
 }.get(ARCH, [])
+# Beyond Part 1, clone, fork, vfork and clone3 too, by ABI: the grader holds
+# the parent from the moment it makes a child (see Trace).
+CLONE_CALLS = {
+    "x86_64": {0xC000003E: (56, 57, 58, 435), 0x40000003: (120, 2, 190, 435)},
+    "aarch64": {0xC00000B7: (220, 435)},
+}.get(ARCH, {})
+CLONES = {nr for calls in CLONE_CALLS.values() for nr in calls}
 EXECVEAT = {322, 0x40000221, 358, 281}
 EXITS = {231, 0x400000E7, 252, 94}
 EXECS = {nr for _, calls in EXEC_CALLS for nr in calls} - EXITS
+NOTIFIED = {nr for _, calls in EXEC_CALLS for nr in calls} | CLONES
 WAITS = {"x86_64": {61, 247}, "aarch64": {260, 95}}.get(ARCH, set())
 
 SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER = 1, 8
@@ -92,11 +110,13 @@ def furnish_root(new_root, files):
     os.chmod(f"{folder}/sh", 0o755)
 
 
-def _filter():
-    """BPF: every execve, execveat and exit_group goes to the grader; the
-    rest is allowed."""
+def _filter(clones=False):
+    """BPF: every execve, execveat and exit_group goes to the grader (with
+    clones, every clone, fork, vfork and clone3 too); the rest is allowed."""
     code = []  # (op or label, k, label to jump to if true, if false: None for the next)
     for index, (arch, calls) in enumerate(EXEC_CALLS):
+        if clones:
+            calls = tuple(calls) + CLONE_CALLS.get(arch, ())
         code.append((0x20, 4, None, None))                     # A = arch
         code.append((0x15, arch, None, f"next{index}"))         # not this ABI: next block
         code.append((0x20, 0, None, None))                     # A = nr
@@ -122,10 +142,10 @@ def _filter():
     return b"".join(out), len(out)
 
 
-def hold_execs(fd):
+def hold_execs(fd, clones=False):
     """In the program's process, before it is exec'd: every execve from here
     on waits for the grader's answer. The listener goes to the grader."""
-    raw, count = _filter()
+    raw, count = _filter(clones)
     filters = ctypes.create_string_buffer(raw, len(raw))
 
     class Prog(ctypes.Structure):
@@ -395,6 +415,220 @@ def observe(pid, shell_id, user_fd, helper=None):
     return facts
 
 
+def _start_facts(pid, early):
+    """The witness at its execve: whether its parent was still held at the
+    clone that made it, and its user namespace's maps then."""
+    out = {"early": early}
+    for name in ("uid_map", "gid_map"):
+        try:
+            out[name] = _id_map(pid, name)
+        except OSError:
+            out[name] = []
+    return out
+
+
+PTRACE_SYSCALL, PTRACE_DETACH, PTRACE_SETOPTIONS = 24, 17, 0x4200
+PTRACE_GETEVENTMSG, PTRACE_SEIZE = 0x4201, 0x4206
+O_TRACESYSGOOD, O_TRACEFORK, O_TRACEVFORK, O_TRACECLONE, O_EXITKILL = 1, 2, 4, 8, 0x100000
+EVENT_FORK, EVENT_VFORK, EVENT_CLONE, EVENT_STOP = 1, 2, 3, 128
+WALL = 0x40000000
+SYSCALL_STOP = signal.SIGTRAP | 0x80
+
+
+def _ptrace(request, pid, data=0):
+    libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
+    if libc.ptrace(request, pid, None, ctypes.c_void_p(data)) == -1:
+        raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+
+
+class Trace:
+    """Beyond Part 1: a parent is to hold its child until it has set it up.
+    The order is forced, never raced. The grader follows (ptrace) the first
+    process that clones, from outside the run, and keeps it stopped from the
+    moment its child exists: the child (with whatever it runs first, sh -c
+    say, and whatever that starts) runs alone until it execs the witness,
+    ends, or sleeps outside a held call (it waits for something). Only then
+    does the parent go on, one system call at a time, and after each the
+    child again runs until it execs, ends or sleeps: what the parent's call
+    woke, it woke within that call. So the witness's execve is seen either
+    while the parent was still held at its clone (early: nothing told the
+    child to go), or after one call of the parent, with the maps the parent
+    had written by then. A child that spins instead of sleeping holds its
+    parent until the run times out."""
+
+    def __init__(self, parent):
+        self.parent, self.child = parent, None
+        self.child_free = False    # the child's first stop seen, and the child let go
+        self.child_exec = None     # (notification id, path): its execve, held
+        self.stopped, self.inject = False, 0
+        self.early = True          # the parent has made no call since the clone
+        self.start = None          # the witness's _start_facts, when the child is it
+        _ptrace(PTRACE_SEIZE, parent, O_TRACECLONE | O_TRACEFORK | O_TRACEVFORK
+                | O_TRACESYSGOOD | O_EXITKILL)
+
+    def step(self, budget=0.005):
+        """Move on what can move, for up to budget seconds of the grader's
+        time (a parent stops at every call: a tick each would be slow);
+        True once the parent is let go, "exec" when the child's execve of
+        something else than the witness may go."""
+        deadline = time.monotonic() + budget
+        # A stop of the parent is told to its tracer with SIGCHLD: blocked
+        # here, it stays pending for sigtimedwait, which sleeps until it.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
+        try:
+            while True:
+                done = self._step()
+                left = deadline - time.monotonic()
+                if done is not False or left <= 0:
+                    return done
+                if self.stopped:
+                    time.sleep(min(left, 0.0001))  # the child runs: let it
+                else:
+                    signal.sigtimedwait({signal.SIGCHLD}, left)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+
+    def _step(self):
+        while not self.stopped:
+            try:
+                pid, status = os.waitpid(self.parent, os.WNOHANG | WALL)
+            except ChildProcessError:
+                return True
+            if pid == 0:
+                return False
+            if not os.WIFSTOPPED(status):
+                return True  # it ended
+            self.stopped, sig, event = True, os.WSTOPSIG(status), status >> 16
+            self.inject = 0
+            if event in (EVENT_FORK, EVENT_VFORK, EVENT_CLONE) and self.child is None:
+                message = ctypes.c_ulong()
+                _ptrace(PTRACE_GETEVENTMSG, self.parent, ctypes.addressof(message))
+                self.child = message.value
+                # Its later children are none of the grader's business.
+                _ptrace(PTRACE_SETOPTIONS, self.parent, O_TRACESYSGOOD | O_EXITKILL)
+            elif sig == SYSCALL_STOP:
+                self.early = False
+                if _in_calls(self.parent, WAITS | EXITS):
+                    return self._let_go()
+            elif not event and sig != signal.SIGTRAP:
+                self.inject = sig  # a signal for the parent: delivered when it goes on
+        if self.child is None:
+            return self._go_on()  # a stop before the clone: not held there
+        if not self.child_free:
+            try:
+                pid, status = os.waitpid(self.child, os.WNOHANG | WALL)
+            except ChildProcessError:
+                return self._let_go()
+            if pid == 0:
+                return False
+            if os.WIFSTOPPED(status):
+                _ptrace(PTRACE_DETACH, self.child)
+            self.child_free = True
+        if self.child_exec is not None and self.child_exec[1] == WITNESS:
+            self.start = _start_facts(self.child, self.early)  # before the parent goes on
+        elif self.child_exec is not None and (_stat_fields(self.child) or (0, 0, 0))[2] == SIGCHLD:
+            # It runs something else first (sh -c, say): still followed, for
+            # that may exec the command next. (A child without SIGCHLD would
+            # have that exec held until its parent waits: let the parent go.)
+            return "exec"
+        if self.child_exec is not None or _ended(self.child):
+            return self._let_go()
+        if _quiet(self.child):
+            return self._go_on()  # it waits: the parent may go on, one call
+        return False
+
+    @property
+    def held_at_clone(self):
+        return self.child is not None and self.stopped and self.early
+
+    def _go_on(self):
+        _ptrace(PTRACE_SYSCALL, self.parent, self.inject)
+        self.stopped = False
+        return False
+
+    def end(self):
+        """The run is being ended: its traced processes are killed and
+        waited for here, or its PID 1 would wait for the grader to reap them."""
+        for pid in (self.parent, None if self.child_free else self.child):
+            if pid is None:
+                continue
+            try:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, WALL)
+            except (ProcessLookupError, ChildProcessError):
+                pass
+
+    def _let_go(self):
+        try:
+            _ptrace(PTRACE_DETACH, self.parent, self.inject)
+        except OSError:
+            pass  # it has ended
+        return True
+
+
+def _quiet(pid, depth=0):
+    """Whether a process and all its descendants sleep (outside an execve)
+    or have ended: nothing of it moves until something wakes it. Its
+    children are read first: one that ends, ends before its parent wakes
+    for it; an ended one that its parent waits for wakes it."""
+    children = _children(pid)
+    if len(children) > BOUND or depth > 8:
+        return False
+    zombies = False
+    for child in children:
+        fields = _stat_fields(child)
+        if fields is not None and fields[0] in ("Z", "X"):
+            zombies = True
+        elif not _quiet(child, depth + 1):
+            return False
+    fields = _stat_fields(pid)
+    if fields is None or fields[0] in ("Z", "X"):
+        return True
+    # One held at a seccomp notification is not asleep: the grader answers it.
+    return (fields[0] == "S" and not _in_calls(pid, NOTIFIED)
+            and not (zombies and _in_calls(pid, WAITS)))
+
+
+def _in_charge_facts(witness, parent):
+    """Beyond Part 1: who the witness's parent is on the machine, and
+    whether the witness's user namespace may drop groups."""
+    out = {"parent": None}
+    try:
+        status = _status(parent)
+        out["parent"] = {"uid": status["Uid"][0], "gid": status["Gid"][0]}
+    except (OSError, KeyError):
+        pass
+    with open(f"/proc/{witness}/setgroups") as fh:
+        out["setgroups"] = fh.read(16).strip()
+    return out
+
+
+def _signal_masks(pid):
+    out = {}
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                if key in ("SigPnd", "ShdPnd", "SigIgn", "SigCgt"):
+                    out[key] = int(value.strip(), 16)
+    except (OSError, ValueError):
+        pass
+    return out
+
+
+def _sigkill_pending(pid):
+    masks = _signal_masks(pid)
+    bit = 1 << (signal.SIGKILL - 1)
+    return bool((masks.get("SigPnd", 0) | masks.get("ShdPnd", 0)) & bit)
+
+
+def _death_signal_hint(pid):
+    masks = _signal_masks(pid)
+    if masks.get("SigIgn", 0) & (1 << (signal.SIGTERM - 1)):
+        return " (it ignores SIGTERM, as any command may)"
+    return ""
+
+
 def _proc_facts(root, inner_pid, mounts, shell_id, hidden=()):
     """What is on the witness's /proc: a proc of its own PID namespace (its
     own PID there leads back to the witness), another proc, or nothing; and
@@ -435,7 +669,13 @@ class Watch:
     and released. The program's own exit_group is held while a child of it
     may still become the witness."""
 
-    def __init__(self):
+    def __init__(self, parent_in_charge=False):
+        self.in_charge = parent_in_charge  # beyond Part 1: see _death_test and Trace
+        self.in_charge_of = None  # the observed witness's parent, to be killed at DONE
+        self.death = None
+        self.trace = None       # the parent followed from its clone on (Trace)
+        self.trace_error = None
+        self.start = None       # how the witness started: Trace, _start_facts
         self.grader_end, self.run_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.grader_end.setblocking(False)
         self.listener = self.user_fd = None
@@ -467,7 +707,7 @@ class Watch:
 
     def busy(self):
         """Whether something waits for a process of the run to move on."""
-        return bool(self.held or self.parent is not None or self.exit_held is not None
+        return bool(self.held or self.trace or self.parent is not None or self.exit_held is not None
                     or (self.ended and not self.torn_down))
 
     def on_readable(self, fd):
@@ -511,12 +751,25 @@ class Watch:
                 self.listener = None
             return
         notif_id, pid, _, nr, _, _, *args = NOTIF.unpack(buf)
+        if nr in CLONES:
+            self._cloning(notif_id, pid)
+            return
+        if self.trace and pid == self.trace.child and nr in EXECS:
+            # Held until the parent is stopped again (Trace.settle).
+            self.trace.child_exec = (notif_id, _read_path(pid, args[1] if nr in EXECVEAT else args[0]))
+            return
         if nr in EXITS:
             if pid == self.program and self.observed is None:
                 self.exit_held = notif_id
             else:
                 self._answer(notif_id)
             return
+        if self.in_charge_of is not None and self.death is None and nr in EXECS:
+            path = _read_path(pid, args[1] if nr in EXECVEAT else args[0])
+            fields = _stat_fields(pid)
+            if path == DONE and fields and fields[1] == self.observed:
+                self._death_test(notif_id, pid)
+                return
         if self.observed is not None and self.parent is None:
             self._answer(notif_id)  # seen and released: what runs now changes no verdict
             return
@@ -524,6 +777,19 @@ class Watch:
             if self.program is None:
                 self._first(pid)
             path = _read_path(pid, args[1] if nr in EXECVEAT else args[0])
+        except BaseException:
+            self._answer(notif_id)
+            raise
+        self._exec(notif_id, pid, path)
+
+    def _exec(self, notif_id, pid, path, hold=False):
+        """An execve of path by pid, held: seen, and answered now or later
+        (with hold, once its parent waits or has ended)."""
+        try:
+            if self.in_charge and path == WITNESS and self.start is None:
+                # A descendant of the followed child, or a witness whose
+                # parent is no longer followed (it waits, or it ended).
+                self.start = _start_facts(pid, early=bool(self.trace and self.trace.held_at_clone))
             if len(self.seen) >= BOUND:
                 self.seen = {p: name for p, name in self.seen.items() if not _ended(p)}
             if len(self.seen) < BOUND or pid in self.seen:
@@ -536,11 +802,47 @@ class Watch:
         except BaseException:
             self._answer(notif_id)  # never leave a process of the run stopped for ever
             raise
-        if (fields and fields[2] != SIGCHLD and pid != self.program
-                and os.path.exists(f"/proc/{pid}/task/{pid}")):
+        if fields and ((fields[2] != SIGCHLD and pid != self.program
+                        and os.path.exists(f"/proc/{pid}/task/{pid}")) or hold):
             self.held.append((notif_id, pid, fields[1], fields[2]))
         else:
             self._answer(notif_id)
+
+    def _cloning(self, notif_id, pid):
+        """Beyond Part 1, a process is about to clone: before the witness is
+        seen, the first one that does is followed (Trace), then answered."""
+        if (self.in_charge and self.trace is None and self.start is None
+                and self.observed is None and self.trace_error is None):
+            try:
+                self.trace = Trace(pid)
+            except OSError as error:
+                self.trace_error = (f"ptrace refused ({error.strerror}): the grader must run "
+                                    f"as root, or where ptrace is allowed")
+        self._answer(notif_id)
+
+    def _follow(self):
+        """One step of the followed parent and child (see Trace)."""
+        trace = self.trace
+        try:
+            done = trace.step()
+        except OSError as error:
+            self.trace_error = f"following the parent failed: {error.strerror or error}"
+            done = True
+        if done == "exec":
+            (notif_id, path), trace.child_exec = trace.child_exec, None
+            self._exec(notif_id, trace.child, path)
+            return
+        if not done:
+            return
+        self.trace = None
+        if trace.child_exec is not None:
+            notif_id, path = trace.child_exec
+            if path == WITNESS and self.start is None:
+                self.start = trace.start
+            # A witness that did not wait: its parent now runs free, and
+            # what it does (its write to a pipe the exec would close, say)
+            # must not race the exec: it goes once the parent waits or ends.
+            self._exec(notif_id, trace.child, path, hold=path == WITNESS and bool(trace.start and trace.start["early"]))
 
     def _first(self, pid):
         """The program's own execve, from code that is still the grader's:
@@ -581,6 +883,8 @@ class Watch:
     def tick(self):
         """Answer what can be answered now: held execs, the observed witness,
         the run's PID 1 waiting to tear down."""
+        if self.trace:
+            self._follow()
         still = []
         for notif_id, pid, parent, signal in self.held:
             state = _parent_state(parent)
@@ -603,9 +907,13 @@ class Watch:
             if self.waited is not None:
                 # Read once the parent has done all it does before it waits
                 # (or has ended): what it changes after clone counts too.
-                self.parent = None
+                parent, self.parent = self.parent, None
                 try:
                     self.facts = observe(self.observed, self.shell_id, self.user_fd, self.helper)
+                    if self.in_charge:
+                        self.facts.update(_in_charge_facts(self.observed, parent))
+                        if self.waited and self.observed != self.program:
+                            self.in_charge_of = parent
                 except OSError as error:
                     self.error = f"the command could not be observed: {error.strerror or error}"
                 self._answer(self.release)
@@ -622,6 +930,42 @@ class Watch:
                 pass
             self.torn_down = True
 
+    def _death_test(self, notif_id, helper):
+        """The witness, at its end, runs DONE: held there, still the child of
+        the parent that waits for it, it sees that parent killed (SIGKILL,
+        from outside). Once the parent is dead its death signals have been
+        sent: the witness is then dead or has SIGKILL pending, or it
+        survives. It ignores SIGTERM (probe.py): only SIGKILL is sure."""
+        witness, parent = self.observed, self.in_charge_of
+        fields = _stat_fields(witness)
+        if not fields or fields[1] != parent or _ended(parent):
+            self.death = {"died": False, "seen": "its parent had already ended"}
+            self._answer(notif_id)
+            return
+        fds = []
+        try:
+            fds = [os.pidfd_open(p) for p in (witness, parent, helper)]
+            signal.pidfd_send_signal(fds[1], signal.SIGKILL)
+            if not select.select([fds[1]], [], [], KILLED_WITHIN)[0]:
+                raise OSError(errno.ETIME, "the killed parent did not end")
+            died = bool(select.select([fds[0]], [], [], 0)[0]) or _sigkill_pending(witness)
+            if died:
+                select.select([fds[0]], [], [], KILLED_WITHIN)
+                # Its DONE child too: nothing of the run may outlive the test.
+                signal.pidfd_send_signal(fds[2], signal.SIGKILL)
+                select.select([fds[2]], [], [], KILLED_WITHIN)
+                self.death = {"died": True, "seen": "it was killed with its parent"}
+            else:
+                self.death = {"died": False, "seen": "it still ran after its parent was "
+                              "killed" + _death_signal_hint(witness)}
+        except OSError as error:
+            self.death = {"died": False, "seen": f"the grader could not kill its parent: "
+                                                 f"{error.strerror or error}"}
+        finally:
+            for fd in fds:
+                os.close(fd)
+        self._answer(notif_id)
+
     def _settled(self, child):
         """Whether a child of the program no longer keeps it from ending: once
         the witness has been observed and released, none does; before, one
@@ -636,7 +980,14 @@ class Watch:
         return (fields is None or fields[0] in ("Z", "X")
                 or (fields[0] == "S" and not _in_calls(child, EXECS)))
 
+    def untrace(self):
+        """Before the run is ended: nothing of it may stay traced."""
+        if self.trace:
+            self.trace.end()
+            self.trace = None
+
     def close(self):
+        self.untrace()
         for fd in (self.listener, self.user_fd):
             if fd is not None:
                 os.close(fd)
@@ -645,6 +996,7 @@ class Watch:
 
     def result(self):
         """What the checks read: the witness's facts and how it was started."""
-        return {"facts": self.facts, "host": self.host, "waited": self.waited,
+        return {"facts": self.facts, "host": self.host, "waited": self.waited, "death": self.death,
+                "start": self.start, "trace_error": self.trace_error,
                 "exit_signal": self.exit_signal, "copies": self.copies, "error": self.error,
                 "seen": self.observed is not None}
