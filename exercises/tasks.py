@@ -92,6 +92,7 @@ You should see: in the shell, `ip a`, `mount`, `hostname`, `ipcs -q`,
 HOW_BEYOND = """\
 Try it:     {sudo}python3 work/{file} {cmd}
 Compare:    make step-{nn} runs the kit's own; diff steps/{file} work/{file}
+Grade it:   make grade STEP={nn}
 Article:    {section}
 """
 
