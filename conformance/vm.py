@@ -34,8 +34,10 @@ INSTALL = ("apt-get install qemu-system-x86 linux-image-amd64 busybox-static bin
 # Folders the VM covers with its own tmpfs: host folders there need a share.
 COVERED = ("/run", "/var/tmp", "/var/log", "/var/cache", "/dev")
 # The grader's options that name a file or folder it writes.
-OUTPUTS = ("--json", "--gradescope", "--junit", "--csv", "--gradescope-dir")
-INPUTS = ("--target", "--submissions")
+OUTPUTS = ("--json", "--gradescope", "--junit", "--csv", "--gradescope-dir", "--prairielearn",
+           "--classroom")
+# ... and that name a file or folder it reads.
+INPUTS = ("--target", "--submissions", "--course", "--roster")
 # Drivers udev would load at boot that grading never uses; under TCG each
 # costs a second or more (kvm alone about ten).
 IDLE_DRIVERS = ("kvm,kvm_intel,kvm_amd,powernow_k8,acpi_cpufreq,pcspkr,iTCO_wdt,"
@@ -255,9 +257,10 @@ def grade(argv, why, timeout, run_timeout):
         outputs.mkdir()
         submissions = _option(argv, "--submissions")
         inner, wanted = _rewrite(argv, outputs, "scores.csv" if submissions else None)
-        shared_ro = sorted({str(p) for p in (ROOT, Path(sys.prefix), *(
-            Path(v).resolve() for v in map(lambda n: _option(argv, n), INPUTS) if v))
-            if _covered(p)})
+        read = [Path(v).resolve() for v in map(lambda n: _option(argv, n), INPUTS) if v]
+        shared_ro = sorted({str(p) for p in (ROOT, Path(sys.prefix),
+                                             *(p if p.is_dir() else p.parent for p in read))
+                            if _covered(p)})
 
         def script(how):
             slower = ["--timeout", f"{run_timeout * TCG_SLOWER:g}"] if how == "TCG" else []

@@ -109,6 +109,14 @@ def test_the_command_inside_is_the_same_with_outputs_in_the_shared_folder(tmp_pa
                      "--csv", str(shared / "csv"), "--vm", "never"]
     assert wanted == {shared / "json": Path("r.json"), shared / "gradescope-dir": Path("gs"),
                       shared / "csv": Path("scores.csv")}
+    # A learner's platform files come out too; the course and roster go in.
+    inner, wanted = vm._rewrite(
+        ["--target", "t", "--course", "c.toml", "--prairielearn", "pl.json",
+         "--classroom=cr.json"], shared, None)
+    assert inner == ["--target", str(Path("t").resolve()), "--course", str(Path("c.toml").resolve()),
+                     "--prairielearn", str(shared / "prairielearn"),
+                     "--classroom", str(shared / "classroom"), "--vm", "never"]
+    assert wanted == {shared / "prairielearn": Path("pl.json"), shared / "classroom": Path("cr.json")}
 
 
 @pytest.mark.slow
