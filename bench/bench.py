@@ -44,7 +44,7 @@ sys.path.insert(0, str(ROOT))  # run as a script: the kit's modules are beside i
 
 from class_throughput import build_class  # noqa: E402  (beside this script)
 from conformance import probe, vm  # noqa: E402
-from conformance.catalog import STEP_NAMES  # noqa: E402
+from conformance.catalog import NAMESPACES, STEP_NAMES  # noqa: E402
 from tools.frame import expose_to_users, own_root  # noqa: E402
 
 STEPS_DIR = ROOT / "steps"
@@ -54,10 +54,9 @@ FRAME_MARK = "NSKIT_BENCH_FRAME"
 FRAME = ["unshare", "--mount", "--uts", "--ipc", "--net", "--pid", "--fork", "--mount-proc",
          "--propagation", "private"]
 NOBODY = 65534
-STEPS = {"00": [], "01": ["--net"], "02": ["--mount"], "03": ["--uts"], "04": ["--ipc"],
+UNSHARE_FLAGS = {"00": [], "01": ["--net"], "02": ["--mount"], "03": ["--uts"], "04": ["--ipc"],
          "05": ["--pid", "--mount", "--mount-proc"], "06": ["--user"],
          "07": ["--mount", "--uts", "--ipc", "--user", "--pid", "--net", "--mount-proc"]}
-NAMESPACES = ["net", "mnt", "uts", "ipc", "pid", "user"]
 # Targets (this 2-core machine).
 STEP_RATIO_MAX = 1.5
 GRADE_STEPS_MAX, GRADE_STEPS_AIM = 5.0, 3.0
@@ -179,7 +178,7 @@ def grader(*args):
 
 def bench_startup(clone, rounds, steps_dir):
     commands = [Command("pass", [PYTHON, "-c", "pass"])]
-    for nn, flags in STEPS.items():
+    for nn, flags in UNSHARE_FLAGS.items():
         commands += [Command(f"py{nn}", [PYTHON, step_program(nn, steps_dir), "true"]),
                      Command(f"c{nn}", [clone, nn, "true"]),
                      Command(f"unshare{nn}", ["unshare", *flags, "--fork", "true"])]
@@ -229,7 +228,7 @@ def direct_script(steps_dir, work):
     """The eight programs run directly, one after another, each given the
     commands the witness runs for its step: what grading steps/ is set against."""
     lines = ["#!/bin/sh", "set -e"]
-    for nn in STEPS:
+    for nn in STEP_NAMES:
         script = "; ".join(probe.ARTICLE[nn])
         lines.append(f"{shlex.quote(os.path.realpath(PYTHON))} -S {shlex.quote(step_program(nn, steps_dir))} "
                      f"/bin/dash -c {shlex.quote(script)} >/dev/null 2>&1")
@@ -282,7 +281,7 @@ def bench_witness(rounds, work, steps_dir):
         cpu["direct"].append(cpu_of([direct]))
         cpu["start"].append(cpu_of(start))
     med = {key: statistics.median(v) for key, v in cpu.items()}
-    per_run = (med["graded"] - med["direct"] - med["start"]) / len(STEPS)
+    per_run = (med["graded"] - med["direct"] - med["start"]) / len(STEP_NAMES)
     return {"timed": timed, "cpu": med, "per_run_ms": per_run * 1000}
 
 
@@ -356,7 +355,7 @@ def tables(startup, kernel, grading, class_sizes, witness=None, in_vm=None):
     if startup:
         passed = startup["pass"].median
         rows = []
-        for nn in STEPS:
+        for nn in STEP_NAMES:
             py, c = startup[f"py{nn}"].median, startup[f"c{nn}"].median
             un = startup[f"unshare{nn}"].median
             rows.append([f"{nn}_{STEP_NAMES[nn]}.py", ms(py), f"{py / passed:.2f} ×",
@@ -364,7 +363,7 @@ def tables(startup, kernel, grading, class_sizes, witness=None, in_vm=None):
         shown["startup"] = tabulate(rows, headers=[
             "step (… true)", "python step ms", f"÷ python -c pass ({ms(passed)} ms)",
             "kit adds ms", "C clone ms", "÷ C", "unshare ms", "÷ unshare"], **fmt)
-        worst = max(startup[f"py{nn}"].median / passed for nn in STEPS)
+        worst = max(startup[f"py{nn}"].median / passed for nn in STEP_NAMES)
         targets.append(["step ÷ python -c pass (worst step)", f"≤ {STEP_RATIO_MAX} ×",
                         f"{worst:.2f} ×", "met" if worst <= STEP_RATIO_MAX else "MISSED"])
     if kernel:

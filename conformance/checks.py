@@ -13,7 +13,7 @@ does it, and each says what was seen.
 """
 from dataclasses import dataclass, field
 
-from .catalog import BEYOND_PART_1, NAMESPACES, NEW_NAMESPACES, SIGCHLD, STEP_NAMES as STEPS
+from .catalog import BEYOND_PART_1, NAMESPACES, NEW_NAMESPACES, SIGCHLD
 from .witness import OVERFLOW_ID, mapped
 
 NOT_RUN = "the command never ran"

@@ -1,13 +1,13 @@
 """One test per check of the step table (see checks.py)."""
 import pytest
 
-from .catalog import STEP_NAMES as STEPS
+from .catalog import STEP_NAMES
 from .checks import checks_for
 
 CASES = [
-    pytest.param(step, index, id=f"{step} {STEPS[step]}: {check.title}",
+    pytest.param(step, index, id=f"{step} {STEP_NAMES[step]}: {check.title}",
                  marks=getattr(pytest.mark, f"step{step}"))
-    for step in STEPS
+    for step in STEP_NAMES
     for index, check in enumerate(checks_for(step))
 ]
 

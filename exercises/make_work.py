@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from conformance.catalog import BASE_STEP, BEYOND_PART_1
-from conformance.checks import STEPS
+from conformance.catalog import STEP_NAMES
 
 from .tasks import TASKS, docstring, file_name
 
@@ -65,7 +65,7 @@ def make_work(folder, beyond=False):
                         f"git checkout skeleton/skeleton.py.") from None
     folder.mkdir(parents=True, exist_ok=True)
     written, kept = [], []
-    for nn in BEYOND_PART_1 if beyond else STEPS:
+    for nn in BEYOND_PART_1 if beyond else STEP_NAMES:
         path = folder / file_name(nn)
         source = beyond_source(nn, folder, skeleton) if beyond else exercise(nn, skeleton)
         try:

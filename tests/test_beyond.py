@@ -18,7 +18,7 @@ import shlex
 
 import pytest
 
-from helpers import PYTHON, ROOT, STEPS_DIR as STEPS, grade, in_frame, step_path
+from helpers import PYTHON, ROOT, STEPS_DIR, grade, in_frame, step_path
 
 from conformance.catalog import BEYOND_PART_1, STEP_NAMES  # noqa: E402
 
@@ -223,6 +223,6 @@ def test_a_full_copy_of_its_base_plus_the_pipe(nn, base):
 
 def test_grading_stays_00_to_07_with_08_and_09_in_the_folder(tmp_path):
     assert not set(BEYOND_PART_1) & set(STEP_NAMES)
-    graded = grade("--target", str(STEPS), tmp=tmp_path)
+    graded = grade("--target", str(STEPS_DIR), tmp=tmp_path)
     assert graded.code == 0, graded
     assert sorted(graded.steps) == sorted(STEP_NAMES)

@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from helpers import PYTHON, ROOT, STEPS_DIR as STEPS, grade, step_path
+from helpers import PYTHON, ROOT, STEPS_DIR, grade, step_path
 
 from conformance.catalog import BEYOND_PART_1, file_name  # noqa: E402
 from conformance.checks import (DIES, MYHOSTNAME, RAN, ROOT_INSIDE, STARTS_AFTER_OK,  # noqa: E402
@@ -154,14 +154,14 @@ def test_the_article_s_commands_still_show(graded):
 def test_08_and_09_are_graded_when_a_course_file_asks(tmp_path):
     course = tmp_path / "course.toml"
     course.write_text("[points]\n07 = 10\n08 = 10\n09 = 10\n")
-    graded = grade("--target", str(STEPS), "--course", str(course), tmp=tmp_path)
+    graded = grade("--target", str(STEPS_DIR), "--course", str(course), tmp=tmp_path)
     assert graded.code == 0, graded
     assert sorted(graded.steps) == ["07", "08", "09"]
     assert "points: 30/30" in graded.out
 
 
 def test_step_09_alone(tmp_path):
-    graded = grade("--target", str(STEPS), "--step", "9", tmp=tmp_path)
+    graded = grade("--target", str(STEPS_DIR), "--step", "9", tmp=tmp_path)
     assert graded.code == 0 and sorted(graded.steps) == ["09"], graded
 
 

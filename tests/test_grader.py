@@ -22,14 +22,15 @@ from shlex import quote
 
 import pytest
 
-from helpers import PYTHON, ROOT, STEPS_DIR as STEPS, grade, in_frame, machine_traces, step_path
+from helpers import PYTHON, ROOT, STEPS_DIR, grade, in_frame, machine_traces, step_path
 
-from conformance.checks import STEPS as NAMES, checks_for  # noqa: E402
+from conformance.catalog import STEP_NAMES, file_name
+from conformance.checks import checks_for
 
 GALLERY = Path(__file__).resolve().parent / "gallery"
 HANG_TIMEOUT = 2
 
-TITLES = {nn: [c.title for c in checks_for(nn)] for nn in NAMES}
+TITLES = {nn: [c.title for c in checks_for(nn)] for nn in STEP_NAMES}
 RAN = "runs the command it is given"
 WAITS = "waits for its command"
 HOST = "leaves the host unchanged"
@@ -62,10 +63,6 @@ def env():
 def run(argv, **kwargs):
     return subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, env=env(),
                           timeout=300, **kwargs)
-
-
-def file_name(nn):
-    return f"{nn}_{NAMES[nn]}"
 
 
 # -- wrong programs: the kit's steps, changed ----------------------------------------
@@ -146,7 +143,7 @@ def build_gallery(root, hang=None):
     skeleton = step_path("00").read_text()
     canned = (GALLERY / "wrong" / "canned").read_text()
     forger = (GALLERY / "wrong" / "forger").read_text()
-    for nn in NAMES:
+    for nn in STEP_NAMES:
         # The skeleton under every other step's name (and its own).
         put("skeleton", f"{file_name(nn)}.py", skeleton)
         # Right in all but the host: a queue made outside the new namespaces.
@@ -226,14 +223,14 @@ def build_gallery(root, hang=None):
 # check passes or is skipped for one of these.
 EXPECTED = {
     # An untouched exercise does step 00, and earns nothing in the others.
-    "skeleton": {nn: set() if nn == "00" else {ns(nn)} for nn in NAMES},
-    "vandal": {nn: {HOST} for nn in NAMES},
-    "daemon": {nn: {NO_PROCESS} for nn in NAMES},
+    "skeleton": {nn: set() if nn == "00" else {ns(nn)} for nn in STEP_NAMES},
+    "vandal": {nn: {HOST} for nn in STEP_NAMES},
+    "daemon": {nn: {NO_PROCESS} for nn in STEP_NAMES},
     # Nothing is credited to a program whose command never ran.
-    "canned": {nn: {RAN} for nn in NAMES},
-    "no_sigchld": {nn: {WAITS} for nn in NAMES},
-    "no_wait": {nn: {WAITS} for nn in NAMES},
-    "forger": {nn: {ns(nn)} for nn in NAMES if nn != "00"},
+    "canned": {nn: {RAN} for nn in STEP_NAMES},
+    "no_sigchld": {nn: {WAITS} for nn in STEP_NAMES},
+    "no_wait": {nn: {WAITS} for nn in STEP_NAMES},
+    "forger": {nn: {ns(nn)} for nn in STEP_NAMES if nn != "00"},
     "flags": {"00": {ns("00")}, "01": {ns("01")}, "04": {ns("04")}, "06": {ns("06")}},
     "no_work": {
         "02": {TMPFS_IN},
@@ -497,7 +494,7 @@ def test_every_check_rejects_a_wrong_program_of_the_gallery(gallery):
         for nn, result in steps.items():
             if not result["problem"]:
                 rejected |= {(nn, t) for t in failed(result)}
-    every = {(nn, title) for nn in NAMES for title in TITLES[nn]}
+    every = {(nn, title) for nn in STEP_NAMES for title in TITLES[nn]}
     assert every - rejected == set()
 
 
@@ -580,7 +577,7 @@ def c_programs(tmp_path_factory):
             for src in sorted((GALLERY / "c").glob("*.c"))]
     for job in jobs:
         assert job.wait(timeout=120) == 0, job.stderr.read()
-    assert sorted(p.name for p in folder.iterdir()) == [file_name(nn) for nn in NAMES]
+    assert sorted(p.name for p in folder.iterdir()) == [file_name(nn) for nn in STEP_NAMES]
     return folder
 
 
@@ -589,26 +586,26 @@ def test_article_c_leaks_into_a_shared_host_and_passes_on_a_private_one(c_progra
     that mounts / shared, as systemd hosts do, their mounts reach the host."""
     shared = grade("--target", str(c_programs), tmp=tmp_path)
     assert shared.code == 1, shared
-    assert sorted(shared.steps) == list(NAMES)
+    assert sorted(shared.steps) == list(STEP_NAMES)
     failures = {nn: {t for t, c in shared.steps[nn].items() if c["status"] == "failed"}
-                for nn in NAMES}
-    assert failures == {**{nn: set() for nn in NAMES}, "02": {TMPFS_OUT}, "05": {PROC_KEPT}}, shared
+                for nn in STEP_NAMES}
+    assert failures == {**{nn: set() for nn in STEP_NAMES}, "02": {TMPFS_OUT}, "05": {PROC_KEPT}}, shared
     for nn, title in (("02", TMPFS_OUT), ("05", PROC_KEPT)):
         hint = shared.steps[nn][title]["hint"]
         assert "systemd hosts do today (the article's 2014 hosts mounted it private)" in hint
     private = grade("--target", str(c_programs), "--propagation", "private", tmp=tmp_path)
     assert private.code == 0, private
-    assert all(not private.failed(nn) for nn in NAMES), private
+    assert all(not private.failed(nn) for nn in STEP_NAMES), private
 
 
 def test_steps_pass_with_either_propagation(tmp_path):
     for propagation in ("shared", "private"):
-        graded = grade("--target", str(STEPS), "--propagation", propagation, tmp=tmp_path)
+        graded = grade("--target", str(STEPS_DIR), "--propagation", propagation, tmp=tmp_path)
         assert graded.code == 0, graded
 
 
 def test_propagation_must_be_shared_or_private():
-    done = grader("--target", str(STEPS), "--propagation", "slave")
+    done = grader("--target", str(STEPS_DIR), "--propagation", "slave")
     assert done.returncode == 2 and done.stdout == ""
     assert_one_line(done, "--propagation", "'slave'")
 
@@ -620,8 +617,8 @@ def test_shell_scripts_around_unshare_pass(tmp_path):
         path.chmod(0o755)
     graded = grade("--target", str(folder), tmp=tmp_path)
     assert graded.code == 0, graded
-    assert sorted(graded.steps) == list(NAMES)
-    assert all(not graded.failed(nn) for nn in NAMES), graded
+    assert sorted(graded.steps) == list(STEP_NAMES)
+    assert all(not graded.failed(nn) for nn in STEP_NAMES), graded
 
 
 # -- the steps, speed, a partial folder ------------------------------------------------
@@ -629,10 +626,10 @@ def test_shell_scripts_around_unshare_pass(tmp_path):
 @pytest.mark.slow
 def test_steps_pass_within_5_seconds(tmp_path):
     started = time.monotonic()
-    graded = grade("--target", str(STEPS), tmp=tmp_path)
+    graded = grade("--target", str(STEPS_DIR), tmp=tmp_path)
     seconds = time.monotonic() - started
     assert graded.code == 0, graded
-    assert all(not graded.failed(nn) for nn in NAMES), graded
+    assert all(not graded.failed(nn) for nn in STEP_NAMES), graded
     assert seconds < 5, f"grading steps/ took {seconds:.1f} s"
 
 
@@ -643,7 +640,7 @@ def test_missing_step_fails_as_not_found_unless_step_limits_the_run(tmp_path):
     graded = grade("--target", str(folder), tmp=tmp_path)
     assert graded.code == 1
     assert not graded.failed("04")
-    for nn in set(NAMES) - {"04"}:
+    for nn in set(STEP_NAMES) - {"04"}:
         assert graded.failed(nn) == set(TITLES[nn])
         first, *rest = graded.steps[nn].values()
         assert first["seen"].startswith(NOT_FOUND)
@@ -688,10 +685,10 @@ def test_table_has_a_row_per_check_a_hint_per_failure_and_the_score(skeleton_rep
     total = sum(map(len, TITLES.values()))
     assert lines[-1] == f"score: {expected_skeleton_passes()}/{total} checks passed"
     # Every check has its row, marked passed, FAILED or skipped.
-    for nn in NAMES:
+    for nn in STEP_NAMES:
         for title in TITLES[nn]:
             mark = skeleton_mark(nn, title)
-            assert re.search(rf"^{nn} {NAMES[nn]} +{re.escape(title)} +{mark}\b", graded.out,
+            assert re.search(rf"^{nn} {STEP_NAMES[nn]} +{re.escape(title)} +{mark}\b", graded.out,
                              re.M), (nn, title)
     # A failure shows what was seen, and a hint; a skipped check what it needs.
     row = re.search(rf"^04 ipc +{re.escape(ns('04'))} +FAILED +(.*)$", graded.out, re.M)
@@ -715,10 +712,10 @@ def test_gradescope_results_json(skeleton_reports):
     assert sum(t["status"] == "passed" for t in tests) == expected_skeleton_passes()
     assert results["score"] == round(sum(t["score"] for t in tests), 2)
     # Every step is worth the same by default, its checks sharing its points.
-    for nn in NAMES:
+    for nn in STEP_NAMES:
         assert round(sum(t["max_score"] for t in tests if t["name"][:2] == nn), 2) == 10
     names = [t["name"] for t in tests]
-    assert names == [f"{nn} {NAMES[nn]}: {title}" for nn in NAMES for title in TITLES[nn]]
+    assert names == [f"{nn} {STEP_NAMES[nn]}: {title}" for nn in STEP_NAMES for title in TITLES[nn]]
     assert "04 ipc: ipcs -q inside lists no queue" in names
     for test in tests:
         nn, title = test["name"][:2], test["name"].split(": ", 1)[1]
@@ -790,7 +787,7 @@ def test_empty_folder_fails_every_step_as_not_found(tmp_path):
     assert graded.code == 1 and graded.err == "", graded
     assert "Traceback" not in graded.out
     assert graded.out.splitlines()[-1] == f"score: 0/{sum(map(len, TITLES.values()))} checks passed"
-    for nn in NAMES:
+    for nn in STEP_NAMES:
         assert {c["seen"] for c in graded.steps[nn].values()} == {
             f"{NOT_FOUND} {file_name(nn)}.py (or {nn}_<name>) in {folder}",
             f"skipped: needs {RAN}"}
@@ -810,7 +807,7 @@ def test_wrong_names_are_not_taken_for_steps(tmp_path):
 
 
 def test_unknown_step_is_one_line_and_exit_2():
-    done = grader("--target", str(STEPS), "--step", "10")
+    done = grader("--target", str(STEPS_DIR), "--step", "10")
     assert done.returncode == 2 and done.stdout == ""
     assert_one_line(done, "'10' is not a step", "choose from 00, 01")
 
@@ -832,14 +829,14 @@ def pytest_conformance(target, junit, *args):
 
 
 def case(nn, title):
-    return f"test_check[{nn} {NAMES[nn]}: {title}]"
+    return f"test_check[{nn} {STEP_NAMES[nn]}: {title}]"
 
 
 def test_pytest_plugin_passes_steps_in_parallel(tmp_path):
-    done, cases = pytest_conformance(STEPS, tmp_path / "j.xml", "-n", "2")
+    done, cases = pytest_conformance(STEPS_DIR, tmp_path / "j.xml", "-n", "2")
     assert done.returncode == 0, done.stdout
     assert "created: 2/2 workers" in done.stdout
-    assert cases == {case(nn, t): True for nn in NAMES for t in TITLES[nn]}
+    assert cases == {case(nn, t): True for nn in STEP_NAMES for t in TITLES[nn]}
 
 
 def test_pytest_plugin_step_marker_on_the_skeleton(gallery, tmp_path):

@@ -16,12 +16,13 @@ from shlex import quote
 import pytest
 
 from helpers import PYTHON, ROOT, step_path
-from conformance.checks import STEPS, checks_for
+from conformance.catalog import STEP_NAMES
+from conformance.checks import checks_for
 from conformance.discover import NO_WORK
 from exercises.tasks import file_name
 from test_class import WEIGHT, build_class, course_file, points
 
-OUT_OF = sum(len(checks_for(nn)) for nn in STEPS)
+OUT_OF = sum(len(checks_for(nn)) for nn in STEP_NAMES)
 
 
 def bundle(out, *args):
@@ -164,7 +165,7 @@ REFUSING = {
 def test_a_container_that_cannot_grade_is_explained_not_scored_silently(autograder, wrap):
     if "sys_admin" in wrap and os.geteuid() != 0:
         pytest.skip("an ordinary user has no CAP_SYS_ADMIN to drop")
-    for nn in STEPS:
+    for nn in STEP_NAMES:
         shutil.copy(step_path(nn), autograder.root / "submission" / file_name(nn))
     results = autograder(wrap="NSKIT_VM=never " + wrap)  # no VM either: test_vm's case
     assert results["score"] == 0 and results["tests"] == []
@@ -206,7 +207,7 @@ def test_setup_sh_installs_the_grader(autograder):
     assert done.returncode == 0, done.stderr
     assert "install -y -qq python3 python3-venv iproute2 procps util-linux" in (
         fake / "apt.log").read_text()
-    for nn in STEPS:
+    for nn in STEP_NAMES:
         shutil.copy(step_path(nn), autograder.root / "submission" / file_name(nn))
     results = autograder(python=None)          # the Python that setup.sh installed
-    assert results["score"] == 10 * len(STEPS)  # every step, 10 points each
+    assert results["score"] == 10 * len(STEP_NAMES)  # every step, 10 points each

@@ -26,14 +26,14 @@ from shlex import quote
 
 import pytest
 
-from helpers import PYTHON, ROOT, in_frame, refused, step_path
+from helpers import PYTHON, ROOT, in_frame, refused, sections, step_path
+from conformance.catalog import STEP_NAMES
 from conformance.cgroups import Cgroups
 from tools.frame import expose_to_users
 
 pytestmark = pytest.mark.root("the attacks, their canaries and maps use uids other than the user's")
 HOSTILE = Path(__file__).resolve().parent / "hostile"
 KIT = (HOSTILE / "_kit.py").read_text()
-STEPS = ["00", "01", "02", "03", "04", "05", "06", "07"]
 SYSCTLS = ("/proc/sys/vm/swappiness", "/proc/sys/kernel/printk_ratelimit")
 CATCH = ("/var/tmp", "/run/lock", "/dev/shm")   # the frame's own, to catch escapes
 TIMEOUT = 10
@@ -68,17 +68,6 @@ def attack_program(name, config):
 def outcomes(text):
     """[(attack, what, outcome)] from the @@hostile lines the attacks print."""
     return re.findall(r"^@@hostile (\S+) \| (.+?) \| (.+)$", text, re.M)
-
-
-def sections(text, prefix="@@frame "):
-    found, name = {}, None
-    for line in text.splitlines():
-        if line.startswith(prefix):
-            name = line[len(prefix):].strip()
-            found[name] = []
-        elif name:
-            found[name].append(line)
-    return {k: "\n".join(v) for k, v in found.items()}
 
 
 # -- the machine, before and after -----------------------------------------------------
@@ -177,7 +166,7 @@ def gallery(tmp_path_factory):
         for learner, attacks in LEARNERS.items():
             folder = g.targets[learner]
             folder.mkdir(parents=True)
-            for nn in STEPS:
+            for nn in list(STEP_NAMES):
                 if nn in attacks:
                     text = attack_program(attacks[nn], config)
                     (folder / attacks[nn]).write_text(f"{text}\n# {g.work[learner]}\n")
@@ -187,7 +176,7 @@ def gallery(tmp_path_factory):
                     (folder / step_path(nn).name).chmod(0o755)
         for learner in BIG:
             (g.klass / learner).mkdir()
-            for nn in STEPS:
+            for nn in list(STEP_NAMES):
                 with open(g.klass / learner / f"{nn}_big.py", "w") as fh:
                     fh.write(f"# {g.work[learner]}\n")
                     fh.truncate(16 * MiB)
@@ -225,7 +214,7 @@ def gallery(tmp_path_factory):
         started = time.monotonic()
         g.framed = in_frame(script)
         g.seconds = time.monotonic() - started
-        g.frame = sections(g.framed.out)
+        g.frame = sections(g.framed.out, prefix="@@frame ")
         assert g.framed.code == 0 and "code" in g.frame, g.framed
 
         g.after = {path: _file_state(path) for path in g.canaries}
@@ -284,14 +273,14 @@ def test_every_step_of_every_learner_gets_a_verdict(gallery):
     assert gallery.frame["code"].strip() == "0", gallery.stderr
     assert set(gallery.results) == {*LEARNERS, *BIG}
     for learner, steps in gallery.results.items():
-        assert sorted(steps) == STEPS, learner
+        assert sorted(steps) == list(STEP_NAMES), learner
         for nn, step in steps.items():
             assert step["checks"], (learner, nn)
 
 
 def test_the_kits_own_steps_in_the_batch_get_their_right_verdicts(gallery):
     for learner, attacks in LEARNERS.items():
-        for nn in STEPS:
+        for nn in list(STEP_NAMES):
             if nn not in attacks:
                 step = gallery.results[learner][nn]
                 failed = [c["title"] for c in step["checks"] if not c["passed"]]
@@ -529,7 +518,7 @@ def as_user(tmp_path_factory):
     klass = tmp_path_factory.mktemp("as-user") / "class"
     for learner in ("good", "wrong", "hostile"):
         (klass / learner).mkdir(parents=True)
-        for nn in STEPS:
+        for nn in list(STEP_NAMES):
             shutil.copy(step_path(nn), klass / learner / step_path(nn).name)
     for nn, name in WRONG.items():
         shutil.copy(step_path("00"), klass / "wrong" / name)
@@ -563,7 +552,7 @@ def as_user(tmp_path_factory):
         f"echo '@@frame planted'; ls -a {own}",
     ])
     framed = in_frame(script)
-    found = sections(framed.out)
+    found = sections(framed.out, prefix="@@frame ")
     assert framed.code == 0 and "user" in found, framed
     found["token"], found["secret"] = token, secret
     return found
@@ -578,7 +567,7 @@ def test_an_ordinary_user_grades_like_root(as_user):
 def test_root_verdicts_of_the_class_are_right(as_user):
     root = _verdicts(as_user["root"])
     assert all(all(checks.values()) for checks in root["good"].values())
-    for nn in STEPS:
+    for nn in list(STEP_NAMES):
         failed = {title for title, passed in root["wrong"][nn].items() if not passed}
         if nn in WRONG:
             assert "runs the command it is given" not in failed
@@ -748,7 +737,7 @@ def test_a_quota_attacker_in_a_frame_of_low_limits_fails_only_itself(tmp_path):
               "sleep": "1"}
     for learner in ("first", "quota", "last"):
         (klass / learner).mkdir(parents=True)
-        for nn in STEPS:
+        for nn in list(STEP_NAMES):
             shutil.copy(step_path(nn), klass / learner / step_path(nn).name)
     (klass / "quota" / step_path("03").name).unlink()
     (klass / "quota" / "03_quota.py").write_text(attack_program("03_quota.py", config))
