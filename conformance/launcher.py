@@ -34,14 +34,16 @@ class Launcher:
                                         stdin=subprocess.DEVNULL, close_fds=True)
         theirs.close()
         self.socket = ours
+        self.used = False
         # Waited for, so that the CPU time of every run is counted as the
         # grader's children's (time, make bench) like the grader's own.
         atexit.register(self.close)
 
-    def fork_setup(self, ctl_r, rep_w, *more):
-        """(pid, pidfd) of a new run setup holding these pipe ends (and, when
-        its command is the witness, its end of the witness's socket)."""
-        socket.send_fds(self.socket, [b"f"], [ctl_r, rep_w, *more])
+    def fork_setup(self, ctl_r, rep_w, watch_fd):
+        """(pid, pidfd) of a new run setup holding these pipe ends and its end
+        of the witness's socket."""
+        self.used = True
+        socket.send_fds(self.socket, [b"f"], [ctl_r, rep_w, watch_fd])
         reply, fds, _, _ = socket.recv_fds(self.socket, 16, 1)
         if len(reply) != 4 or len(fds) != 1:
             for fd in fds:
@@ -53,7 +55,30 @@ class Launcher:
     def close(self):
         if self.socket.fileno() != -1:
             self.socket.close()  # the launcher ends at the end of its socket
+            if not self.used:
+                self.process.kill()  # it holds nothing: no need to wait for its imports
             self.process.wait()
+
+
+_EARLY = None
+
+
+def start_early():
+    """Start the grader's launcher before the grader's own imports, so that
+    its start overlaps them. It is a fresh interpreter all the same: nothing
+    the grader does before or after reaches it."""
+    global _EARLY
+    try:
+        _EARLY = Launcher()
+    except OSError:
+        _EARLY = None  # the sandbox starts one when it needs it, and says why it cannot
+
+
+def take_early():
+    """The launcher start_early() started, once; or None."""
+    global _EARLY
+    launcher, _EARLY = _EARLY, None
+    return launcher
 
 
 def reap(*_):
@@ -86,7 +111,7 @@ def serve(fd, grader):
                     os.wait()
                 except ChildProcessError:
                     os._exit(0)
-        if len(fds) not in (2, 3):
+        if len(fds) != 3:
             for stray in fds:
                 os.close(stray)
             sock.send(b"")
