@@ -1,7 +1,11 @@
 import sys
 
 from .cgroups import in_a_delegated_scope
-from .cli import main
+from .launcher import start_early
 
 in_a_delegated_scope(["-m", "conformance", *sys.argv[1:]])
+start_early()  # before the command line is parsed: see launcher.py
+
+from .cli import main  # noqa: E402 - after the launcher has started
+
 sys.exit(main())

@@ -2,7 +2,10 @@
 
 It is started once, when the grader makes its Sandbox, as a fresh interpreter
 that has read nothing of any learner: no program, no token, no result, not
-even the grader's command line. For each run the grader hands it the two
+even the grader's command line. `python -m conformance` forks it instead, as
+its very first step (start_early), before it has parsed its command line:
+the same nothing, and the run's side already imported, for the price of a
+fork. For each run the grader hands it the two
 pipe ends of that run's setup; it forks the setup, which reads its own
 request from its pipe, and answers with the setup's pid and a pidfd. So a
 run's setup, and the run's PID 1 forked from it, hold the data of that run
@@ -17,7 +20,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .syscalls import die_with_parent, set_dumpable
+from .syscalls import close_fds_except, die_with_parent, set_dumpable
 
 PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
 
@@ -25,8 +28,20 @@ PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
 class Launcher:
     """The grader's end of the launcher."""
 
-    def __init__(self):
+    def __init__(self, fork=False):
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        if fork:
+            grader = os.getpid()
+            pid = os.fork()
+            if pid == 0:
+                ours.close()
+                _serve_forked(theirs, grader)
+            self.process = _Forked(pid)
+            theirs.close()
+            self.socket = ours
+            self.used = False
+            atexit.register(self.close)
+            return
         code = (f"import sys; sys.path[:0] = [{PACKAGE_PARENT!r}]; "
                 f"from conformance.launcher import serve; serve({theirs.fileno()}, {os.getpid()})")
         # -S: no site, as for the runs' own interpreters: it imports the standard library only.
@@ -34,14 +49,16 @@ class Launcher:
                                         stdin=subprocess.DEVNULL, close_fds=True)
         theirs.close()
         self.socket = ours
+        self.used = False
         # Waited for, so that the CPU time of every run is counted as the
         # grader's children's (time, make bench) like the grader's own.
         atexit.register(self.close)
 
-    def fork_setup(self, ctl_r, rep_w, *more):
-        """(pid, pidfd) of a new run setup holding these pipe ends (and, when
-        its command is the witness, its end of the witness's socket)."""
-        socket.send_fds(self.socket, [b"f"], [ctl_r, rep_w, *more])
+    def fork_setup(self, ctl_r, rep_w, watch_fd):
+        """(pid, pidfd) of a new run setup holding these pipe ends and its end
+        of the witness's socket."""
+        self.used = True
+        socket.send_fds(self.socket, [b"f"], [ctl_r, rep_w, watch_fd])
         reply, fds, _, _ = socket.recv_fds(self.socket, 16, 1)
         if len(reply) != 4 or len(fds) != 1:
             for fd in fds:
@@ -53,7 +70,63 @@ class Launcher:
     def close(self):
         if self.socket.fileno() != -1:
             self.socket.close()  # the launcher ends at the end of its socket
+            if not self.used:
+                self.process.kill()  # it holds nothing: no need to wait for its imports
             self.process.wait()
+
+
+class _Forked:
+    """A forked launcher, as the grader waits for it."""
+
+    def __init__(self, pid):
+        self.pid = pid
+
+    def kill(self):
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    def wait(self):
+        try:
+            os.waitpid(self.pid, 0)
+        except ChildProcessError:
+            pass
+
+
+def _serve_forked(sock, grader):
+    try:
+        set_dumpable(False)
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.close(null)
+        close_fds_except({sock.fileno()})
+        serve(sock.detach(), grader)
+    finally:
+        os._exit(1)
+
+
+_EARLY = None
+
+
+def start_early():
+    """Fork the grader's launcher from the grader's first instructions,
+    before it has parsed its command line or read anything of a learner: a
+    fork of a process that has imported the run's side, where a fresh
+    interpreter would start and import it all again."""
+    global _EARLY
+    from . import sandbox  # noqa: F401 - imported once, for the grader and the launcher
+    try:
+        _EARLY = Launcher(fork=True)
+    except OSError:
+        _EARLY = None  # the sandbox starts one when it needs it, and says why it cannot
+
+
+def take_early():
+    """The launcher start_early() started, once; or None."""
+    global _EARLY
+    launcher, _EARLY = _EARLY, None
+    return launcher
 
 
 def reap(*_):
@@ -86,7 +159,7 @@ def serve(fd, grader):
                     os.wait()
                 except ChildProcessError:
                     os._exit(0)
-        if len(fds) not in (2, 3):
+        if len(fds) != 3:
             for stray in fds:
                 os.close(stray)
             sock.send(b"")

@@ -16,8 +16,8 @@ from pathlib import Path
 from .catalog import CLONE_NEWNS, CLONE_NEWPID
 from . import witness
 from .syscalls import (MNT_DETACH, MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE,
-                       MS_RDONLY, MS_REC, MS_REMOUNT, check, libc, mount, pivot_root,
-                       readonly_tree, umount, unshare)
+                       MS_RDONLY, MS_REC, MS_REMOUNT, check, libc, mount, mount_proc_of,
+                       pivot_root, readonly_tree, umount, unshare)
 
 # Bound read-only (copied as links where they are links, as on merged-/usr).
 SYSTEM = ("usr", "etc", "bin", "sbin", "lib", "lib32", "lib64", "libx32")
@@ -189,6 +189,15 @@ class RunRoot:
         kernel mounts a proc only where one is fully visible), by a child in
         the run's PID namespace. The run finds it locked: below whatever proc
         it unmounts there is always this one, never the machine's."""
+        pid_ns = os.open(f"/proc/{init_pid}/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            mount_proc_of(pid_ns, f"{NEW_ROOT}/proc")  # no process to fork, where the kernel can
+            return
+        except OSError as error:
+            if error.errno not in (errno.EINVAL, errno.ENOSYS):
+                raise
+        finally:
+            os.close(pid_ns)
         pidfd = os.pidfd_open(init_pid)
         check(libc.setns(pidfd, CLONE_NEWPID), "setns to the run's PID namespace")
         os.close(pidfd)

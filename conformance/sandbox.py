@@ -1,8 +1,8 @@
 """The throwaway host: every graded run gets a fresh one, set up in the
 order RunSetup.setup_run() reads top to bottom:
 
-- the run's setup is forked from the launcher (launcher.py), and joins the
-  run's cgroup (cgroups.py);
+- the run's setup is forked from the launcher (launcher.py) before the run
+  is due, and joins the run's cgroup (cgroups.py) while it waits for it;
 - it opens the program and stages the folders the run must reach, while it
   may still enter every folder of the machine (rootfs.py);
 - it enters the run's quota namespace: a user namespace owned by the
@@ -21,6 +21,7 @@ order RunSetup.setup_run() reads top to bottom:
 The grader follows its runs from one event loop (scheduler.py). This module
 holds the public API and that order.
 """
+import atexit
 import os
 import pickle
 import platform
@@ -33,7 +34,7 @@ from . import ids, rootfs, scheduler, witness
 from .catalog import (CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWPID,
                       CLONE_NEWUSER, CLONE_NEWUTS)
 from .cgroups import Cgroups
-from .launcher import Launcher
+from .launcher import Launcher, take_early
 from .rootfs import hidden_ancestor  # noqa: F401 - tools/frame.py imports it from here
 from .runinit import RunInit
 from .syscalls import (SYS_PIVOT_ROOT, clone, close_fds_except, die_with_parent,
@@ -119,8 +120,7 @@ class RunSetup:
         os._exit(0)
 
     def setup_run(self):
-        self.detach_from_grader()
-        Cgroups.join(self.cgroup)  # first, so that all the run will start is in it
+        self.detach_from_grader()  # already in the run's cgroup (run_setup)
         # Opened while this process may still enter every folder of the machine.
         programs = rootfs.open_programs(self.request.files, self.limits.program)
         privileged = self.id_maps.privileged
@@ -213,6 +213,17 @@ class RunSetup:
 
 
 @dataclass
+class _Spare:
+    """A run's setup as the grader holds it until it hands it a run."""
+    pid: int
+    pidfd: int
+    ctl_w: int
+    rep_r: int
+    cgroup: list
+    watch: witness.Watch
+
+
+@dataclass
 class _Init:
     pid: int
     go_w: int
@@ -222,17 +233,41 @@ class _Init:
         os.close(self.go_w)
 
 
-def run_setup(ctl_r, rep_w, watch_fd=None):
-    """In a process forked by the launcher: read this run's request from its
-    control pipe, and set the run up. watch_fd: the run's end of its witness's
-    socket (witness.py), when its command is the witness."""
+def run_setup(ctl_r, rep_w, watch_fd):
+    """In a process forked by the launcher: join the cgroup the grader names
+    on the control pipe, wait there for a run's request, and set the run up.
+    Joining is the slow part of a cgroup (the kernel waits for a grace
+    period), so the grader forks a setup before its run is due. watch_fd: the
+    run's end of its witness's socket (witness.py), used when its command is
+    the witness."""
     set_dumpable(False)
     try:
-        size, = struct.unpack("I", _read_exactly(ctl_r, 4))
-        request, limits, id_maps, token, cgroup = pickle.loads(_read_exactly(ctl_r, size))
+        cgroup = _read_message(ctl_r)
     except (OSError, ValueError, struct.error, pickle.UnpicklingError):
         os._exit(1)
+    try:
+        Cgroups.join(cgroup)  # first, so that all the run will start is in it
+    except OSError as error:
+        os.write(rep_w, scheduler.FAILED + f"setting up the throwaway host failed: {error}".encode())
+        os._exit(1)
+    try:
+        request, limits, id_maps, token = _read_message(ctl_r)
+    except (OSError, ValueError, struct.error, pickle.UnpicklingError):
+        os._exit(1)
+    if not witness.wanted(request.files):
+        os.close(watch_fd)
+        watch_fd = None
     RunSetup(request, limits, id_maps, token, ctl_r, rep_w, cgroup, watch_fd).main()
+
+
+def _read_message(fd):
+    size, = struct.unpack("I", _read_exactly(fd, 4))
+    return pickle.loads(_read_exactly(fd, size))
+
+
+def _send_message(fd, value):
+    data = pickle.dumps(value)
+    scheduler.send(fd, struct.pack("I", len(data)) + data)
 
 
 def _read_exactly(fd, size):
@@ -256,61 +291,100 @@ class Sandbox:
             raise Unavailable(f"nskit's sandbox does not know pivot_root on {platform.machine()}")
         self.cgroups = Cgroups.available(self.limits.memory, self.limits.processes)
         self._launcher = None
+        self.spares = []  # setups waiting for runs (see prepare)
+        self._spares_atexit = False
 
     @property
     def launcher(self):
         """Started at the first run, before the grader reads anything of a learner."""
         if self._launcher is None:
             try:
-                self._launcher = Launcher()
+                self._launcher = take_early() or Launcher()
             except OSError as error:
                 raise Unavailable(f"starting the launcher failed: {error.strerror}")
         return self._launcher
 
-    def launch(self, request):
-        """Have the launcher fork the setup of a run's host, and hand it the run's request."""
+    def prepare(self, count):
+        """Have up to count setups forked and in their cgroups, waiting for
+        runs: what they know is the grader's, nothing of any learner's."""
+        if not self._spares_atexit:
+            atexit.register(self.drop_spares)
+            self._spares_atexit = True
+        while len(self.spares) < count:
+            try:
+                self.spares.append(self._fork_setup())
+            except OSError:
+                return  # the run that needs one will fork it, and fail if it cannot
+
+    def _fork_setup(self):
+        """Have the launcher fork a run's setup, and name it its cgroup."""
         launcher = self.launcher
         ctl_r, ctl_w = os.pipe()
         rep_r, rep_w = os.pipe()
-        watch = witness.Watch(request.parent_in_charge) if witness.wanted(request.files) else None
+        watch = witness.Watch()  # not every run needs it: the setup drops it then
         cgroup = []
         try:
             cgroup = self.cgroups.create() if self.cgroups else []
-            started = time.monotonic()
-            pid, pidfd = launcher.fork_setup(ctl_r, rep_w, *([watch.run_end.fileno()] if watch else []))
+            pid, pidfd = launcher.fork_setup(ctl_r, rep_w, watch.run_end.fileno())
         except OSError:
             for fd in (ctl_r, ctl_w, rep_r, rep_w):
                 os.close(fd)
-            if watch:
-                watch.close()
+            watch.close()
             Cgroups.remove(cgroup)
             raise
         os.close(ctl_r)
         os.close(rep_w)
-        if watch:
-            watch.after_fork()
-        run = scheduler.Running(request, pid, pidfd, ctl_w, rep_r, started, self.limits.timeout, cgroup,
-                                watch)
-        order = pickle.dumps((Request(request.argv, request.reach, request.files,
-                                      parent_in_charge=request.parent_in_charge), self.limits,
-                              self.id_maps, os.urandom(8).hex(), cgroup))
+        watch.after_fork()
+        spare = _Spare(pid, pidfd, ctl_w, rep_r, cgroup, watch)
         try:
-            scheduler.send(ctl_w, struct.pack("I", len(order)) + order)
+            _send_message(ctl_w, cgroup)
+        except OSError:
+            pass  # the setup is gone: its pipe says so
+        return spare
+
+    def launch(self, request):
+        """Hand a run's request to a setup forked for it (see prepare)."""
+        spare = self.spares.pop(0) if self.spares else self._fork_setup()
+        watch = spare.watch
+        if not witness.wanted(request.files):
+            watch.close()
+            watch = None
+        else:
+            watch.in_charge = request.parent_in_charge
+        run = scheduler.Running(request, spare.pid, spare.pidfd, spare.ctl_w, spare.rep_r,
+                                time.monotonic(), self.limits.timeout, spare.cgroup, watch)
+        try:
+            _send_message(spare.ctl_w, (Request(request.argv, request.reach, request.files,
+                                                parent_in_charge=request.parent_in_charge),
+                                        self.limits, self.id_maps, os.urandom(8).hex()))
         except OSError:
             pass  # the setup is gone: its pipe says so
         return run
+
+    def drop_spares(self):
+        """End the setups no run will need, and remove their cgroups."""
+        spares, self.spares = self.spares, []
+        for spare in spares:
+            for fd in (spare.ctl_w, spare.rep_r):
+                os.close(fd)
+            scheduler.end(spare)
+            spare.watch.close()
+        Cgroups.remove([folder for spare in spares for folder in spare.cgroup], patience=30.0)
 
     def run(self, requests):
         """Yield a Result for every request, in the order they finish."""
         yield from scheduler.Scheduler(self).run(requests)
 
     def close(self):
+        self.drop_spares()
         if self._launcher is not None:
             self._launcher.close()
             self._launcher = None
 
     def probe_available(self):
         """Raise Unavailable, with the reason, where no throwaway host can be built."""
+        # Setups for the first runs join their cgroups meanwhile.
+        self.prepare(self.jobs + 1)
         for result in self.run([Request(["/bin/true"])]):
             if result.error:
                 raise Unavailable(result.error, refused=result.refused)

@@ -139,6 +139,8 @@ class Scheduler:
                         yield self._failed_to_start(request, error.strerror or error)
                         continue
                     running[run.rep_r] = run
+                # The next runs' setups join their cgroups while these run.
+                self.sandbox.prepare(min(self.sandbox.jobs, len(pending)))
                 if not running:
                     continue
                 wait = max(0.0, min(r.deadline for r in running.values()) - time.monotonic())

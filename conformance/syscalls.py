@@ -15,6 +15,11 @@ MOUNT_ATTR_RDONLY, MOUNT_ATTR_NOSUID = 0x1, 0x2
 SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}.get(platform.machine())
 SYS_CLONE = {"x86_64": 56, "aarch64": 220}.get(platform.machine())
 SYS_MOUNT_SETATTR = 442
+# The new mount API: one number on every architecture.
+SYS_MOVE_MOUNT, SYS_FSOPEN, SYS_FSCONFIG, SYS_FSMOUNT = 429, 430, 431, 432
+FSCONFIG_SET_FD, FSCONFIG_CMD_CREATE = 5, 6
+FS_CLOEXEC, MOVE_MOUNT_F_EMPTY_PATH = 1, 4
+MOUNT_ATTR_NODEV, MOUNT_ATTR_NOEXEC = 0x4, 0x8
 SIGCHLD = 17
 
 
@@ -36,6 +41,26 @@ def readonly_tree(path):
     attr = struct.pack("QQQQ", MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID, 0, 0, 0)
     check(libc.syscall(SYS_MOUNT_SETATTR, -100, path.encode(), AT_RECURSIVE, attr, len(attr)),
           f"mount_setattr {path}")
+
+
+def mount_proc_of(pid_ns_fd, target):
+    """A proc of the PID namespace that pid_ns_fd names, at target, mounted
+    from outside that namespace (proc's pidns option); OSError EINVAL or
+    ENOSYS where the kernel has no such option."""
+    fs = check(libc.syscall(SYS_FSOPEN, b"proc", FS_CLOEXEC), "fsopen proc")
+    try:
+        check(libc.syscall(SYS_FSCONFIG, fs, FSCONFIG_SET_FD, b"pidns", None, pid_ns_fd),
+              "fsconfig pidns")
+        check(libc.syscall(SYS_FSCONFIG, fs, FSCONFIG_CMD_CREATE, None, None, 0), "fsconfig")
+        attrs = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC
+        mnt = check(libc.syscall(SYS_FSMOUNT, fs, FS_CLOEXEC, attrs), "fsmount proc")
+    finally:
+        os.close(fs)
+    try:
+        check(libc.syscall(SYS_MOVE_MOUNT, mnt, b"", -100, target.encode(), MOVE_MOUNT_F_EMPTY_PATH),
+              f"move_mount {target}")
+    finally:
+        os.close(mnt)
 
 
 def pivot_root(new, old):
