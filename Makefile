@@ -8,7 +8,9 @@ STEPS := 00 01 02 03 04 05 06 07 08 09
 BASES := 08:03 09:06
 # pytest's workers: one per core (`make test JOBS=1` runs in one process).
 JOBS ?= auto
-PYTEST := $(PY) -m pytest -n $(JOBS)
+# loadgroup: the VM tests share one worker, as two emulated VMs at once on
+# two cores starve each other.
+PYTEST := $(PY) -m pytest -n $(JOBS) --dist loadgroup
 
 .PHONY: setup test ns-tables $(STEPS:%=step-%) $(STEPS:%=diff-%)
 .PHONY: help test-all test-slow test-as-user

@@ -38,6 +38,8 @@ def _no_vm():
 
 NO_VM = _no_vm()
 needs_vm = pytest.mark.skipif(NO_VM is not None, reason=f"{NO_VM}")
+# One VM at a time: under QEMU's emulator two at once on two cores starve each other.
+pytestmark = pytest.mark.xdist_group("vm")
 
 
 def refusing(command):
