@@ -154,7 +154,12 @@ def main(argv=None):
         print(f"nskit: {error}", file=sys.stderr)
         return 2
     if args.course:
-        args.step = [nn for nn in course.steps if not args.step or nn in args.step]
+        asked = args.step
+        args.step = [nn for nn in course.steps if not asked or nn in asked]
+        if not args.step:
+            print(f"nskit: the course file grades none of the steps asked for ({', '.join(asked)}): "
+                  f"drop --step, or give a step its [points].", file=sys.stderr)
+            return 2
     limits = Limits(timeout=args.timeout, processes=args.processes, memory=args.memory,
                     output=args.max_output, propagation=args.propagation)
     try:

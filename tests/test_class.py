@@ -20,7 +20,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from helpers import PYTHON, ROOT, grade, step_path
+from helpers import PYTHON, ROOT, STEPS_DIR, grade, step_path
 from conformance.catalog import STEP_NAMES as STEPS, file_name as step_file
 from conformance.checks import RAN, SKIPPED, checks_for
 from conformance.course import Course
@@ -323,6 +323,15 @@ def test_junit_class_names_are_learner_and_step_file(graded):
 
 
 # -- a course file's steps, PrairieLearn, refusals --------------------------------
+
+def test_a_course_file_and_steps_it_does_not_grade_are_refused(tmp_path):
+    course = tmp_path / "course.toml"
+    course.write_text("[points]\n01 = 3\n")
+    done = grade("--target", STEPS_DIR, "--course", course, "--step", "03", tmp=tmp_path)
+    assert done.code == 2 and not done.steps, done
+    assert done.err == ("nskit: the course file grades none of the steps asked for (03): drop "
+                        "--step, or give a step its [points].\n"), done
+
 
 def test_a_course_file_chooses_the_steps_graded(tmp_path):
     """Of a work/ of skeletons, 01 right and 03 right but for a process it
