@@ -736,6 +736,16 @@ class Watch:
             self.torn_down = True
 
     def _notification(self):
+        # Readable may only mean that every process of the run has ended
+        # (POLLHUP): older kernels (6.1) then block in NOTIF_RECV for ever.
+        poller = select.poll()
+        poller.register(self.listener, select.POLLIN)
+        events = [event for _, event in poller.poll(0)]
+        if not any(event & select.POLLIN for event in events):
+            if any(event & (select.POLLHUP | select.POLLERR) for event in events):
+                os.close(self.listener)
+                self.listener = None
+            return
         buf = bytearray(NOTIF.size)
         try:
             fcntl.ioctl(self.listener, NOTIF_RECV, buf, True)
@@ -744,8 +754,6 @@ class Watch:
                 raise
             # The caller died before it was heard; or every process of the
             # run has ended, and the listener would be readable for ever.
-            poller = select.poll()
-            poller.register(self.listener, select.POLLIN)
             if any(event & select.POLLHUP for _, event in poller.poll(0)):
                 os.close(self.listener)
                 self.listener = None
