@@ -197,7 +197,8 @@ def test_gradescope_s_autograder_grades_inside_a_vm_where_the_container_refuses(
 def test_make_step_runs_the_demo_in_a_vm_where_namespaces_and_docker_are_missing():
     # Root without CAP_SYS_ADMIN, as in a container with Docker's defaults, and no docker.
     from test_make import FRAME_SETUP
-    result = in_frame("setpriv --inh-caps=-sys_admin --bounding-set=-sys_admin make step-03; "
+    result = in_frame("setpriv --inh-caps=-sys_admin --bounding-set=-sys_admin "
+                      "make --no-print-directory step-03; "
                       "echo exit=$?", own_root=True, setup=FRAME_SETUP, timeout=900)
     assert "exit=0" in result.out, result
     assert result.out.startswith("Namespaces are refused here (a seccomp filter or security "
