@@ -615,11 +615,10 @@ def test_a_seccomp_filter_gets_the_refusal_sentence():
     assert Path("/proc/sys/user/max_user_namespaces").read_text() == before
 
 
-# A user namespace of the frame mapping uids 0-65535 to themselves, with
-# user.max_user_namespaces 0 in it (the sysctl is per user namespace: it
-# refuses only that namespace's descendants), then argv as uid 65534. Only a
-# process outside a user namespace may write its maps: the parent does.
-NO_USERNS_FOR_NOBODY = r"""
+# Python that enters a user namespace of its own, root mapped to the
+# machine's uids 0-65535 by a parent outside it (only a process outside a
+# user namespace may write its maps), then goes on with what follows.
+IN_A_USER_NAMESPACE = r"""
 import ctypes, os, sys
 ready_r, ready_w = os.pipe()
 go_r, go_w = os.pipe()
@@ -635,6 +634,13 @@ libc = ctypes.CDLL(None, use_errno=True)
 assert libc.unshare(0x10000000) == 0, ctypes.get_errno()
 os.write(ready_w, b"u")
 assert os.read(go_r, 1) == b"g"
+"""
+
+# A user namespace of the frame mapping uids 0-65535 to themselves, with
+# user.max_user_namespaces 0 in it (the sysctl is per user namespace: it
+# refuses only that namespace's descendants), then argv as uid 65534. Only a
+# process outside a user namespace may write its maps: the parent does.
+NO_USERNS_FOR_NOBODY = IN_A_USER_NAMESPACE + r"""
 with open("/proc/sys/user/max_user_namespaces", "w") as fh:
     fh.write("0")
 os.execvp("setpriv", ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups",
@@ -707,23 +713,8 @@ def test_a_run_that_fills_a_tmpfs_of_its_own_is_stopped_at_its_memory_limit(tmp_
 # limits on user and UTS namespaces and inotify instances (the limits are per
 # user namespace, and bind everything made below it), then argv.
 LOW_LIMITS = {"max_user_namespaces": 100, "max_uts_namespaces": 100, "max_inotify_instances": 40}
-IN_LOW_LIMITS = r"""
-import ctypes, os, sys
+IN_LOW_LIMITS = IN_A_USER_NAMESPACE + r"""
 LIMITS = %r
-ready_r, ready_w = os.pipe()
-go_r, go_w = os.pipe()
-pid = os.fork()
-if pid:
-    os.read(ready_r, 1)
-    for name in ("uid_map", "gid_map"):
-        with open(f"/proc/{pid}/{name}", "w") as fh:
-            fh.write("0 0 65536")
-    os.write(go_w, b"g")
-    sys.exit(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
-libc = ctypes.CDLL(None, use_errno=True)
-assert libc.unshare(0x10000000) == 0, ctypes.get_errno()
-os.write(ready_w, b"u")
-assert os.read(go_r, 1) == b"g"
 for name, value in LIMITS.items():
     with open(f"/proc/sys/user/{name}", "w") as fh:
         fh.write(str(value))
