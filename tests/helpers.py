@@ -120,6 +120,55 @@ def step_path(nn):
     return STEPS_DIR / f"{file_name(nn)}.py"
 
 
+# Wrong programs beyond Part 1: steps/08 or 09 with one mistake each, made by
+# replacing text, so `diff` against the step shows only the mistake.
+# name -> (step, [(text, what it becomes)]).
+_OK = '    if os.write(WRITE_END, b"OK") != 2:\n        die(failed("write to the pipe"))\n'
+_WAIT = ('\n    if os.read(READ_END, 2) != b"OK":\n'
+         '        die("the parent ended before it finished setting up")\n'
+         '    os.close(READ_END)\n')
+WRONG_BEYOND = {
+    # The death signal is SIGTERM, which a command may ignore.
+    "08_deathsig_term": ("08", [("PR_SET_PDEATHSIG, SIGKILL,", "PR_SET_PDEATHSIG, 15,")]),
+    # The parent closes the pipe without writing "OK": the command never runs.
+    "08_never_ok": ("08", [(_OK, "")]),
+    # No death signal: the command outlives a killed parent.
+    "08_no_deathsig": ("08", [("    # Killed by the kernel, whatever the command does, if the "
+                               "parent dies.\n"
+                               "    if libc.prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0:\n"
+                               "        die(failed(\"prctl PR_SET_PDEATHSIG\"))\n", "")]),
+    # The child runs the command at once, without waiting for the "OK".
+    "08_no_wait": ("08", [("    # Wait for \"setup done\": the command must not run before the "
+                           "parent is ready." + _WAIT, "")]),
+    # The parent releases the child first and writes the maps after.
+    "09_maps_after_ok": ("09", [
+        ("    # The child may go on: the setup is done.\n" + _OK + "    os.close(WRITE_END)\n", ""),
+        ("    os.close(READ_END)\n    # Only a process outside",
+         "    os.close(READ_END)\n" + _OK + "    os.close(WRITE_END)\n    # Only a process outside")]),
+    # The parent never writes the maps: the command is nobody, as in 06.
+    "09_no_maps": ("09", [('((b"setgroups", b"deny"),\n'
+                           '                       (b"uid_map", b"0 %d 1" % os.getuid()),\n'
+                           '                       (b"gid_map", b"0 %d 1" % os.getgid()))', "()")]),
+    # No "deny" in setgroups first: an ordinary user may not write gid_map.
+    "09_no_setgroups": ("09", [('(b"setgroups", b"deny"),\n                       ', "")]),
+    # The child does not wait: the command starts before its maps, as nobody.
+    "09_no_wait": ("09", [("    # Wait for \"setup done\": until the maps are written, we are "
+                           "nobody." + _WAIT, "")]),
+    # Only the uid map: root's uid inside, but gid nogroup.
+    "09_uid_only": ("09", [('\n                       (b"gid_map", b"0 %d 1" % os.getgid())', "")]),
+}
+
+
+def wrong_beyond(name):
+    """The text of the wrong program name (WRONG_BEYOND)."""
+    nn, edits = WRONG_BEYOND[name]
+    text = step_path(nn).read_text()
+    for old, new in edits:
+        assert text.count(old) == 1, (name, old)  # the step changed: update the table
+        text = text.replace(old, new)
+    return text
+
+
 def sections(text, prefix="@@"):
     """Prints marked with `PREFIXname` lines, as {name: the lines below it}."""
     found, name = {}, None

@@ -8,21 +8,24 @@
   "0 <uid> 1", files the user owns are root's inside; the maps are there
   when the command starts.
 
-Every check is also shown to fail a wrong program of tests/gallery/beyond/.
+Every check is also shown to fail a wrong program of helpers.WRONG_BEYOND.
 Everything runs in a throwaway frame (helpers.in_frame).
 """
 import ast
 import difflib
 import re
 import shlex
+import shutil
+import tempfile
+from pathlib import Path
 
 import pytest
 
-from helpers import PYTHON, ROOT, STEPS_DIR, grade, in_frame, step_path
+from helpers import PYTHON, ROOT, STEPS_DIR, grade, in_frame, step_path, wrong_beyond
 
 from conformance.catalog import BEYOND_PART_1, STEP_NAMES  # noqa: E402
 
-GALLERY = ROOT / "tests" / "gallery" / "beyond"
+WRONG = None  # the folder of wrong programs (wrong_programs)
 HOLD = 0.6  # seconds the parent is held before each of its writes
 USER = 65534
 
@@ -66,9 +69,24 @@ def py(path):
     return f"{shlex.quote(PYTHON)} {shlex.quote(str(path))}"
 
 
+@pytest.fixture(scope="module", autouse=True)
+def wrong_programs():
+    """A folder for the wrong programs, which frames of an ordinary user read too."""
+    global WRONG
+    WRONG = Path(tempfile.mkdtemp(prefix="nskit-beyond-"))
+    WRONG.chmod(0o755)
+    yield
+    shutil.rmtree(WRONG)
+
+
 def program(name):
-    """A step (08, 09) or a wrong program of the gallery (its file name)."""
-    return step_path(name) if re.fullmatch(r"\d\d", name) else GALLERY / f"{name}.py"
+    """A step (08, 09) or a wrong program of helpers.WRONG_BEYOND (its name)."""
+    if re.fullmatch(r"\d\d", name):
+        return step_path(name)
+    path = WRONG / f"{name}.py"
+    path.write_text(wrong_beyond(name))
+    path.chmod(0o644)
+    return path
 
 
 def held_run(path, user=None):

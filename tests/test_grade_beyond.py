@@ -1,6 +1,6 @@
 """The grader's checks of 08 and 09, beyond Part 1: a parent in charge of its
 child. Graded as one class in one grader run: the kit's 08 and 09 pass every
-check, and every wrong program of tests/gallery/beyond/ (and a few made here
+check, and every wrong program of helpers.WRONG_BEYOND (and a few made here
 from the kit's steps) fails exactly the check that names its mistake, the
 rest passing or skipped. Everything is seen from outside (see
 conformance/witness.py: Trace and Watch._death_test)."""
@@ -11,13 +11,12 @@ import subprocess
 
 import pytest
 
-from helpers import PYTHON, ROOT, STEPS_DIR, grade, step_path
+from helpers import PYTHON, ROOT, STEPS_DIR, grade, step_path, wrong_beyond
 
 from conformance.catalog import BEYOND_PART_1, file_name  # noqa: E402
 from conformance.checks import (DIES, MYHOSTNAME, RAN, ROOT_INSIDE, STARTS_AFTER_OK,  # noqa: E402
                                 WAITS, checks_for)
 
-GALLERY = ROOT / "tests" / "gallery" / "beyond"
 NEW_UTS, NEW_USER = checks_for("08")[2].title, checks_for("09")[2].title
 SETGROUPS = "setgroups is denied in the command's user namespace"
 MAPS_FIRST = "the maps are written before the command starts"
@@ -72,7 +71,7 @@ def build_class(folder):
                 assert old in text, (label, old)
                 target.write_text(text.replace(old, new))
             else:
-                shutil.copy(GALLERY / f"{label}.py", target)
+                target.write_text(wrong_beyond(label))
 
 
 def grade_class(folder, report):
@@ -197,7 +196,7 @@ def test_c_programs_pass_and_unshare_s_child_does_not_wait(tmp_path):
     waiting for its parent: followed through sh, it is seen."""
     folder = tmp_path / "c"
     folder.mkdir()
-    for source in (GALLERY.parent / "c-beyond").glob("*.c"):
+    for source in (ROOT / "tests" / "gallery" / "c-beyond").glob("*.c"):
         shutil.copy(source, folder)
     graded = grade("--target", str(folder), "--step", "08", "--step", "09", tmp=tmp_path)
     assert graded.code == 0 and sorted(graded.steps) == ["08", "09"], graded
