@@ -222,10 +222,11 @@ LEARNERS_SENTENCE = ("this machine could not run the grader, so your work was no
 
 
 def _not_graded(args, why):
-    """Where nothing could be graded, the results files a platform reads say
-    so: a sentence for the learner, the why for staff, never a silent 0."""
-    if args.gradescope:
-        report.write_json(args.gradescope, report.gradescope_not_graded(LEARNERS_SENTENCE))
+    """Where nothing could be graded, no platform records a score, not even a
+    0: PrairieLearn reads "gradable": false; --gradescope writes nothing, as
+    Gradescope records any score it reads, and shows a missing results.json
+    as the autograder failing, for staff to regrade; the exit status 2 fails
+    a workflow's step."""
     if args.prairielearn:
         report.write_json(args.prairielearn, report.prairielearn_not_graded(LEARNERS_SENTENCE, why))
 

@@ -15,6 +15,7 @@ A course file is TOML:
     default = "visible"
     07 = "after_due_date"                                  # every check of a step
     "07 combined: leaves no process running" = "hidden"   # one check, by its name
+    stdout = "hidden"   # the autograder's own output, on Gradescope (default: staff only)
 
 A step's checks share its points equally; a check that failed or was skipped
 earns nothing of its share.
@@ -27,6 +28,7 @@ from .checks import checks_for
 
 STEP_POINTS = 10
 VISIBILITIES = ("visible", "hidden", "after_due_date", "after_published")
+STDOUT = "stdout"     # [visibility]'s key for Gradescope's stdout_visibility
 
 
 class CourseError(Exception):
@@ -46,6 +48,9 @@ def status(check):
 class Course:
     points: dict = field(default_factory=lambda: {nn: STEP_POINTS for nn in STEP_NAMES})
     visibility: dict = field(default_factory=dict)
+    # Gradescope's stdout_visibility: who reads what run_autograder printed
+    # (the table, and why a submission was not graded); staff alone by default.
+    stdout_visibility: str = "hidden"
 
     @property
     def steps(self):
@@ -122,17 +127,20 @@ def load(path):
         raise CourseError(f"the course file {path} grades no step: list the steps graded "
                           f"under [points], e.g. 01 = 10.")
     names = {check_name(nn, c.title): nn for nn in ALL_STEPS for c in checks_for(nn)}
-    visibility = {}
+    visibility, stdout = {}, Course.stdout_visibility
     for key, seen_by in (data.get("visibility") or {}).items():
         if seen_by not in VISIBILITIES:
             raise CourseError(f"the course file {path} makes {key!r} {seen_by!r}: choose "
                               f"one of {', '.join(VISIBILITIES)}.")
+        if key == STDOUT:
+            stdout = seen_by
+            continue
         if key != "default" and key.zfill(2) not in ALL_STEPS and key not in names:
             raise CourseError(f"the course file {path} sets the visibility of {key!r}, which "
-                              f"is neither a step (e.g. 07) nor a check's name "
-                              f"(e.g. {next(iter(names))!r}).")
+                              f"is neither a step (e.g. 07), a check's name "
+                              f"(e.g. {next(iter(names))!r}), nor {STDOUT}.")
         visibility[key.zfill(2) if key.zfill(2) in ALL_STEPS else key] = seen_by
-    course = Course(visibility=visibility)
+    course = Course(visibility=visibility, stdout_visibility=stdout)
     if points:
         course.points = dict(sorted(points.items()))
     return course

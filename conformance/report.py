@@ -129,15 +129,19 @@ def gradescope(steps, course=None, base=None):
     results = {"score": course.earned(steps)[0],
                "execution_time": round(sum(s.seconds for s in steps), 3),
                "output": summary(steps, course, base),
+               "stdout_visibility": course.stdout_visibility,
                "tests": tests}
     return fit(results)
 
 
-def gradescope_not_graded(learner, seconds=0.0):
-    """Gradescope's results.json where nothing could be graded: the learner
-    reads a sentence meant for them; staff read the why on the autograder's
-    stdout, which Gradescope shows them alone."""
-    return {"score": 0, "execution_time": round(seconds, 3), "output": f"Not graded: {learner}",
+def gradescope_nothing_to_grade(why, course=None, seconds=0.0):
+    """Gradescope's results.json for a submission with no step programs: it
+    earns 0, and its one sentence says why. A submission that could not be
+    graded gets no results.json at all (gradescope.autograde): Gradescope
+    records a 0 it is given as a grade."""
+    course = course or Course()
+    return {"score": 0, "execution_time": round(seconds, 3),
+            "output": f"0 points: {why}", "stdout_visibility": course.stdout_visibility,
             "tests": []}
 
 

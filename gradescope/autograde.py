@@ -3,15 +3,21 @@
 ROOT is /autograder: the learner's files are in ROOT/submission, and
 Gradescope reads ROOT/results/results.json. The work is found where the
 grader finds a learner's work everywhere (conformance.discover): work/, then
-the top, then the same inside a single unzipped folder. A results.json is
-written whatever happens. Where nothing could be graded, its `output` is a
-sentence for the learner, and the why goes to this script's stdout, which
-Gradescope shows to staff alone. Whether grading works here at all is found
-by grading a known-good program first (the kit's step 00, in reference/):
+the top, then the same inside a single unzipped folder.
+
+Graded or not, never a silent zero. A submission with no step programs
+earns 0, and its results.json says why in one sentence. One that could not
+be graded through no fault of the learner (this container refuses the
+namespaces the grader needs and no VM can start, or the grader failed) gets
+no results.json and a non-zero exit: Gradescope records no score and shows
+the autograder as failed ("The autograder failed to execute correctly"),
+and staff read why on this script's stdout, which Gradescope shows them
+alone, fix it and regrade. Whether grading works here at all is found by
+grading a known-good program first (the kit's step 00, in reference/):
 where it does not pass, the submission is graded inside a throwaway VM
-(setup.sh installs one), or, where none can start, not at all. The output
-says which way it was graded, and how long that took.
-The course file baked into the bundle (course.toml), if any, sets the points.
+(setup.sh installs one). The output says which way it was graded, and how
+long that took. The course file baked into the bundle (course.toml), if
+any, sets the points and who reads this script's stdout.
 """
 import json
 import subprocess
@@ -20,21 +26,28 @@ import tempfile
 import time
 from pathlib import Path
 
+from conformance import course as courses
 from conformance import report, vm
 from conformance.discover import NO_WORK, find_work, looks_like_the_kit
 
 ROOT = Path(__file__).resolve().parent.parent
 COURSE = ROOT / "course.toml"
-STAFF = ("Course staff: nskit runs every program in a throwaway host made of user "
-         "namespaces, and this autograder's container refuses them; the VM that grades "
-         "instead (setup.sh installs it: see its build log) cannot start either. Rebuild the "
-         "autograder, or download the submissions and grade them on a Linux machine "
-         "(python -m conformance --submissions DIR), or use GitHub Classroom (nskit's README).")
+STAFF = ("nskit runs every program in a throwaway host made of user namespaces, and this "
+         "autograder's container refuses them; the VM that grades instead (setup.sh installs "
+         "it: see its build log) cannot start either. Rebuild the autograder, or download the "
+         "submissions and grade them on a Linux machine (python -m conformance --submissions "
+         "DIR), or use GitHub Classroom (nskit's README).")
 NOTHING_TO_GRADE = ("there are no step programs in your submission: upload the files of your "
                     "work/ folder (00_skeleton.py to 07_combined.py), the folder itself, or "
                     "your repository with work/ committed.")
-CANNOT_RUN = ("the autograder could not run here, so your work was not graded and nothing "
-              "was counted against you; your course staff can see why.")
+REGRADE = ("No score was recorded: Gradescope shows this submission's autograder as failed. "
+           "Once that is fixed, regrade it (Regrade All Submissions on the assignment's "
+           "Manage Submissions page).")
+
+
+class NotGraded(Exception):
+    """The submission could not be graded, through no fault of the learner:
+    the message says why, for staff."""
 
 
 def _grader(*args):
@@ -72,25 +85,23 @@ def _no_vm():
     return None
 
 
-def grade(root):
-    """(results.json for the learner, a note for staff)."""
+def grade(root, course):
+    """(results.json for the learner, a note for staff); NotGraded where the
+    submission could not be graded."""
     start = time.monotonic()
     submission = root / "submission"
-
-    def not_graded(learner, staff):
-        return report.gradescope_not_graded(learner, time.monotonic() - start), staff
-
     target = find_work(submission) if submission.is_dir() else None
     if target is None:
         kit = submission.is_dir() and looks_like_the_kit(submission)
-        return not_graded(f"{NO_WORK}." if kit else NOTHING_TO_GRADE,
-                          "No step programs in the submission.")
+        return (report.gradescope_nothing_to_grade(f"{NO_WORK}." if kit else NOTHING_TO_GRADE,
+                                                   course, time.monotonic() - start),
+                "No step programs in the submission: 0 points, and the learner was told why.")
     how, where = "natively", []
     why = cannot_grade_here()
     if why:
         no_vm = _no_vm()
         if no_vm:
-            return not_graded(CANNOT_RUN, f"The grader could not run here: {why}\n{no_vm}\n\n{STAFF}")
+            raise NotGraded(f"The grader could not run here: {why}\n{no_vm}\n\n{STAFF}")
         how, where = ("inside a throwaway VM, as this container refuses the namespaces the "
                       "grader needs"), ["--vm", "always"]
     out = root / "results" / "results.json"
@@ -98,9 +109,8 @@ def grade(root):
     done = _grader("--target", submission, "--gradescope", out, *where)
     how += f", in {time.monotonic() - started:.1f} s"
     if done.returncode not in (0, 1) or not out.exists():
-        return not_graded(CANNOT_RUN, f"The grader failed (exit status {done.returncode}): "
-                          f"{_last_line(done.stderr)}\nPlease report this to nskit's "
-                          f"maintainers.")
+        raise NotGraded(f"The grader failed (exit status {done.returncode}): "
+                        f"{_last_line(done.stderr)}\nPlease report this to nskit's maintainers.")
     results = json.loads(out.read_text())
     where = target.relative_to(root)
     results["output"] = f"Graded: {where}\nGraded {how}\n{results['output']}"
@@ -114,9 +124,22 @@ def main(argv=None):
         print("usage: python -m gradescope.autograde AUTOGRADER_ROOT", file=sys.stderr)
         return 2
     root = Path(args[0])
-    (root / "results").mkdir(parents=True, exist_ok=True)
-    results, staff = grade(root)
-    report.write_json(root / "results" / "results.json", results)
+    results_file = root / "results" / "results.json"
+    try:
+        results_file.parent.mkdir(parents=True, exist_ok=True)
+        # Only this run's grading may leave a results.json behind.
+        results_file.unlink(missing_ok=True)
+        course = courses.load(COURSE) if COURSE.exists() else courses.Course()
+        results, staff = grade(root, course)
+        report.write_json(results_file, results)
+    except Exception as error:
+        # Whatever went wrong is the grader's, never the learner's: no score.
+        results_file.unlink(missing_ok=True)
+        why = str(error) if isinstance(error, NotGraded) else (
+            f"The autograder failed ({type(error).__name__}: {error}); please report this "
+            f"to nskit's maintainers.")
+        print(f"Not graded. {why}\n\n{REGRADE}")
+        return 1
     print(staff)
     return 0
 

@@ -354,6 +354,7 @@ def test_a_course_file_chooses_the_steps_graded(tmp_path):
     earned = 3 + round(sum(t["score"] for t in by_step["03"]), 2)
     shares = Course(points={"01": 3, "03": 6}).shares("03", full("03"))
     assert gs["score"] == earned == round(9 - shares[-1], 2) and 3 < earned < 9
+    assert gs["stdout_visibility"] == "hidden"   # staff alone, unless the course file says
     assert f"points: {earned:g}/9" in done.out
     # PrairieLearn's external grader results, as its documentation gives them:
     # gradable, score in [0, 1], message, tests with points and max_points.
@@ -371,7 +372,8 @@ def test_a_course_file_chooses_the_steps_graded(tmp_path):
     ("[points]\n10 = 3\n", "step 10, which does not exist"),
     ("[points]\n01 = -1\n", "give a number, 0 or more"),
     ('[visibility]\n01 = "secret"\n', "choose one of visible, hidden, after_due_date"),
-    ('[visibility]\n"01 net: flies" = "hidden"\n', "neither a step (e.g. 07) nor a check's name"),
+    ('[visibility]\n"01 net: flies" = "hidden"\n', "neither a step (e.g. 07), a check's name"),
+    ('[visibility]\nstdout = "shown"\n', "makes 'stdout' 'shown': choose one of visible"),
     ("[points\n", "is not TOML"),
     ("[weights]\n", "may hold only [points] and [visibility]"),
 ])
@@ -628,12 +630,35 @@ def test_the_classroom_workflow_grades_a_template(workflow, template, tmp_path, 
             assert test["score"] == 0, test
 
 
+def test_the_classroom_workflow_fails_with_the_sentence_where_it_cannot_grade(
+        workflow, template, tmp_path):
+    """A runner that refuses namespaces: the grading step fails, its summary
+    and annotation give the grader's sentence, and no result reaches
+    Classroom's reporter: no points, never a zero."""
+    (grader,) = [s for s in workflow["jobs"]["grade"]["steps"] if s.get("id") == "nskit"]
+    summary, output = tmp_path / "summary.md", tmp_path / "output"
+    refuse = "echo 0 > /proc/sys/user/max_user_namespaces; "
+    done = subprocess.run(
+        ["unshare", "--user", "--map-root-user", "--mount", "--pid", "--fork", "--mount-proc",
+         "bash", "-e", "-c", f'{refuse}sudo() {{ "$@"; }}; {grader["run"]}'],
+        cwd=template, capture_output=True, text=True, timeout=120,
+        env=dict(os.environ, NSKIT_PY=PYTHON, NSKIT_VM="never", GITHUB_STEP_SUMMARY=str(summary),
+                 GITHUB_OUTPUT=str(output)))
+    assert done.returncode == 1, done
+    assert not output.exists() or "result=" not in output.read_text()
+    (annotation,) = [line for line in done.stdout.splitlines() if line.startswith("::error")]
+    assert annotation.startswith("::error title=Not graded::nskit: cannot create the user "
+                                 "namespace"), annotation
+    assert "Not graded, so no points were reported: nskit: " in summary.read_text()
+
+
 # -- where the machine cannot grade -----------------------------------------------
 
-def test_a_machine_that_cannot_grade_writes_not_graded_never_a_zero(tmp_path):
+def test_a_machine_that_cannot_grade_records_no_score_never_a_zero(tmp_path):
     """In a user namespace whose limit of user namespaces is 0, as a refusing
     container is: PrairieLearn is told the submission is not gradable (no
-    attempt spent, no points), Gradescope's output says it was not graded."""
+    attempt spent, no points); Gradescope gets no results.json, since it
+    records any score it reads."""
     pl, gs = tmp_path / "pl.json", tmp_path / "gs.json"
     command = (f"echo 0 > /proc/sys/user/max_user_namespaces && exec {PYTHON} -m conformance "
                f"--target steps --prairielearn {pl} --gradescope {gs} --vm never")  # no VM either
@@ -646,8 +671,7 @@ def test_a_machine_that_cannot_grade_writes_not_graded_never_a_zero(tmp_path):
     assert results["gradable"] is False and "score" not in results
     assert results["message"].startswith("Not graded: ") and "sysctl" not in results["message"]
     assert "user.max_user_namespaces" in results["output"]
-    results = json.loads(gs.read_text())
-    assert results["output"].startswith("Not graded: ") and results["tests"] == []
+    assert not gs.exists()
 
 
 def test_c_without_a_compiler_asks_for_the_program(tmp_path):

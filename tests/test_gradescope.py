@@ -19,6 +19,7 @@ from helpers import PYTHON, ROOT, step_path
 from conformance.catalog import STEP_NAMES
 from conformance.checks import checks_for
 from conformance.discover import NO_WORK
+from gradescope.autograde import NOTHING_TO_GRADE
 from exercises.tasks import file_name
 from test_class import WEIGHT, build_class, course_file, points
 
@@ -54,7 +55,9 @@ def unpacked(zip_file, tmp_path):
     subprocess.run(["unzip", "-q", str(zip_file), "-d", str(tmp_path / "source")], check=True)
     (tmp_path / "submission").mkdir()
 
-    def run(python=PYTHON, wrap=""):
+    def run(python=PYTHON, wrap="", status=0):
+        """results.json, or None where run_autograder wrote none; it must
+        exit with status."""
         env = dict(os.environ, AUTOGRADER_ROOT=str(tmp_path))
         env.pop("NSKIT_PYTHON", None)
         if python:
@@ -62,9 +65,10 @@ def unpacked(zip_file, tmp_path):
         script = quote(str(tmp_path / "source" / "run_autograder"))
         done = subprocess.run(["bash", "-c", wrap + script], env=env, capture_output=True,
                               text=True, timeout=300)
-        assert done.returncode == 0, done.stderr
+        assert done.returncode == status, (done.stdout, done.stderr)
         run.stdout = done.stdout
-        return json.loads((tmp_path / "results" / "results.json").read_text())
+        results = tmp_path / "results" / "results.json"
+        return json.loads(results.read_text()) if results.exists() else None
 
     run.root = tmp_path
     return run
@@ -126,9 +130,10 @@ def test_the_class_through_the_autograder(built_for_the_course, repositories, tm
     shutil.copytree(root / learner, run.root / "submission")
     results = run()
     assert str(root) not in json.dumps(results) and str(tmp_path) not in json.dumps(results)
+    assert results["stdout_visibility"] == "hidden"
     if learner == "nskit-cy":
         assert results["score"] == 0 and results["tests"] == []
-        assert results["output"] == f"Not graded: {NO_WORK}."
+        assert results["output"] == f"0 points: {NO_WORK}."
         return
     assert results["score"] == sum(points(expected[learner]).values())
     assert isinstance(results["execution_time"], float)
@@ -144,11 +149,32 @@ def test_the_class_through_the_autograder(built_for_the_course, repositories, tm
     assert f"Graded {where} natively, in " in run.stdout
 
 
-def test_an_empty_submission_says_what_to_upload(autograder):
+def test_an_empty_submission_earns_0_and_says_what_to_upload(autograder):
     (autograder.root / "submission" / "notes.txt").write_text("hello")
     results = autograder()
     assert results["score"] == 0 and results["tests"] == []
-    assert "there are no step programs in your submission" in results["output"]
+    assert results["output"] == "0 points: " + NOTHING_TO_GRADE
+    assert results["stdout_visibility"] == "hidden"
+    assert autograder.stdout.startswith("No step programs in the submission: 0 points")
+
+
+def test_the_course_file_shows_the_autograders_stdout_to_learners(built, tmp_path):
+    run = unpacked(built, tmp_path)
+    (run.root / "source" / "nskit" / "course.toml").write_text(
+        '[visibility]\nstdout = "after_published"\n')
+    assert run()["stdout_visibility"] == "after_published"
+
+
+def _not_graded(autograder, *, status=1, **how):
+    """run_autograder where it cannot grade: no results.json, so that
+    Gradescope records no score and shows the autograder as failed; staff
+    read why, and that nothing was recorded, on its stdout."""
+    (autograder.root / "results").mkdir(exist_ok=True)
+    (autograder.root / "results" / "results.json").write_text('{"score": 0}')  # stale
+    assert autograder(status=status, **how) is None
+    assert autograder.stdout.startswith("Not graded")
+    assert "no score was recorded" in autograder.stdout.lower()
+    return autograder.stdout
 
 
 # Containers that cannot grade, as Gradescope's may be: one whose limit of
@@ -162,25 +188,36 @@ REFUSING = {
 
 
 @pytest.mark.parametrize("wrap", REFUSING.values(), ids=REFUSING.keys())
-def test_a_container_that_cannot_grade_is_explained_not_scored_silently(autograder, wrap):
+def test_a_container_that_cannot_grade_records_no_score(autograder, wrap):
     if "sys_admin" in wrap and os.geteuid() != 0:
         pytest.skip("an ordinary user has no CAP_SYS_ADMIN to drop")
     for nn in STEP_NAMES:
         shutil.copy(step_path(nn), autograder.root / "submission" / file_name(nn))
-    results = autograder(wrap="NSKIT_VM=never " + wrap)  # no VM either: test_vm's case
-    assert results["score"] == 0 and results["tests"] == []
-    # The learner reads a sentence for them; staff read why, on stdout.
-    assert results["output"].startswith("Not graded: the autograder could not run here")
-    assert "Course staff" not in results["output"] and "sysctl" not in results["output"]
-    head, _, rest = autograder.stdout.partition("\n")
-    assert head.startswith("The grader could not run here: ") and len(head) > 40
-    assert "Course staff:" in autograder.stdout
+    # No VM either (test_vm grades inside one).
+    stdout = _not_graded(autograder, wrap="NSKIT_VM=never " + wrap)
+    assert stdout.startswith("Not graded. The grader could not run here: ")
+    assert "A VM could grade instead, but" in stdout and "Rebuild the autograder" in stdout
 
 
-def test_an_autograder_whose_setup_failed_still_writes_results(autograder):
-    results = autograder(python=str(autograder.root / "no-such-python"))
-    assert results["score"] == 0 and results["output"].startswith("Not graded: ")
-    assert "setup.sh did not finish" in autograder.stdout
+def test_a_grader_that_fails_records_no_score(autograder):
+    for nn in STEP_NAMES:
+        shutil.copy(step_path(nn), autograder.root / "submission" / file_name(nn))
+    main = autograder.root / "source" / "nskit" / "conformance" / "__main__.py"
+    main.write_text('import sys\nif "--gradescope" in sys.argv:\n'
+                    '    sys.exit("RuntimeError: the grader broke")\n' + main.read_text())
+    stdout = _not_graded(autograder)
+    assert "The grader failed (exit status 1): RuntimeError: the grader broke" in stdout
+
+
+def test_a_broken_course_file_records_no_score(autograder):
+    (autograder.root / "submission" / file_name("00")).write_text("")
+    (autograder.root / "source" / "nskit" / "course.toml").write_text("[points]\n01 = 'ten'\n")
+    assert "give a number" in _not_graded(autograder)
+
+
+def test_an_autograder_whose_setup_failed_records_no_score(autograder):
+    stdout = _not_graded(autograder, python=str(autograder.root / "no-such-python"))
+    assert "setup.sh did not finish" in stdout
 
 
 def _pypi_reachable():
