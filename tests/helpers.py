@@ -34,6 +34,14 @@ STEPS_DIR = ROOT / "steps"
 PYTHON = sys.executable
 # The machine's root, not root of a user namespace of a frame.
 IS_ROOT = os.geteuid() == 0
+# The articles the steps follow, where a checkout keeps them: beside it.
+REFERENCE = ROOT.parent / "shared" / "reference"
+ARTICLE = REFERENCE / "creating-containers-part-1-namespaces.md"
+SECOND = REFERENCE / "deep-dive-into-linux-namespaces.txt"
+needs_articles = pytest.mark.skipif(
+    not (ARTICLE.is_file() and SECOND.is_file()),
+    reason=f"the articles are not beside this checkout (../shared/reference/{ARTICLE.name} "
+           f"and {SECOND.name})")
 
 _FRAME = ["--mount", "--uts", "--ipc", "--net", "--pid", "--fork", "--mount-proc",
           "--propagation", "private"]

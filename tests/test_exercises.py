@@ -11,9 +11,8 @@ import pytest
 from conformance.catalog import STEP_NAMES, file_name
 from exercises.make_work import SKELETON, with_docstring
 from exercises.tasks import TASKS
-from helpers import PYTHON, ROOT, grade, step_path
+from helpers import ARTICLE, PYTHON, ROOT, grade, needs_articles, step_path
 
-ARTICLE = ROOT.parent / "shared" / "reference" / "creating-containers-part-1-namespaces.md"
 # What the hints must not give away: the flags, their values, the calls' code.
 ANSWERS = ("CLONE_NEW", "0x", "libc.", "MS_PRIVATE", "MS_REC")
 # What a step's first failing hints must be about: the next thing to do.
@@ -55,8 +54,7 @@ def test_work_holds_the_skeleton_with_one_task_per_step(work):
         assert f"make grade STEP={nn}" in task and "You should see:" in task
 
 
-@pytest.mark.skipif(not ARTICLE.exists(), reason="the article is not beside this checkout "
-                    "(../shared/reference/)")
+@needs_articles
 def test_every_task_points_at_a_section_the_article_has(work):
     article = ARTICLE.read_text()
     for nn in TASKS:

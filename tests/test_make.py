@@ -33,9 +33,10 @@ FRAME_SETUP = (f"hostname {FRAME_HOSTNAME} && ip link add nskit0 type veth peer 
         "mount --bind /tmp/.no-docker $d; done; ")
 
 
-def framed(script, mytmp=False, user=None):
-    """in_frame on a root of its own; with user, as that uid with no caps."""
-    return in_frame(script, own_root=True, mytmp=mytmp, user=user, setup=FRAME_SETUP)
+def framed(script, mytmp=False, user=None, setup=""):
+    """in_frame on a root of its own; with user, as that uid with no caps;
+    setup is more bash for the frame's root."""
+    return in_frame(script, own_root=True, mytmp=mytmp, user=user, setup=FRAME_SETUP + setup)
 
 
 def shown(out):
@@ -225,19 +226,23 @@ def test_user_without_user_namespaces_and_docker_is_told_to_install_it():
     assert "sudo make step-03" in sentence and NOTICE not in result.out
 
 
-def test_user_without_user_namespaces_is_handed_to_the_container():
+@pytest.mark.parametrize("docker_run", ["kept", "missing"])
+def test_user_without_user_namespaces_is_handed_to_the_container(docker_run):
     # A docker that only records its calls: the hand-off is tested, no container starts.
     fake = ("mkdir /tmp/bin && printf '#!/bin/sh\\necho \"$*\" >> /tmp/docker.log\\nexit 1\\n' "
             "> /tmp/bin/docker && chmod +x /tmp/bin/docker && ")
+    # As a copy without tools/ has it: covered by an empty file no one may run.
+    hide = "touch /tmp/.none && mount --bind /tmp/.none tools/docker-run && "
     result = framed(fake + refused("PATH=/tmp/bin:$PATH make step-03; "
                                    "echo exit=$?; echo '== docker'; cat /tmp/docker.log"),
-                    user=65534)
+                    user=65534, setup=hide if docker_run == "missing" else "")
     assert "exit=0" not in result.out, result
-    if os.access(ROOT / "tools" / "docker-run", os.X_OK):
+    asked = result.out.split("== docker\n", 1)[1].strip()
+    if docker_run == "kept":
         assert "running it in the kit's container (tools/docker-run make step-03)" in result.out
-        assert result.out.split("== docker\n", 1)[1].strip()  # docker was asked
+        assert asked, result
     else:
-        assert "tools/docker-run is missing" in result.err
+        assert "tools/docker-run is missing" in result.err and not asked, result
 
 
 def test_not_linux_goes_to_the_container(monkeypatch, capsys, tmp_path):

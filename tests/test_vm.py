@@ -78,6 +78,21 @@ def failed(report):
             for label, learner in json.loads(report.read_text()).items()}
 
 
+def missing(sentence):
+    """What a "no VM can start here" sentence names as missing: the kernel
+    alone where QEMU is installed, after QEMU and the rest where it is not."""
+    found = re.search(r"no VM can start here: (.*) missing \(install: ", sentence)
+    assert found, sentence
+    return found.group(1).split(", ")
+
+
+def test_missing_reads_every_piece_the_sentence_names():
+    assert missing("nskit: no VM can start here: QEMU (qemu-system-x86_64), the kernel /k "
+                   "missing (install: apt-get ...)") == ["QEMU (qemu-system-x86_64)", "the kernel /k"]
+    with pytest.raises(AssertionError):
+        missing("nskit: the VM did not start (with TCG: ...)")
+
+
 def test_the_frame_refuses_and_never_keeps_today_s_sentence():
     r = in_frame(refusing(grader("--target", "steps", "--vm", "never")))
     assert r.code == 2 and r.err.startswith(REFUSAL), r
@@ -88,8 +103,8 @@ def test_where_no_vm_can_start_the_sentence_names_what_is_missing(tmp_path):
     r = in_frame(f"NSKIT_VM_KERNEL={tmp_path}/vmlinuz " + refusing(grader("--target", "steps")))
     assert r.code == 2, r
     assert r.err.startswith(REFUSAL) and len(r.err.strip().splitlines()) == 1, r.err
-    assert f"A VM could grade here instead, but no VM can start here: the kernel " \
-           f"{tmp_path}/vmlinuz" in r.err
+    assert "A VM could grade here instead, but no VM can start here: " in r.err
+    assert f"the kernel {tmp_path}/vmlinuz" in missing(r.err), r.err
     assert "apt-get install qemu-system-x86 linux-image-amd64" in r.err
     assert "pip install -r requirements-vm.txt" in r.err
 
@@ -97,7 +112,8 @@ def test_where_no_vm_can_start_the_sentence_names_what_is_missing(tmp_path):
 def test_vm_always_where_none_can_start_says_why(tmp_path):
     r = in_frame(f"NSKIT_VM_KERNEL={tmp_path}/vmlinuz " +
                  grader("--target", "steps", "--step", "00", "--vm", "always"))
-    assert r.code == 2 and r.err.startswith("nskit: no VM can start here: the kernel"), r
+    assert r.code == 2 and r.err.startswith("nskit: no VM can start here: "), r
+    assert f"the kernel {tmp_path}/vmlinuz" in missing(r.err), r.err
 
 
 def test_the_command_inside_is_the_same_with_outputs_in_the_shared_folder(tmp_path):

@@ -1,6 +1,8 @@
 """Throwaway frames for the kit's tests and benches, as bash to run first in a
 frame of new namespaces (`unshare --mount ... bash -c`): they change only the
 frame's own mounts, never the machine's folders or their modes."""
+import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -8,6 +10,17 @@ from conformance.sandbox import hidden_ancestor
 
 ROOT = Path(__file__).resolve().parent.parent
 PREFIX = Path(sys.base_prefix).resolve()
+# An ordinary user's PATH has no sbin on Debian, where pivot_root lives.
+SBIN = ("/usr/local/sbin", "/usr/sbin", "/sbin")
+
+
+def system_tool(name):
+    """The absolute path of a system program, found on PATH or in sbin."""
+    path = os.pathsep.join([os.environ.get("PATH", ""), *SBIN])
+    found = shutil.which(name, path=path)
+    if not found:
+        raise FileNotFoundError(f"{name} is missing: it comes with util-linux")
+    return found
 
 
 def expose_to_users():
@@ -20,10 +33,10 @@ def expose_to_users():
         return ""
     lines = ["mount -t tmpfs nskit-stage /mnt"]
     for i, path in enumerate(paths):
-        lines += [f"mkdir /mnt/{i}", f"mount --bind '{path}' /mnt/{i}"]
+        lines += [f"mkdir /mnt/{i}", f"mount --rbind '{path}' /mnt/{i}"]
     lines += [f"mount -t tmpfs -o mode=755 nskit-expose '{a}'" for a in hidden]
     for i, path in enumerate(paths):
-        lines += [f"mkdir -p '{path}'", f"mount --bind /mnt/{i} '{path}'"]
+        lines += [f"mkdir -p '{path}'", f"mount --rbind /mnt/{i} '{path}'"]
     return " && ".join(lines) + " && "
 
 
@@ -43,6 +56,6 @@ def own_root(mytmp=False, keep=()):
         "mkdir mnt tmp .old", "mount -t tmpfs -o mode=1777 nskit-tmp tmp",
         *(["mkdir mytmp"] if mytmp else []),
         *[f"mkdir -p '.{p}' && mount --rbind '{p}' '.{p}'" for p in keep],
-        "pivot_root . .old", "umount -l /.old", "rmdir /.old", f"cd '{ROOT}'",
+        f"{system_tool('pivot_root')} . .old", "umount -l /.old", "rmdir /.old", f"cd '{ROOT}'",
     ]
     return " && ".join(lines) + " && "
