@@ -1,8 +1,11 @@
-"""pytest's hooks for the kit's tests: the `root` marker, and the guard that
-every test leaves the machine as it found it (helpers.machine_traces). What
-tests share is in helpers.py."""
+"""pytest's hooks for the kit's tests: the `root` and `docker` markers, and
+the guard that every test leaves the machine as it found it
+(helpers.machine_traces). What tests share is in helpers.py."""
 import os
+import shutil
+import subprocess
 import time
+from functools import cache
 
 import pytest
 
@@ -17,6 +20,20 @@ def pytest_runtest_setup(item):
     if marker and not IS_ROOT:
         why = f": {marker.args[0]}" if marker.args else ""
         pytest.skip(f"needs the machine's root{why} (run it with sudo)")
+    if item.get_closest_marker("docker") and (missing := docker_missing()):
+        pytest.skip(f"needs a Docker daemon: {missing}")
+
+
+@cache
+def docker_missing():
+    """Why no Docker daemon answers here, or None where one does."""
+    if not shutil.which("docker"):
+        return "Docker is missing (apt-get install docker.io, then start its daemon)"
+    try:
+        subprocess.run(["docker", "info"], capture_output=True, timeout=30, check=True)
+    except (subprocess.SubprocessError, OSError):
+        return "none answers (sudo systemctl start docker, or dockerd & as root)"
+    return None
 
 
 @pytest.fixture(scope="session")

