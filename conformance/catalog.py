@@ -44,6 +44,10 @@ CLONE_NEWNET = 0x40000000
 SIGCHLD = 17
 CLONE_FLAG_OF = {"mnt": CLONE_NEWNS, "uts": CLONE_NEWUTS, "ipc": CLONE_NEWIPC,
                  "user": CLONE_NEWUSER, "pid": CLONE_NEWPID, "net": CLONE_NEWNET}
+# namespace -> its flag's name: "mnt" -> "CLONE_NEWNS".
+CLONE_FLAG_NAME = {ns: name for name, value in list(globals().items())
+                   if name.startswith("CLONE_NEW") for ns, flag in CLONE_FLAG_OF.items()
+                   if flag == value}
 
 
 def file_name(nn):

@@ -3,25 +3,35 @@ a learner when it does not.
 
 A check reads the kernel's facts about the command the program ran (the
 witness, see witness.py), the run's host before and after the run, and what
-the program left running; never what the command printed. Checks depend on
-each other, as check50's do: a check whose needs do not all pass is skipped,
-"skipped: needs <title>", and earns nothing, so one cause shows as one
-failure. A step's checks of the program's manners (it ran its command,
-waited for it, left the host as it was) earn only when the step's own
-outcome holds. Hints point at the next thing to do, not at the code that
-does it, and each says what was seen.
-"""
-from dataclasses import dataclass, field
+the program left running; never what the command printed. It is written as
+check50 writes one: a judge that returns what it saw when the check passes,
+and raises Failure(seen, hint) when it does not, the hint naming the mistake
+that the evidence shows. Checks depend on each other, as check50's do: a
+check whose needs do not all pass is skipped, "skipped: needs <title>", and
+earns nothing, so one cause shows as one failure. A step's checks of the
+program's manners (it ran its command, waited for it, left the host as it
+was) earn only when the step's own outcome holds.
 
-from .catalog import BEYOND_PART_1, NAMESPACES, NEW_NAMESPACES, SIGCHLD
+Hints speak of calls and processes (the parent, the child before it execs);
+they name the kit's own function (child_exec) only to a Python program.
+"""
+import re
+from dataclasses import dataclass
+
+from .catalog import BEYOND_PART_1, CLONE_FLAG_NAME, NAMESPACES, NEW_NAMESPACES, SIGCHLD
 from .witness import OVERFLOW_ID, mapped
 
 NOT_RUN = "the command never ran"
 SKIPPED = "skipped: needs "
-RAN = "runs the command it is given"
-WAITS = "waits for its command"
-HOST = "leaves the host unchanged"
-NO_PROCESS = "leaves no process running"
+
+
+class Failure(Exception):
+    """A check failed: what was seen, and the hint for the learner (check50's
+    Failure(rationale, help))."""
+
+    def __init__(self, seen, hint=""):
+        super().__init__(seen)
+        self.seen, self.hint = seen, hint
 
 
 @dataclass
@@ -33,17 +43,45 @@ class Evidence:
     leftover: list
     output: str           # what the program printed: only ever shown
     propagation: str = "shared"
+    language: str = "python"  # "python", "c" or "other": the words a hint uses
 
 
-@dataclass
+@dataclass(frozen=True, eq=False)
 class Check:
     title: str
-    judge: object         # Evidence -> (passed, seen) or (passed, seen, hint)
-    hint: str
-    needs: tuple = ()     # titles of the checks it needs
-    outcome: bool = False  # part of what the step is for (see checks_for)
+    judge: object          # Evidence -> what was seen; raises Failure
+    needs: tuple = ()      # the Checks it needs
+    outcome: bool = False  # part of what the step is for (see verdicts)
     needs_outcome: bool = False  # earns only when the step's outcome holds
-    after_all: bool = False  # needs every other check of its step but NO_PROCESS
+    watches_host: bool = False   # judges one part of the host (see HOST)
+
+    def __call__(self, ev):
+        return self.judge(ev)
+
+
+def check(title, needs=(), **kinds):
+    """Makes a judge a Check, as check50's @check does."""
+    def make(judge):
+        return Check(title, judge, tuple(needs), **kinds)
+    return make
+
+
+# -- the words of a hint -------------------------------------------------------------
+
+def in_child(ev):
+    """Who does a step's work: the child, before it execs the command."""
+    if ev.language == "python":
+        return "child_exec (the child, before it execs the command)"
+    return "the child, before it execs the command"
+
+
+def runs_command(ev):
+    """How a program runs the command it was given, in its own language."""
+    if ev.language == "python":
+        return "child_exec execs sys.argv[1:]"
+    if ev.language == "c":
+        return "the child execs argv[1] with its arguments (execvp(argv[1], &argv[1]))"
+    return "the child execs the command it was given, with its arguments"
 
 
 def _names(items):
@@ -59,131 +97,39 @@ def _mountinfo_lines(mountinfo, point):
     return [line for line in mountinfo.splitlines() if line.split()[4:5] == [point]]
 
 
-WHY_SHARED = ("The run's host mounts / shared, as systemd hosts do today (the article's 2014 "
-              "hosts mounted it private): a mount namespace copied from it stays joined to it "
-              "until the child makes all of its mounts private, and only then ")
+def _made_private(ev):
+    """Whether the command's own / is no longer shared: the child did make
+    its mounts private (witness.observe's "shared" lists the others)."""
+    return "/" not in ev.witness.get("shared", ["/"])
 
 
-# -- outcomes --------------------------------------------------------------------
-
-def sees_the_host(ev):
-    w, host = ev.witness, ev.before
-    wrong = []
-    if w["hostname"] != host["hostname"]:
-        wrong.append(f"hostname {w['hostname']!r}, not the host's {host['hostname']!r}")
-    if sorted(w["links"]) != sorted(host["links"]):
-        wrong.append(f"links {_names(w['links'])}, not the host's {_names(host['links'])}")
-    if not set(host["queues"]) <= set(w["queues"]):
-        wrong.append("not the host's SysV queue")
-    if w["root"] != ev.watch["host"]["root"]:
-        wrong.append("not the host's /")
-    return not wrong, "; ".join(wrong) or "the host's hostname, links, queue and /"
+PRIVATE_CALL = 'mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL)'
 
 
-def only_lo_down(ev):
-    links = ev.witness["links"]
-    seen = "links: " + _names(f"{name} {state}" for name, state in links.items())
-    return links == {"lo": "DOWN"}, seen
+def _reached_host(ev, seen, change, redo):
+    """The Failure of a change the child made to its mounts that reached the
+    host: change says what it did ("mounted the tmpfs"), redo what to do
+    instead once its mounts are private ("mount the tmpfs")."""
+    if ev.propagation != "shared":
+        return Failure(seen, f"The host saw what the child {change}: {redo} only in a mount "
+                       "namespace of the child's own.")
+    if _made_private(ev):
+        return Failure(seen, (
+            f"The child did make its mounts private, but only after it {change}: that had "
+            f"already reached the host, whose / is shared. Make every mount private first "
+            f"({PRIVATE_CALL}), then {redo}."))
+    return Failure(seen, (
+        "The run's host mounts / shared, as systemd hosts do today (the article's 2014 hosts "
+        "mounted it private): a mount namespace copied from it stays joined to it until the "
+        "child makes all of its mounts private, and only then do its mounts and unmounts stay "
+        "its own. Which mount call makes every mount of the child's namespace private?"))
 
 
-def tmpfs_inside(ev):
-    found = _mounted_on(ev.witness["mounts"], "/mytmp")
-    return found == "tmpfs", f"/mytmp: {found}" if found else "nothing mounted on /mytmp"
+# -- every step: the command ran, and the parent waited for it ----------------------
 
+# A traceback's frame, or a syntax error's place: File "PATH", line N.
+PLACE = re.compile(r'^\s*File "(?P<path>[^"]+)", line (?P<line>\d+)')
 
-def tmpfs_not_on_host(ev):
-    leaked = len(_mountinfo_lines(ev.after["mounts"], "/mytmp")) - \
-        len(_mountinfo_lines(ev.before["mounts"], "/mytmp"))
-    if leaked <= 0:
-        return True, "nothing"
-    seen = f"{leaked} new mount(s) on the host's /mytmp"
-    if ev.propagation == "shared":
-        return False, seen, (WHY_SHARED + "does the tmpfs stay in the child's. Which mount "
-                             "call makes every mount of the child's namespace private?")
-    return False, seen
-
-
-def no_jail(ev):
-    w = ev.witness
-    if w["root"] == ev.watch["host"]["root"]:
-        return True, "the host's /"
-    inside = {name for name, _, _ in w["root_entries"]}
-    missing = sorted(set(ev.before["root"]) - inside)
-    return False, f"/ is another folder; missing: {_names(missing[:8])}"
-
-
-def myhostname(ev):
-    return ev.witness["hostname"] == "myhostname", f"hostname {ev.witness['hostname']!r}"
-
-
-def host_hostname_kept(ev):
-    before, after = ev.before["hostname"], ev.after["hostname"]
-    return before == after, f"{before!r} became {after!r}" if before != after else "unchanged"
-
-
-def no_queue(ev):
-    queues = ev.witness["queues"]
-    return not queues and ev.before["queues"] != [], f"queues: {_names(hex(k) for k in queues)}"
-
-
-def pid1_alone(ev):
-    w = ev.witness
-    inner, proc = w["nspid"][-1], w["proc"]
-    if inner != 1:
-        return False, f"the command is PID {inner} of its PID namespace, not 1", (
-            "The command must be the first process of its new PID namespace: the child that "
-            "clone makes runs it, and nothing runs before it there (article: PID Namespace).")
-    if proc["kind"] == "other":
-        return False, (f"PID 1 of a new PID namespace, but its /proc is the host's: ps lists "
-                       f"the host's {proc['count']} processes"), (
-            "ps reads /proc, and the command's /proc is still the host's: remount /proc in the "
-            "child, in its own mount namespace, before it runs the command (article: PID "
-            "Namespace).")
-    if proc["kind"] != "own":
-        return False, f"PID 1, but no proc on its /proc ({proc.get('fstype') or 'nothing'}): ps lists nothing", (
-            "ps reads /proc, and nothing is mounted there: mount a fresh proc on /proc in the "
-            "child, in its own mount namespace (article: PID Namespace).")
-    others = proc["count"] - 1
-    if others:
-        return False, f"PID 1, and {others} other process(es) in its PID namespace", (
-            "The command should be alone in its PID namespace: start nothing else in it.")
-    return True, "PID 1 of its own PID namespace, alone, with a /proc of that namespace"
-
-
-def host_proc_kept(ev):
-    ok = ev.after["proc"] and \
-        _mountinfo_lines(ev.after["mounts"], "/proc") == _mountinfo_lines(ev.before["mounts"], "/proc")
-    if ok:
-        return True, "unchanged"
-    seen = "the host's /proc was unmounted or replaced"
-    if ev.propagation == "shared":
-        return False, seen, (WHY_SHARED + "do an unmount and a mount of /proc stay in the "
-                             "child's. Which mount call makes every mount of the child's "
-                             "namespace private?")
-    return False, seen
-
-
-def _id_names(uid, gid):
-    def name(n, nobody):
-        return {0: "root", OVERFLOW_ID: nobody}.get(n, str(n))
-    return f"uid={uid}({name(uid, 'nobody')}) gid={gid}({name(gid, 'nogroup')})"
-
-
-def id_nobody(ev):
-    w = ev.witness
-    uid, gid = mapped(w["uid_map"], w["uid"]), mapped(w["gid_map"], w["gid"])
-    return uid == gid == OVERFLOW_ID, f"id: {_id_names(uid, gid)}"
-
-
-def ls_nobody(ev):
-    w = ev.witness
-    owners = {f"{'nobody' if mapped(w['uid_map'], u) == OVERFLOW_ID else mapped(w['uid_map'], u)}/"
-              f"{'nogroup' if mapped(w['gid_map'], g) == OVERFLOW_ID else mapped(w['gid_map'], g)}"
-              for _, u, g in w["root_entries"]}
-    return owners == {"nobody/nogroup"}, f"owners in ls -la /: {_names(sorted(owners)[:6])}"
-
-
-# -- every step --------------------------------------------------------------------
 
 def last_words(output):
     """The program's own last line: its one-sentence error, or the line of a
@@ -193,41 +139,62 @@ def last_words(output):
     return lines[-1][:300] if lines else None
 
 
+def _locked_proc(words):
+    """Whether a program's last words are umount's EINVAL on /proc."""
+    return "/proc" in words and "mount" in words and (
+        "Invalid argument" in words or "EINVAL" in words)
+
+
+@check("runs the command it is given", needs_outcome=True)
 def ran(ev):
     if ev.witness is not None:
         copies = ev.watch.get("copies", 1)
-        return True, "it ran, and was observed" + (
+        return "it ran, and was observed" + (
             f" (the first of {copies} copies)" if copies > 1 else "")
     if ev.watch.get("error"):
-        return False, f"{NOT_RUN}: {ev.watch['error']}", (
-            "The command was started but could not be observed: it must keep running until "
-            "it ends by itself.")
+        raise Failure(f"{NOT_RUN}: {ev.watch['error']}",
+                      "The command was started but could not be observed: it must keep "
+                      "running until it ends by itself.")
     words = last_words(ev.output)
+    if words and _locked_proc(words):
+        raise Failure(f"{NOT_RUN}; the program's last words: {words}",
+                      "Unmounting /proc failed with \"Invalid argument\": in a new user "
+                      "namespace, the proc the child inherited is locked to the mounts it came "
+                      "with, and a new user namespace cannot unmount it. Mount a fresh proc "
+                      "over /proc instead, without unmounting the old one.")
     if words:
-        return False, f"{NOT_RUN}; the program's last words: {words}", (
-            "The program stopped before its command ran: its last words say where. Once "
-            "that is fixed, child_exec should exec sys.argv[1:].")
-    return False, f"{NOT_RUN}, and the program printed nothing", (
-        "Nothing ran the command: does child_exec exec sys.argv[1:], and does the parent wait "
-        "for the child?")
+        raise Failure(f"{NOT_RUN}; the program's last words: {words}",
+                      "The program stopped before its command ran: its last words say "
+                      f"where. Once that is fixed, {runs_command(ev)}.")
+    raise Failure(f"{NOT_RUN}, and the program printed nothing",
+                  f"Nothing ran the command: {runs_command(ev)}, and the parent waits for "
+                  "the child?")
 
 
+@check("waits for its command", needs_outcome=True)
 def waits(ev):
     watch = ev.watch
     if watch.get("waited"):
-        return True, "its parent waited for it"
+        return "its parent waited for it"
     signal = watch.get("exit_signal")
     if signal is not None and signal != SIGCHLD:
-        return False, (f"the program ended before its command started: the child was cloned "
-                       f"with exit signal {signal}, not SIGCHLD, so its parent's waitpid "
-                       f"found no child"), (
+        raise Failure(
+            f"the program ended before its command started: the child was cloned with exit "
+            f"signal {signal}, not SIGCHLD, so its parent's waitpid found no child",
             "What lets the parent wait for a child made by clone? The child's exit signal is "
             "the low byte of clone's flags, and waitpid waits for SIGCHLD children.")
-    return False, "the program ended while its command still ran", (
-        "The parent must wait for the child it cloned (waitpid) before it ends: what lets a "
-        "parent wait for a child made by clone?")
+    raise Failure("the program ended while its command still ran",
+                  "The parent must wait for the child it cloned (waitpid) before it ends: "
+                  "what lets a parent wait for a child made by clone?")
 
 
+# -- the namespaces a step makes new ---------------------------------------------------
+
+# Crosby's article for 00-07, *Deep dive into Linux namespaces* beyond it.
+SOURCE = {nn: "article" for nn in NEW_NAMESPACES}
+SOURCE.update({nn: "Deep dive into Linux namespaces" for nn in BEYOND_PART_1})
+
+# What a step's command lacks when none of its new namespaces is there.
 TOPIC = {
     "00": "The skeleton adds no namespace: clone_flags should ask for none.",
     "01": "The command shares the host's network: which namespace gives the child a network "
@@ -243,39 +210,28 @@ TOPIC = {
     "06": "The command is still the host's root: in a new user namespace with no uid map yet "
           "it becomes nobody (article: USER Namespace).",
     "07": "All six at once: the child needs a new network, mount, UTS, IPC, PID and user "
-          "namespace.",
-    "08": "08 is 03's UTS namespace with a parent in charge: the child needs a UTS namespace "
-          "of its own, and no other.",
+          "namespace (article: In the end...).",
+    "08": "isolate runs its command in a UTS namespace of its own, and no other: clone's "
+          "flags are CLONE_NEWUTS and SIGCHLD (Deep dive into Linux namespaces: main).",
     "09": "09 is 06's user namespace with a parent in charge: the child needs a user "
-          "namespace of its own, and no other.",
+          "namespace of its own, and no other (Deep dive into Linux namespaces: User "
+          "namespaces).",
+}
+
+# Why a namespace is needed beside one the command has already.
+BESIDE = {
+    ("05", "mnt"): "ps reads /proc, and a fresh /proc for the new PID namespace needs a mount "
+                   "namespace of the child's own beside it (CLONE_NEWNS): in the host's, "
+                   "remounting /proc would change the host's (article: PID Namespace).",
 }
 
 
-def namespaces_for(step):
-    def judge(ev):
-        host = ev.watch["host"]["ns"]
-        new = {name for name in NAMESPACES if ev.witness["ns"][name] != host[name]}
-        want = NEW_NAMESPACES[step]
-        seen = f"new: {_names(sorted(new))}"
-        if new == want:
-            return True, seen
-        if want - new:
-            return False, seen, TOPIC[step]
-        return False, seen, (f"clone_flags asks for more than this step needs: the command also "
-                             f"has a new {' and '.join(sorted(new - want))} namespace. Which "
-                             f"flags does this step need, and which come later?")
-    return judge
+WORD = {"ipc": "IPC", "mnt": "mount", "net": "network", "pid": "PID", "user": "user",
+        "uts": "UTS"}
 
 
-def host_unchanged(ev):
-    changed = [key for key in ("hostname", "mounts", "queues", "links", "proc")
-               if ev.before[key] != ev.after[key]]
-    return not changed, f"changed: {_names(changed)}" if changed else "unchanged"
-
-
-def nothing_left(ev):
-    left = ev.leftover
-    return not left, f"{len(left)} still running: {_names(a[:30] for a in left[:3])}" if left else "none"
+def _words(names):
+    return " and ".join(WORD[name] for name in names)
 
 
 def _namespace_title(step):
@@ -287,34 +243,242 @@ def _namespace_title(step):
     return f"new namespaces: {' and '.join(new)}, no other"
 
 
+def _namespaces_judge(step):
+    def judge(ev):
+        host = ev.watch["host"]["ns"]
+        new = {name for name in NAMESPACES if ev.witness["ns"][name] != host[name]}
+        want = NEW_NAMESPACES[step]
+        seen = f"new: {_names(sorted(new))}"
+        if new == want:
+            return seen
+        missing, there = sorted(want - new), sorted(want & new)
+        if missing and not there:
+            raise Failure(seen, TOPIC[step])
+        if missing:
+            why = " ".join(BESIDE[step, name] for name in missing if (step, name) in BESIDE)
+            raise Failure(seen, (
+                f"The command has a new {_words(there)} namespace, but still the host's "
+                f"{_words(missing)} namespace: clone's flags miss "
+                f"{' and '.join(CLONE_FLAG_NAME[name] for name in missing)}. "
+                + (why or f"This step needs all of them ({SOURCE[step]}).")))
+        raise Failure(seen, (
+            f"clone_flags asks for more than this step needs: the command also has a new "
+            f"{' and '.join(sorted(new - want))} namespace. Which flags does this step need, "
+            f"and which come later?"))
+    return judge
+
+
+NAMESPACE_CHECK = {nn: Check(_namespace_title(nn), _namespaces_judge(nn), outcome=True)
+                   for nn in NEW_NAMESPACES}
+
+
+# -- outcomes --------------------------------------------------------------------
+
+@check("sees what the host sees", outcome=True)
+def sees_the_host(ev):
+    w, host = ev.witness, ev.before
+    wrong = []
+    if w["hostname"] != host["hostname"]:
+        wrong.append(f"hostname {w['hostname']!r}, not the host's {host['hostname']!r}")
+    if sorted(w["links"]) != sorted(host["links"]):
+        wrong.append(f"links {_names(w['links'])}, not the host's {_names(host['links'])}")
+    if not set(host["queues"]) <= set(w["queues"]):
+        wrong.append("not the host's SysV queue")
+    if w["root"] != ev.watch["host"]["root"]:
+        wrong.append("not the host's /")
+    if wrong:
+        raise Failure("; ".join(wrong), "The skeleton adds no namespace: the command should "
+                      "see the host's hostname, links, queues and /.")
+    return "the host's hostname, links, queue and /"
+
+
+@check("ip a lists only lo, DOWN", outcome=True)
+def only_lo_down(ev):
+    links = ev.witness["links"]
+    seen = "links: " + _names(f"{name} {state}" for name, state in links.items())
+    if links != {"lo": "DOWN"}:
+        raise Failure(seen, "The command's network namespace should hold only its own lo, "
+                      "still down (article: NET Namespace).")
+    return seen
+
+
+@check("a tmpfs is mounted on /mytmp inside", outcome=True)
+def tmpfs_inside(ev):
+    found = _mounted_on(ev.witness["mounts"], "/mytmp")
+    if found != "tmpfs":
+        raise Failure(f"/mytmp: {found}" if found else "nothing mounted on /mytmp",
+                      f"Nothing on /mytmp inside: {in_child(ev)} mounts a tmpfs there "
+                      "(article: MNT Namespace).")
+    return "/mytmp: tmpfs"
+
+
+@check("the tmpfs never shows on the host", needs=[tmpfs_inside], watches_host=True)
+def tmpfs_not_on_host(ev):
+    leaked = len(_mountinfo_lines(ev.after["mounts"], "/mytmp")) - \
+        len(_mountinfo_lines(ev.before["mounts"], "/mytmp"))
+    if leaked <= 0:
+        return "nothing"
+    raise _reached_host(ev, f"{leaked} new mount(s) on the host's /mytmp",
+                        "mounted the tmpfs", "mount the tmpfs")
+
+
+@check("ls / still shows the host's files", outcome=True)
+def no_jail(ev):
+    w = ev.witness
+    if w["root"] == ev.watch["host"]["root"]:
+        return "the host's /"
+    inside = {name for name, _, _ in w["root_entries"]}
+    missing = sorted(set(ev.before["root"]) - inside)
+    raise Failure(f"/ is another folder; missing: {_names(missing[:8])}",
+                  "A mount namespace is not a jail: the command should still see the host's "
+                  "files in / (no chroot, no pivot_root).")
+
+
+@check("hostname prints myhostname inside", outcome=True)
+def myhostname(ev):
+    seen = f"hostname {ev.witness['hostname']!r}"
+    if ev.witness["hostname"] == "myhostname":
+        return seen
+    if ev.after["hostname"] == "myhostname":
+        raise Failure(f"{seen}, and the host's became 'myhostname'", (
+            "sethostname ran in the parent, after clone: the host took the name, and the "
+            "child kept the one its UTS namespace started with. Call sethostname in "
+            f"{in_child(ev)}."))
+    raise Failure(seen, f"{in_child(ev)} should set the hostname to myhostname, in a UTS "
+                  "namespace of its own (article: UTS Namespace).")
+
+
+@check("the host's hostname is unchanged", needs=[myhostname], watches_host=True)
+def host_hostname_kept(ev):
+    before, after = ev.before["hostname"], ev.after["hostname"]
+    if before == after:
+        return "unchanged"
+    seen = f"{before!r} became {after!r}"
+    if after == ev.witness["hostname"]:
+        raise Failure(seen, (
+            "sethostname ran in the parent, before clone: the host took the name, and the "
+            "child's new UTS namespace began as a copy of the host's. Call sethostname in "
+            f"{in_child(ev)}, once it has a UTS namespace of its own."))
+    raise Failure(seen, "A sethostname ran in the host's UTS namespace, in the parent: only "
+                  "the child, in its own UTS namespace, should set a hostname.")
+
+
+@check("ipcs -q inside lists no queue", outcome=True)
+def no_queue(ev):
+    queues = ev.witness["queues"]
+    seen = f"queues: {_names(hex(k) for k in queues)}"
+    if queues or ev.before["queues"] == []:
+        raise Failure(seen, "ipcs -q inside still lists a queue: which namespace gives the "
+                      "child SysV IPC objects of its own? (article: IPC Namespace)")
+    return seen
+
+
+@check("ps shows the command as PID 1, alone", outcome=True)
+def pid1_alone(ev):
+    w = ev.witness
+    inner, proc = w["nspid"][-1], w["proc"]
+    if inner != 1:
+        raise Failure(f"the command is PID {inner} of its PID namespace, not 1", (
+            "The command must be the first process of its new PID namespace: the child that "
+            "clone makes runs it, and nothing runs before it there (article: PID Namespace)."))
+    if proc["kind"] == "other":
+        raise Failure(
+            f"PID 1 of a new PID namespace, but its /proc is the host's: ps lists the "
+            f"host's {proc['count']} processes",
+            f"ps reads /proc, and the command's /proc is still the host's: {in_child(ev)} "
+            "remounts /proc, in its own mount namespace (article: PID Namespace).")
+    if proc["kind"] != "own":
+        raise Failure(
+            f"PID 1, but no proc on its /proc ({proc.get('fstype') or 'nothing'}): ps lists "
+            f"nothing",
+            f"ps reads /proc, and nothing is mounted there: {in_child(ev)} mounts a fresh "
+            "proc on /proc, in its own mount namespace (article: PID Namespace).")
+    others = proc["count"] - 1
+    if others:
+        raise Failure(f"PID 1, and {others} other process(es) in its PID namespace",
+                      "The command should be alone in its PID namespace: start nothing else "
+                      "in it.")
+    return "PID 1 of its own PID namespace, alone, with a /proc of that namespace"
+
+
+@check("the host's /proc is untouched", needs=[pid1_alone], watches_host=True)
+def host_proc_kept(ev):
+    if ev.after["proc"] and (_mountinfo_lines(ev.after["mounts"], "/proc")
+                             == _mountinfo_lines(ev.before["mounts"], "/proc")):
+        return "unchanged"
+    raise _reached_host(ev, "the host's /proc was unmounted or replaced",
+                        "unmounted or mounted /proc", "remount /proc")
+
+
+def _id_names(uid, gid):
+    def name(n, nobody):
+        return {0: "root", OVERFLOW_ID: nobody}.get(n, str(n))
+    return f"uid={uid}({name(uid, 'nobody')}) gid={gid}({name(gid, 'nogroup')})"
+
+
+@check("id shows nobody/nogroup", outcome=True)
+def id_nobody(ev):
+    w = ev.witness
+    uid, gid = mapped(w["uid_map"], w["uid"]), mapped(w["gid_map"], w["gid"])
+    seen = f"id: {_id_names(uid, gid)}"
+    if uid == gid == OVERFLOW_ID:
+        return seen
+    raise Failure(seen, "id should show nobody: the command runs in a new user namespace that "
+                  "has no uid map yet (article: USER Namespace).")
+
+
+@check("ls -la shows nobody/nogroup", outcome=True)
+def ls_nobody(ev):
+    w = ev.witness
+    owners = {f"{'nobody' if mapped(w['uid_map'], u) == OVERFLOW_ID else mapped(w['uid_map'], u)}/"
+              f"{'nogroup' if mapped(w['gid_map'], g) == OVERFLOW_ID else mapped(w['gid_map'], g)}"
+              for _, u, g in w["root_entries"]}
+    seen = f"owners in ls -la /: {_names(sorted(owners)[:6])}"
+    if owners == {"nobody/nogroup"}:
+        return seen
+    raise Failure(seen, "ls -la should show every file as nobody/nogroup, as seen from a user "
+                  "namespace without a mapping.")
+
+
 # -- beyond Part 1: a parent in charge of its child ---------------------------------
 
+@check("the command starts only after the parent's OK", outcome=True)
 def starts_after_ok(ev):
     start = ev.watch.get("start")
     if start is None:
-        return False, "the grader could not follow the parent and its child: " + (
-            ev.watch.get("trace_error") or "no child of the program ran the command")
+        raise Failure("the grader could not follow the parent and its child: " + (
+            ev.watch.get("trace_error") or "no child of the program ran the command"),
+            "The parent clones the child and writes \"OK\" to the pipe once it has set it up "
+            "(Deep dive into Linux namespaces: main).")
     if start["early"]:
-        return False, ("the command started while its parent was held, before it could "
-                       "write anything"), (
-            "The child ran the command without waiting: it must block (read the pipe) until "
-            "the parent writes \"OK\", so that the parent can set it up first.")
-    return True, "the command started only once its parent went on"
+        raise Failure(
+            "the command started while its parent was held, before it could write anything",
+            "The child ran the command without waiting: before it execs, it must block "
+            "reading the pipe until the parent writes \"OK\", so that the parent can set it "
+            "up first (Deep dive into Linux namespaces: cmd_exec, await_setup).")
+    return "the command started only once its parent went on"
 
 
+@check("the command dies with its parent", needs=[waits])
 def dies_with_parent(ev):
     death = ev.watch.get("death")
     if death is None:
-        return False, "the command was not seen at its end with its parent alive", (
-            "The command must still be the parent's child when it ends: the parent waits "
-            "for it.")
+        raise Failure("the command was not seen at its end with its parent alive",
+                      "The command must still be the parent's child when it ends: the parent "
+                      "waits for it (Deep dive into Linux namespaces: main).")
     if death["died"]:
-        return True, death["seen"]
-    return False, death["seen"], (
-        "The command must die with its parent whatever it does: the child asks the kernel "
-        "for a death signal (prctl PR_SET_PDEATHSIG) that nothing can catch or ignore.")
+        return death["seen"]
+    raise Failure(death["seen"], (
+        "The command must die with its parent whatever it does: before it execs, the child "
+        "asks the kernel for a death signal that nothing can catch or ignore, prctl("
+        "PR_SET_PDEATHSIG, SIGKILL) (Deep dive into Linux namespaces: cmd_exec)."))
 
 
+def _map_text(id_map):
+    return "; ".join(" ".join(map(str, line)) for line in id_map) or "empty"
+
+
+@check("id shows root inside, the parent's own ids outside", outcome=True)
 def root_inside(ev):
     w = ev.witness
     parent = w.get("parent") or {}
@@ -325,119 +489,119 @@ def root_inside(ev):
     want_uid = [(0, parent.get("uid"), 1)]
     want_gid = [(0, parent.get("gid"), 1)]
     if w["uid_map"] == want_uid and w["gid_map"] == want_gid and uid == gid == 0:
-        return True, seen
+        return seen
     if not w["uid_map"] or not w["gid_map"]:
         missing = " and ".join(n for n in ("uid_map", "gid_map") if not w[n])
-        return False, seen, (f"The child's {missing} is empty: the parent writes \"0 <its uid> "
-                             f"1\" to /proc/CHILD/uid_map and \"0 <its gid> 1\" to gid_map, "
-                             f"from outside the new user namespace, before it says OK.")
-    return False, seen, ("Each map is one line, \"0 <the parent's id> 1\": root inside is the "
-                         "parent's uid and gid outside, and nothing else is mapped.")
+        raise Failure(seen, (
+            f"The child's {missing} is empty: the parent writes \"0 <its uid> 1\" to "
+            f"/proc/CHILD/uid_map and \"0 <its gid> 1\" to gid_map, from outside the new user "
+            f"namespace, before it says OK (Deep dive into Linux namespaces: User "
+            f"namespaces)."))
+    raise Failure(seen, "Each map is one line, \"0 <the parent's id> 1\": root inside is the "
+                  "parent's uid and gid outside, and nothing else is mapped (Deep dive into "
+                  "Linux namespaces: User namespaces).")
 
 
-def _map_text(id_map):
-    return "; ".join(" ".join(map(str, line)) for line in id_map) or "empty"
-
-
+@check("setgroups is denied in the command's user namespace", needs=[root_inside])
 def setgroups_denied(ev):
     state = ev.witness.get("setgroups")
-    return state == "deny", f"setgroups: {state}", (
-        "The parent writes \"deny\" to /proc/CHILD/setgroups before the gid map: an "
-        "ordinary user may not map a gid otherwise, and the child must not drop the "
-        "groups that keep it out of files.")
+    if state == "deny":
+        return "setgroups: deny"
+    raise Failure(f"setgroups: {state}", (
+        "The parent writes \"deny\" to /proc/CHILD/setgroups before the gid map: an ordinary "
+        "user may not map a gid otherwise, and the child must not drop the groups that keep "
+        "it out of files (Deep dive into Linux namespaces: User namespaces)."))
 
 
+@check("the maps are written before the command starts", needs=[root_inside, starts_after_ok])
 def maps_before_start(ev):
     start = ev.watch.get("start")
     if start is None:
-        return False, "the grader could not see the command start"
+        raise Failure("the grader could not see the command start",
+                      "The parent writes the maps, then \"OK\" (Deep dive into Linux "
+                      "namespaces: User namespaces).")
     empty = [n for n in ("uid_map", "gid_map") if not start[n]]
     if empty:
-        return False, f"when the command started its {' and '.join(empty)} {'were' if len(empty) > 1 else 'was'} empty", (
+        raise Failure(
+            f"when the command started its {' and '.join(empty)} "
+            f"{'were' if len(empty) > 1 else 'was'} empty",
             "The parent must write the maps before it says OK: a command that starts first "
-            "runs as nobody until they appear.")
-    return True, "both maps were written when the command started"
+            "runs as nobody until they appear (Deep dive into Linux namespaces: User "
+            "namespaces).")
+    return "both maps were written when the command started"
 
 
-TMPFS_IN = "a tmpfs is mounted on /mytmp inside"
-MYHOSTNAME = "hostname prints myhostname inside"
-PID1 = "ps shows the command as PID 1, alone"
+# -- the host and what is left running --------------------------------------------------
+
+@check("leaves the host unchanged", needs_outcome=True)
+def host_unchanged(ev):
+    changed = [key for key in ("hostname", "mounts", "queues", "links", "proc")
+               if ev.before[key] != ev.after[key]]
+    if changed:
+        raise Failure(f"changed: {_names(changed)}", (
+            "The host's hostname, mounts, queues, links or /proc changed: whatever the child "
+            "changes must happen in namespaces of its own."))
+    return "unchanged"
+
+
+@check("leaves no process running", needs=[waits], needs_outcome=True)
+def nothing_left(ev):
+    left = ev.leftover
+    if left:
+        raise Failure(f"{len(left)} still running: {_names(a[:30] for a in left[:3])}",
+                      "Processes outlived the program: the parent waits for its child, and "
+                      "the command's own children end with it.")
+    return "none"
+
+
+# Beyond Part 1 the grader kills the parent: what then runs on is judged by
+# dies_with_parent alone.
+nothing_left_beyond = Check(nothing_left.title, nothing_left.judge,
+                            (waits, dies_with_parent), needs_outcome=True)
 
 OUTCOMES = {
-    "00": [Check("sees what the host sees", sees_the_host,
-                 "The skeleton adds no namespace: the command should see the host's "
-                 "hostname, links, queues and /.", outcome=True)],
-    "01": [Check("ip a lists only lo, DOWN", only_lo_down,
-                 "The command's network namespace should hold only its own lo, still down "
-                 "(article: NET Namespace).", outcome=True)],
-    "02": [Check(TMPFS_IN, tmpfs_inside,
-                 "Nothing on /mytmp inside: child_exec mounts a tmpfs there before it "
-                 "runs the command (article: MNT Namespace).", outcome=True),
-           Check("the tmpfs never shows on the host", tmpfs_not_on_host,
-                 "The tmpfs reached the host: mount it in a mount namespace of the child's "
-                 "own, with every mount made private first.", needs=(TMPFS_IN,)),
-           Check("ls / still shows the host's files", no_jail,
-                 "A mount namespace is not a jail: the command should still see the host's "
-                 "files in / (no chroot, no pivot_root).", outcome=True)],
-    "03": [Check(MYHOSTNAME, myhostname,
-                 "child_exec should set the hostname to myhostname before it runs the "
-                 "command, in a UTS namespace of its own (article: UTS Namespace).", outcome=True),
-           Check("the host's hostname is unchanged", host_hostname_kept,
-                 "The host's hostname changed: sethostname ran in the host's UTS "
-                 "namespace. Which namespace keeps it to the child?", needs=(MYHOSTNAME,))],
-    "04": [Check("ipcs -q inside lists no queue", no_queue,
-                 "ipcs -q inside still lists the host's queue: which namespace gives the "
-                 "child SysV IPC objects of its own? (article: IPC Namespace)", outcome=True)],
-    "05": [Check(PID1, pid1_alone,
-                 "The command should be PID 1 of its own PID namespace, with a fresh /proc "
-                 "(article: PID Namespace).", outcome=True),
-           Check("the host's /proc is untouched", host_proc_kept,
-                 "The host's /proc changed: remount /proc only in a mount namespace of the "
-                 "child's own, with every mount made private first.", needs=(PID1,))],
-    "06": [Check("id shows nobody/nogroup", id_nobody,
-                 "id should show nobody: the command runs in a new user namespace that has "
-                 "no uid map yet (article: USER Namespace).", outcome=True),
-           Check("ls -la shows nobody/nogroup", ls_nobody,
-                 "ls -la should show every file as nobody/nogroup, as seen from a user "
-                 "namespace without a mapping.", outcome=True)],
+    "00": [sees_the_host],
+    "01": [only_lo_down],
+    "02": [tmpfs_inside, tmpfs_not_on_host, no_jail],
+    "03": [myhostname, host_hostname_kept],
+    "04": [no_queue],
+    "05": [pid1_alone, host_proc_kept],
+    "06": [id_nobody, ls_nobody],
+    # isolate's own: a UTS namespace (the hostname is 03's lesson), the OK, the death signal.
+    "08": [starts_after_ok, dies_with_parent],
+    "09": [root_inside, setgroups_denied, starts_after_ok, dies_with_parent, maps_before_start],
 }
-OUTCOMES["07"] = [check for step in ("01", "02", "03", "04", "05", "06") for check in OUTCOMES[step]]
+OUTCOMES["07"] = [c for step in ("01", "02", "03", "04", "05", "06") for c in OUTCOMES[step]]
 
-STARTS_AFTER_OK = "the command starts only after the parent's OK"
-DIES = "the command dies with its parent"
-ROOT_INSIDE = "id shows root inside, the parent's own ids outside"
-IN_CHARGE = [
-    Check(STARTS_AFTER_OK, starts_after_ok, "", outcome=True),
-    Check(DIES, dies_with_parent, "", needs=(WAITS,)),
-]
-OUTCOMES["08"] = OUTCOMES["03"] + IN_CHARGE
-OUTCOMES["09"] = [
-    Check(ROOT_INSIDE, root_inside, "", outcome=True),
-    Check("setgroups is denied in the command's user namespace", setgroups_denied, "",
-          needs=(ROOT_INSIDE,)),
-    *IN_CHARGE,
-    Check("the maps are written before the command starts", maps_before_start, "",
-          needs=(ROOT_INSIDE, STARTS_AFTER_OK)),
-]
+RAN, WAITS, HOST, NO_PROCESS = ran.title, waits.title, host_unchanged.title, nothing_left.title
+TMPFS_IN, MYHOSTNAME, PID1 = tmpfs_inside.title, myhostname.title, pid1_alone.title
+STARTS_AFTER_OK, DIES, ROOT_INSIDE = starts_after_ok.title, dies_with_parent.title, root_inside.title
 
 
 def checks_for(step):
     """Every check of a step, in the order reports list them."""
-    return [
-        Check(RAN, ran, "", needs_outcome=True),
-        Check(WAITS, waits, "", needs_outcome=True),
-        Check(_namespace_title(step), namespaces_for(step), TOPIC[step], outcome=True),
-        *OUTCOMES[step],
-        Check(HOST, host_unchanged,
-              "The host's hostname, mounts, queues, links or /proc changed: whatever the "
-              "child changes must happen in namespaces of its own.", after_all=True),
-        Check(NO_PROCESS, nothing_left,
-              "Processes outlived the program: the parent waits for its child, and the "
-              "command's own children end with it.",
-              # Beyond Part 1 the grader kills the parent: what then runs on is judged
-              # by DIES alone.
-              needs=(WAITS, DIES) if step in BEYOND_PART_1 else (WAITS,), needs_outcome=True),
-    ]
+    last = nothing_left_beyond if step in BEYOND_PART_1 else nothing_left
+    return [ran, waits, NAMESPACE_CHECK[step], *OUTCOMES[step], host_unchanged, last]
+
+
+def needs_of(step):
+    """{Check: the Checks it needs} for a step: its own needs, the step's
+    namespaces for an outcome, every outcome for a manner, and for the host
+    as a whole every check that judges one part of it (one cause, one
+    failure)."""
+    checks = checks_for(step)
+    outcome = [c for c in checks if c.outcome]
+    out = {}
+    for c in checks:
+        wanted = list(c.needs)
+        if c.outcome and c is not NAMESPACE_CHECK[step]:
+            wanted.append(NAMESPACE_CHECK[step])
+        if c.needs_outcome:
+            wanted += outcome
+        if c is host_unchanged:
+            wanted += [other for other in checks if other.watches_host]
+        out[c] = [n for n in dict.fromkeys(wanted) if n is not c and n in checks]
+    return out
 
 
 @dataclass
@@ -447,36 +611,27 @@ class Verdict:
     hint: str = ""
 
 
+def judged(c, ev):
+    """One check's own Verdict, whatever its needs say."""
+    try:
+        return Verdict("passed", c(ev))
+    except Failure as failure:
+        return Verdict("failed", failure.seen, failure.hint)
+
+
 def verdicts(step, ev):
     """{title: Verdict} for every check of a step, in order."""
     checks = checks_for(step)
-    raw = {}
-    first = ran(ev)
-    if not first[0]:
-        out = {RAN: Verdict("failed", first[1], first[2] if len(first) > 2 else "")}
-        for check in checks[1:]:
-            out[check.title] = Verdict("skipped", SKIPPED + RAN)
-        return out
-    for check in checks:
-        passed, seen, *hint = check.judge(ev)
-        raw[check.title] = Verdict("passed" if passed else "failed", seen,
-                                   "" if passed else (hint[0] if hint else check.hint))
-    outcome = [c.title for c in checks if c.outcome]
-    needs = {}
-    for check in checks:
-        wanted = list(check.needs)
-        if check.title != _namespace_title(step) and check.outcome:
-            wanted.append(_namespace_title(step))
-        if check.needs_outcome:
-            wanted += outcome
-        if check.after_all:
-            wanted += [c.title for c in checks if c.title not in (check.title, NO_PROCESS)]
-        needs[check.title] = [t for t in dict.fromkeys(wanted) if t != check.title]
-    out = {}
+    first = judged(ran, ev)
+    if first.status != "passed":
+        return {ran.title: first,
+                **{c.title: Verdict("skipped", SKIPPED + ran.title) for c in checks[1:]}}
+    raw = {c: judged(c, ev) for c in checks}
+    needs = needs_of(step)
 
-    def cause(title):
-        """The check that failed at the root of title's needs, or None."""
-        for need in needs[title]:
+    def cause(c):
+        """The check that failed at the root of c's needs, or None."""
+        for need in needs[c]:
             if raw[need].status != "passed":
                 return cause(need) or need
             deeper = cause(need)
@@ -484,7 +639,8 @@ def verdicts(step, ev):
                 return deeper
         return None
 
-    for check in checks:
-        root = cause(check.title)
-        out[check.title] = Verdict("skipped", SKIPPED + root) if root else raw[check.title]
+    out = {}
+    for c in checks:
+        root = cause(c)
+        out[c.title] = Verdict("skipped", SKIPPED + root.title) if root else raw[c]
     return out

@@ -99,8 +99,9 @@ def judge(program, token, result, propagation="shared"):
     if result.cut:
         output += f"\n[... {result.cut} bytes of output cut ...]"
     watch = result.witness or {}
+    language = "python" if program.is_python else "c" if program.is_c else "other"
     evidence = Evidence(watch.get("facts"), watch, result.before, result.after,
-                        result.leftover, output, propagation)
+                        result.leftover, output, propagation, language)
     checks = [CheckResult(step, title, v.status == "passed", v.seen, v.hint, v.status)
               for title, v in verdicts(step, evidence).items()]
     return StepResult(step, path, checks, output, result.seconds)

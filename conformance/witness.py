@@ -284,6 +284,18 @@ def _mounts(text):
     return out
 
 
+def _shared(text):
+    """The mount points of a mountinfo's shared mounts (a peer group, "shared:N"):
+    a namespace whose mounts were all made private has none."""
+    out = []
+    for line in text.splitlines():
+        left, _, _ = line.partition(" - ")
+        parts = left.split()
+        if len(parts) >= 5 and any(tag.startswith("shared:") for tag in parts[6:]):
+            out.append(parts[4])
+    return out
+
+
 def _inside(pid):
     """Hostname, links and SysV queues as the process sees them: read in its
     UTS, network and IPC namespaces, by a grader-side process that enters
@@ -392,6 +404,7 @@ def observe(pid, shell_id, user_fd, helper=None):
     with open(f"/proc/{pid}/mountinfo") as fh:
         mountinfo = fh.read(MOUNTINFO_TEXT)
     facts["mounts"] = _mounts(mountinfo)[:BOUND * 4]
+    facts["shared"] = _shared(mountinfo)[:BOUND * 4]
     root = f"/proc/{pid}/root"
     st = os.stat(root)
     facts["root"] = [st.st_dev, st.st_ino]

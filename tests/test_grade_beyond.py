@@ -13,8 +13,8 @@ import pytest
 from helpers import PYTHON, ROOT, STEPS_DIR, grade, step_path, wrong_beyond
 
 from conformance.catalog import BEYOND_PART_1, file_name  # noqa: E402
-from conformance.checks import (DIES, MYHOSTNAME, RAN, ROOT_INSIDE, STARTS_AFTER_OK,  # noqa: E402
-                                WAITS, checks_for)
+from conformance.checks import (DIES, RAN, ROOT_INSIDE, STARTS_AFTER_OK, WAITS,  # noqa: E402
+                                checks_for)
 
 NEW_UTS, NEW_USER = checks_for("08")[2].title, checks_for("09")[2].title
 SETGROUPS = "setgroups is denied in the command's user namespace"
@@ -25,6 +25,7 @@ MAPS_FIRST = "the maps are written before the command starts"
 MADE = {
     "08_no_uts": ("08", "clone_flags = CLONE_NEWUTS | SIGCHLD", "clone_flags = SIGCHLD"),
     "08_no_sigchld": ("08", "clone_flags = CLONE_NEWUTS | SIGCHLD", "clone_flags = CLONE_NEWUTS"),
+    # Setting a hostname is 03's lesson: isolate need not.
     "08_no_hostname": ("08", 'new_hostname = b"myhostname"', 'new_hostname = b"otherhostname"'),
     "09_also_uts": ("09", "clone_flags = CLONE_NEWUSER | SIGCHLD",
                     "clone_flags = CLONE_NEWUSER | 0x04000000 | SIGCHLD"),
@@ -48,12 +49,23 @@ EXPECTED = {
     "09_no_setgroups": {"09": {SETGROUPS}},
     "08_no_uts": {"08": {NEW_UTS}},
     "08_no_sigchld": {"08": {WAITS}},
-    "08_no_hostname": {"08": {MYHOSTNAME}},
+    "08_no_hostname": {"08": set()},
+    "isolate": {"08": set()},
+    "isolate_no_deathsig": {"08": {DIES}},
     "09_also_uts": {"09": {NEW_USER}},
     "09_no_sigchld": {"09": {WAITS}},
     "09_never_ok": {"09": {RAN}},
     "09_no_deathsig": {"09": {DIES}},
 }
+
+
+# isolate as *Deep dive into Linux namespaces* lists it, in C, completed only
+# with what the article leaves out; and the same without its death signal.
+ISOLATE = (ROOT / "tests" / "gallery" / "c-beyond" / "isolate.c").read_text()
+DEATHSIG = ("    if (prctl(PR_SET_PDEATHSIG, SIGKILL))\n"
+            "        die(\"cannot PR_SET_PDEATHSIG for child process: %m\\n\");\n")
+assert ISOLATE.count(DEATHSIG) == 1
+IN_C = {"isolate": ISOLATE, "isolate_no_deathsig": ISOLATE.replace(DEATHSIG, "")}
 
 
 def build_class(folder):
@@ -62,7 +74,9 @@ def build_class(folder):
         (folder / label).mkdir(parents=True)
         for nn in steps:
             target = folder / label / f"{file_name(nn)}.py"
-            if label == "kit":
+            if label in IN_C:
+                target.with_suffix(".c").write_text(IN_C[label])
+            elif label == "kit":
                 shutil.copy(step_path(nn), target)
             elif label in MADE:
                 _, old, new = MADE[label]
@@ -139,6 +153,28 @@ def test_what_was_seen_names_the_mistake(graded):
     assert "the parent ended before it finished setting up" in seen["08_never_ok"][RAN]
 
 
+def test_isolate_from_deep_dive_earns_full_marks_and_each_check_on_its_own(graded):
+    """No hostname is asked of 08, and without its death signal isolate
+    loses that check alone: the rest is credited on its own evidence."""
+    full = graded["isolate"]["08"]
+    assert with_status(full, "passed") == {c.title for c in checks_for("08")}, verdicts(full)
+    assert full["points"] == full["max_points"] == 10
+    bare = graded["isolate_no_deathsig"]["08"]
+    assert with_status(bare, "failed") == {DIES}, verdicts(bare)
+    assert with_status(bare, "skipped") == {"leaves no process running"}, verdicts(bare)
+
+
+def test_hints_of_08_and_09_cite_deep_dive_not_the_article(graded):
+    for label, steps in graded.items():
+        for nn, result in steps.items():
+            for check in result["checks"]:
+                assert "(article" not in check["hint"], (label, check)
+    hints = [c["hint"] for label in ("isolate_no_deathsig", "08_no_wait", "09_no_maps",
+                                     "08_no_uts")
+             for s in graded[label].values() for c in s["checks"] if c["hint"]]
+    assert len(hints) == 4 and all("Deep dive into Linux namespaces" in h for h in hints), hints
+
+
 @AS_ROOT["09_no_setgroups"]
 def test_setgroups_allowed_is_seen(graded):
     seen = {c["title"]: c["seen"] for c in graded["09_no_setgroups"]["09"]["checks"]}
@@ -193,7 +229,7 @@ def test_c_programs_pass(tmp_path):
     """08 and 09 in C, compiled inside their runs, pass every check."""
     folder = tmp_path / "c"
     folder.mkdir()
-    for source in (ROOT / "tests" / "gallery" / "c-beyond").glob("*.c"):
+    for source in (ROOT / "tests" / "gallery" / "c-beyond").glob("0[89]_*.c"):
         shutil.copy(source, folder)
     graded = grade("--target", str(folder), "--step", "08", "--step", "09", tmp=tmp_path)
     assert graded.code == 0 and sorted(graded.steps) == ["08", "09"], graded

@@ -125,6 +125,38 @@ NO_WAIT = ("_, status = os.waitpid(pid, 0)", "status = 0")
 # mount()'s target and file system type swapped: the one call fails.
 SWAPPED = ('libc.mount(b"none", b"/mytmp", b"tmpfs"', 'libc.mount(b"none", b"tmpfs", b"/mytmp"')
 
+# The private call made after the mount it should have kept in the child.
+PRIVATE = ('    if libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None) != 0:\n'
+           '        die(failed("mount --make-rprivate /"))\n')
+TMPFS = ('    if libc.mount(b"none", b"/mytmp", b"tmpfs", 0, b"") != 0:\n'
+         '        die(failed("mount tmpfs on /mytmp"))\n')
+UMOUNT = ('    if libc.umount2(b"/proc", MNT_DETACH) != 0:\n'
+          '        die(failed("umount /proc"))\n')
+# The child's sethostname, made by the parent before or after clone instead.
+NAME = 'libc.sethostname(b"myhostname", 10)'
+AFTER_CLONE = "    if pid == -1:\n"
+# The C of 07 with the article's unmount of /proc from 05, as a learner
+# combining the article's calls writes it.
+KITS_PROC = ("        // In a new user namespace the host's /proc is locked in place\n"
+             "        // (umount fails with EINVAL): mount a fresh proc over it instead.\n")
+C_SETHOSTNAME = """        const char * new_hostname = "myhostname";
+        if (sethostname(new_hostname, strlen(new_hostname)) != 0) {
+                fprintf(stderr, "failed to set hostname %s\\n",
+                        strerror(errno));
+                exit(-1);
+        }
+"""
+
+
+def naive_07():
+    """07 in C as the union of the article's calls: 05's umount of /proc included."""
+    pid = (GALLERY / "c" / "05_pid.c").read_text()
+    umount = pid[pid.index("        // The article writes umount"):pid.index('        if (mount("proc"')]
+    combined = (GALLERY / "c" / "07_combined.c").read_text()
+    assert combined.count(KITS_PROC) == 1
+    return combined.replace(KITS_PROC, umount)
+
+
 NOT_FOUND = "not found: no file named"
 NOT_EXECUTABLE = "is neither a .py file nor executable: chmod +x it"
 
@@ -198,6 +230,20 @@ def build_gallery(root, hang=None):
     put("renamer", "03_uts.py", variant("03", before_clone=RENAME))
     put("renamer", "07_combined.py", variant("07", before_clone=RENAME))
 
+    # The private call after the mount: the order, not a missing call.
+    put("order", "02_mount.py", variant("02", replace=[(PRIVATE + TMPFS, TMPFS + PRIVATE)]))
+    put("order", "05_pid.py", variant("05", replace=[(PRIVATE + UMOUNT, UMOUNT + PRIVATE)]))
+    # sethostname in the parent, before clone or after it, not in the child.
+    put("named_before", "03_uts.py", variant("03", drop=["sethostname("], before_clone=NAME))
+    put("named_after", "03_uts.py", variant("03", drop=["sethostname("],
+                                            replace=[(AFTER_CLONE, f"    {NAME}\n{AFTER_CLONE}")]))
+    # C: the hints speak of the child, not of the kit's child_exec; and the
+    # article's calls combined, whose unmount of /proc a new user namespace refuses.
+    c_uts = (GALLERY / "c" / "03_uts.c").read_text()
+    assert c_uts.count(C_SETHOSTNAME) == 1
+    put("c_words", "03_uts.c", c_uts.replace(C_SETHOSTNAME, ""), mode=0o644)
+    put("naive", "07_combined.c", naive_07(), mode=0o644)
+
     # One call fails: the program's own error is shown, and nothing else fails.
     put("one_call", "02_mount.py", variant("02", replace=[SWAPPED]))
 
@@ -246,6 +292,11 @@ EXPECTED = {
     "proc_gone": {"07": {PROC_KEPT}},
     "renamer": {"00": {SEES_HOST}, "03": {HOSTNAME_KEPT}, "07": {HOSTNAME_KEPT}},
     "one_call": {"02": {RAN}},
+    "order": {"02": {TMPFS_OUT}, "05": {PROC_KEPT}},
+    "named_before": {"03": {HOSTNAME_KEPT}},
+    "named_after": {"03": {MYHOSTNAME}},
+    "c_words": {"03": {MYHOSTNAME}},
+    "naive": {"07": {RAN}},
     "jail": {"02": {NO_JAIL}, "07": {NO_JAIL}},
     "broken": {
         "00": {RAN},
@@ -256,7 +307,7 @@ EXPECTED = {
 # Programs that earn nothing: every check but the one that failed is skipped.
 EARN_NOTHING = {(label, nn) for label, steps in EXPECTED.items() for nn, bad in steps.items()
                 if bad and (label in ("skeleton", "canned", "forger", "no_flag", "one_call",
-                                      "broken") or label == "flags")}
+                                      "broken", "naive") or label == "flags")}
 # Steps a scenario cannot run at all, and the reason every one of their checks gives.
 PROBLEMS = {
     ("hang", "00"): f"timed out after {HANG_TIMEOUT:g} s",
@@ -478,6 +529,53 @@ def test_leaks_into_a_shared_host_say_why(gallery):
 def test_hints_agree_with_what_was_seen(gallery):
     pid1 = {c["title"]: c for c in gallery["results"]["no_work"]["05"]["checks"]}[PID1]
     assert "its /proc is the host's" in pid1["seen"] and "still the host's" in pid1["hint"]
+
+
+def hint(gallery, label, nn, title):
+    return {c["title"]: c for c in gallery["results"][label][nn]["checks"]}[title]["hint"]
+
+
+def test_hints_name_a_private_call_made_too_late_not_a_missing_one(gallery):
+    for nn, title, what in (("02", TMPFS_OUT, "mounted the tmpfs"),
+                            ("05", PROC_KEPT, "unmounted or mounted /proc")):
+        late = hint(gallery, "order", nn, title)
+        assert f"did make its mounts private, but only after it {what}" in late, late
+        assert "private first" in late and "Which mount call" not in late, late
+        assert "Which mount call" in hint(gallery, "leak", nn, title)
+
+
+def test_hints_name_the_process_that_set_the_hostname(gallery):
+    before = hint(gallery, "named_before", "03", HOSTNAME_KEPT)
+    assert "sethostname ran in the parent, before clone" in before, before
+    assert "Which namespace" not in before, before
+    after = hint(gallery, "named_after", "03", MYHOSTNAME)
+    assert "sethostname ran in the parent, after clone" in after, after
+    renamed = hint(gallery, "renamer", "03", HOSTNAME_KEPT)
+    assert "in the host's UTS namespace, in the parent" in renamed, renamed
+
+
+def test_hint_names_the_namespace_missing_beside_the_one_there(gallery):
+    pid_alone = hint(gallery, "no_flag", "05", ns("05"))
+    first = pid_alone.split(":")[0]
+    assert "processes" not in first and "PID namespace" in first, pid_alone
+    assert "mount namespace" in first and "CLONE_NEWNS" in pid_alone, pid_alone
+
+
+def test_hint_says_a_new_user_namespace_cannot_unmount_its_inherited_proc(gallery):
+    ran = gallery["results"]["naive"]["07"]["checks"][0]
+    assert "failed unmount /proc Invalid argument" in ran["seen"], ran
+    assert "a new user namespace cannot unmount it" in ran["hint"], ran
+
+
+def test_hints_name_child_exec_to_python_only(gallery):
+    python = hint(gallery, "no_work", "03", MYHOSTNAME)
+    c = hint(gallery, "c_words", "03", MYHOSTNAME)
+    assert python.startswith("child_exec (the child, before it execs the command)"), python
+    assert c.startswith("the child, before it execs the command"), c
+    for label in ("c_words", "naive"):
+        for result in gallery["results"][label].values():
+            for check in result["checks"]:
+                assert "child_exec" not in check["hint"] and "sys.argv" not in check["hint"]
 
 
 def test_jail_is_seen_missing_the_host_s_files(gallery):

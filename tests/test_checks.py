@@ -1,0 +1,284 @@
+"""The checks alone, on made-up evidence: every check of every step passes
+on a run that did everything right, and fails, with a hint that names the
+mistake, on a run that got one thing wrong. No program runs here: the whole
+file takes milliseconds. tests/test_grader.py and tests/test_grade_beyond.py
+grade real wrong programs end to end."""
+import pytest
+
+from conformance import checks
+from conformance.catalog import ALL_STEPS, BEYOND_PART_1, NAMESPACES, NEW_NAMESPACES
+from conformance.checks import SKIPPED, Evidence, Failure, checks_for, needs_of, verdicts
+
+HOST_NS = {name: f"{name}:[4026531{i}]" for i, name in enumerate(NAMESPACES)}
+HOST_ROOT = [2049, 2]
+PROC = "25 1 0:22 / /proc rw,nosuid shared:12 - proc proc rw\n"
+ROOT = "1 0 8:1 / / rw shared:1 - ext4 /dev/sda1 rw\n"
+TMPFS = "40 1 0:40 / /mytmp rw shared:30 - tmpfs none rw\n"
+PARENT = {"uid": 1000, "gid": 1000}
+NO_MAP = []
+IDENTITY = [(0, 0, 4294967295)]
+
+
+def host():
+    return {"hostname": "nskit-run", "mounts": ROOT + PROC, "queues": [0x6E736B],
+            "links": {"lo": "UP", "nskit0": "UP"}, "proc": True, "ns": dict(HOST_NS),
+            "root": ["bin", "etc", "mytmp", "proc", "usr"]}
+
+
+def good(step):
+    """The evidence of a run that did everything step asks."""
+    new = NEW_NAMESPACES[step]
+    before = host()
+    user = "user" in new
+    maps = {"09": [(0, PARENT["uid"], 1)]}.get(step, NO_MAP if user else IDENTITY)
+    outside = PARENT["uid"] if step == "09" else 0
+    witness = {
+        "ns": {name: f"{name}:[5]" if name in new else HOST_NS[name] for name in NAMESPACES},
+        "hostname": "myhostname" if step in ("03", "07") else before["hostname"],
+        "links": {"lo": "DOWN"} if "net" in new else dict(before["links"]),
+        "queues": [] if "ipc" in new else list(before["queues"]),
+        "root": list(HOST_ROOT),
+        "root_entries": [[name, outside, outside] for name in before["root"]],
+        "mounts": [("0:40", "/mytmp", "tmpfs")] if step in ("02", "07") else [],
+        "shared": [] if "mnt" in new else ["/", "/proc"],
+        "nspid": [321, 1] if "pid" in new else [321],
+        "proc": {"kind": "own", "count": 1} if "pid" in new else {"kind": "other", "count": 9},
+        "uid": outside, "gid": outside, "uid_map": maps, "gid_map": maps,
+        "setgroups": "deny", "parent": dict(PARENT),
+    }
+    watch = {"host": {"ns": dict(HOST_NS), "root": list(HOST_ROOT)}, "waited": True,
+             "exit_signal": 17, "copies": 1, "error": None,
+             "start": {"early": False, "uid_map": maps, "gid_map": maps},
+             "death": {"died": True, "seen": "it was killed with its parent"}}
+    return Evidence(witness, watch, before, host(), [], "$ hostname\n")
+
+
+def wrong(step, change, **fields):
+    """good(step) with change(evidence) applied, and Evidence fields replaced."""
+    ev = good(step)
+    change(ev)
+    for name, value in fields.items():
+        setattr(ev, name, value)
+    return ev
+
+
+def _set(where, key, value):
+    def change(ev):
+        target = ev
+        for part in where.split("."):
+            target = getattr(target, part) if hasattr(target, part) else target[part]
+        target[key] = value
+    return change
+
+
+def _new_ns(*names):
+    def change(ev):
+        for name in NAMESPACES:
+            ev.witness["ns"][name] = f"{name}:[5]" if name in names else HOST_NS[name]
+    return change
+
+
+def _leak(mount):
+    def change(ev):
+        ev.after["mounts"] += mount
+    return change
+
+
+def _many(*changes):
+    def change(ev):
+        for one in changes:
+            one(ev)
+    return change
+
+
+def _never_ran(output):
+    def change(ev):
+        ev.witness, ev.output = None, output
+    return change
+
+
+def _proc_unmounted(ev):
+    ev.after["mounts"] = ROOT
+
+
+# (step, check, how the run went wrong, words the hint must hold, words it must not)
+FAILING = [
+    ("03", checks.ran, _never_ran("03_uts.py: sethostname failed: Operation not permitted\n"),
+     "last words say where", ""),
+    ("00", checks.waits, _set("watch", "waited", False), "waitpid", ""),
+    ("01", checks.waits, _many(_set("watch", "waited", False), _set("watch", "exit_signal", 0)),
+     "low byte of clone's flags", ""),
+    ("00", checks.NAMESPACE_CHECK["00"], _new_ns("net"), "more than this step needs", ""),
+    ("01", checks.NAMESPACE_CHECK["01"], _new_ns(), "NET Namespace", ""),
+    ("02", checks.NAMESPACE_CHECK["02"], _new_ns(), "MNT Namespace", ""),
+    ("03", checks.NAMESPACE_CHECK["03"], _new_ns(), "UTS Namespace", ""),
+    ("04", checks.NAMESPACE_CHECK["04"], _new_ns(), "IPC Namespace", ""),
+    ("05", checks.NAMESPACE_CHECK["05"], _new_ns("pid"), "mount namespace", "processes"),
+    ("06", checks.NAMESPACE_CHECK["06"], _new_ns(), "USER Namespace", ""),
+    ("07", checks.NAMESPACE_CHECK["07"], _new_ns("net", "mnt", "uts", "ipc", "pid"),
+     "CLONE_NEWUSER", ""),
+    ("08", checks.NAMESPACE_CHECK["08"], _new_ns(), "Deep dive", "article"),
+    ("09", checks.NAMESPACE_CHECK["09"], _new_ns("user", "uts"), "more than this step needs", ""),
+    ("00", checks.sees_the_host, _set("witness", "hostname", "other"), "hostname", ""),
+    ("01", checks.only_lo_down, _set("witness.links", "lo", "UP"), "still down", ""),
+    ("02", checks.tmpfs_inside, _set("witness", "mounts", []), "mounts a tmpfs", ""),
+    ("02", checks.tmpfs_not_on_host, _many(_leak(TMPFS), _set("witness", "shared", ["/"])),
+     "Which mount call", "only after"),
+    ("02", checks.no_jail, _set("witness", "root", [2049, 99]), "not a jail", ""),
+    ("03", checks.myhostname, _set("witness", "hostname", "nskit-run"), "set the hostname", ""),
+    ("03", checks.host_hostname_kept, _set("after", "hostname", "renamed"),
+     "in the host's UTS namespace, in the parent", "before clone"),
+    ("04", checks.no_queue, _set("witness", "queues", [0x6E736B]), "IPC Namespace", ""),
+    ("05", checks.pid1_alone, _set("witness", "nspid", [321, 2]), "first process", ""),
+    ("05", checks.host_proc_kept, _many(_proc_unmounted, _set("witness", "shared", ["/"])),
+     "Which mount call", "only after"),
+    ("06", checks.id_nobody, _many(_set("witness", "uid_map", IDENTITY),
+                                   _set("witness", "gid_map", IDENTITY)), "nobody", ""),
+    ("06", checks.ls_nobody, _set("witness", "uid_map", IDENTITY), "nobody/nogroup", ""),
+    ("08", checks.starts_after_ok, _set("watch.start", "early", True), "await_setup", "article"),
+    ("08", checks.dies_with_parent,
+     _set("watch", "death", {"died": False, "seen": "it still ran after its parent was killed"}),
+     "PR_SET_PDEATHSIG", "article"),
+    ("09", checks.root_inside, _set("witness", "gid_map", []), "gid_map is empty", "article"),
+    ("09", checks.setgroups_denied, _set("witness", "setgroups", "allow"), "deny", "article"),
+    ("09", checks.maps_before_start, _set("watch.start", "uid_map", []), "before it says OK",
+     "article"),
+    ("04", checks.host_unchanged, _set("after", "queues", [1, 2]), "namespaces of its own", ""),
+    ("04", checks.nothing_left, lambda ev: ev.leftover.append("sleep 1000"), "outlived", ""),
+    ("08", checks.nothing_left_beyond, lambda ev: ev.leftover.append("sleep 1000"),
+     "outlived", ""),
+]
+
+
+CASES = [(step, check, wrong(step, change), words, never)
+         for step, check, change, words, never in FAILING]
+
+
+@pytest.mark.parametrize("step", ALL_STEPS)
+def test_every_check_passes_on_a_run_that_did_everything_right(step):
+    for title, verdict in verdicts(step, good(step)).items():
+        assert verdict.status == "passed", (title, verdict)
+        assert verdict.seen and not verdict.hint, (title, verdict)
+
+
+@pytest.mark.parametrize("step, check, ev, words, never", CASES,
+                         ids=[f"{s}-{c.title}" for s, c, *_ in CASES])
+def test_check_fails_with_a_hint_naming_the_mistake(step, check, ev, words, never):
+    with pytest.raises(Failure) as failure:
+        check(ev)
+    assert failure.value.seen and words in failure.value.hint, failure.value.hint
+    if never:
+        assert never not in failure.value.hint, failure.value.hint
+    verdict = verdicts(step, ev)[check.title]
+    assert verdict.status == "failed" and verdict.hint == failure.value.hint, verdict
+
+
+def test_every_check_of_every_step_has_a_failing_case():
+    failing = {check for _, check, *_ in FAILING}
+    every = {check for step in ALL_STEPS for check in checks_for(step)}
+    assert every - failing == set(), [c.title for c in every - failing]
+
+
+def test_a_judge_returns_what_it_saw_or_raises_failure_and_nothing_else():
+    for step in ALL_STEPS:
+        for check in checks_for(step):
+            assert isinstance(check(good(step)), str), check.title
+
+
+def test_needs_name_checks_of_the_same_step():
+    for step in ALL_STEPS:
+        every = set(checks_for(step))
+        for check, needs in needs_of(step).items():
+            assert all(isinstance(need, checks.Check) and need in every for need in needs)
+            assert check not in needs
+
+
+# -- hints that name the mistake seen -------------------------------------------------------
+
+def test_private_call_after_the_tmpfs_is_named_as_the_order():
+    late = wrong("02", _leak(TMPFS))  # the child's own mounts are private: shared is []
+    with pytest.raises(Failure) as failure:
+        checks.tmpfs_not_on_host(late)
+    assert "only after it mounted the tmpfs" in failure.value.hint
+    assert "Which mount call" not in failure.value.hint
+
+
+def test_sethostname_in_the_parent_is_named_before_or_after_clone():
+    before = wrong("03", _set("after", "hostname", "myhostname"))
+    with pytest.raises(Failure) as failure:
+        checks.host_hostname_kept(before)
+    assert "in the parent, before clone" in failure.value.hint
+    after = wrong("03", _many(_set("after", "hostname", "myhostname"),
+                              _set("witness", "hostname", "nskit-run")))
+    with pytest.raises(Failure) as failure:
+        checks.myhostname(after)
+    assert "in the parent, after clone" in failure.value.hint
+
+
+def test_pid_namespace_alone_names_the_missing_mount_namespace_first():
+    with pytest.raises(Failure) as failure:
+        checks.NAMESPACE_CHECK["05"](wrong("05", _new_ns("pid")))
+    first = failure.value.hint.split(": ")[0]
+    assert first == "The command has a new PID namespace, but still the host's mount namespace"
+
+
+def test_inherited_proc_in_a_new_user_namespace_is_named():
+    ev = wrong("07", _never_ran("failed unmount /proc Invalid argument\n"), language="c")
+    with pytest.raises(Failure) as failure:
+        checks.ran(ev)
+    assert "a new user namespace cannot unmount it" in failure.value.hint
+    assert "Mount a fresh proc over /proc" in failure.value.hint
+
+
+@pytest.mark.parametrize("language, words", [
+    ("python", "child_exec execs sys.argv[1:]"),
+    ("c", "execvp(argv[1], &argv[1])"),
+    ("other", "the child execs the command it was given")])
+def test_hints_use_the_program_s_language(language, words):
+    ev = wrong("02", _never_ran(""), language=language)
+    with pytest.raises(Failure) as failure:
+        checks.ran(ev)
+    assert words in failure.value.hint
+    assert ("child_exec" in failure.value.hint) == (language == "python")
+
+
+# -- needs: one cause, one failure, each check on its own evidence -----------------------
+
+def test_a_command_that_never_ran_fails_once_and_skips_the_rest():
+    out = verdicts("05", wrong("05", _never_ran("")))
+    assert [v.status for v in out.values()] == ["failed"] + ["skipped"] * (len(out) - 1)
+    assert all(v.seen == SKIPPED + checks.RAN for v in list(out.values())[1:])
+
+
+def test_a_failed_outcome_skips_the_manners():
+    out = verdicts("03", wrong("03", _set("witness", "hostname", "nskit-run")))
+    assert out[checks.MYHOSTNAME].status == "failed"
+    for title in (checks.RAN, checks.WAITS, checks.HOST, checks.NO_PROCESS,
+                  checks.host_hostname_kept.title):
+        assert out[title].seen == SKIPPED + checks.MYHOSTNAME, title
+
+
+def test_a_part_of_the_host_fails_once_not_again_as_the_whole_host():
+    out = verdicts("02", wrong("02", _leak(TMPFS)))
+    assert out[checks.tmpfs_not_on_host.title].status == "failed"
+    assert out[checks.HOST].seen == SKIPPED + checks.tmpfs_not_on_host.title
+
+
+def test_08_asks_no_hostname_and_credits_each_check_on_its_own():
+    titles = {c.title for c in checks_for("08")}
+    assert checks.MYHOSTNAME not in titles and checks.host_hostname_kept.title not in titles
+    ev = wrong("08", _set("watch", "death", {"died": False, "seen": "it still ran"}))
+    ev.witness["hostname"] = "nskit-run"
+    out = verdicts("08", ev)
+    assert {t for t, v in out.items() if v.status == "failed"} == {checks.DIES}
+    assert {t for t, v in out.items() if v.status == "skipped"} == {checks.NO_PROCESS}
+    assert out[checks.HOST].status == "passed"
+
+
+@pytest.mark.parametrize("step", BEYOND_PART_1)
+def test_hints_beyond_part_1_cite_deep_dive_not_the_article(step):
+    for _, check, ev, *_ in [c for c in CASES if c[0] == step]:
+        with pytest.raises(Failure) as failure:
+            check(ev)
+        assert "(article" not in failure.value.hint
+
