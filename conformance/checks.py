@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass
 
 from .catalog import BEYOND_PART_1, CLONE_FLAG_NAME, NAMESPACES, NEW_NAMESPACES, SIGCHLD
-from .witness import OVERFLOW_ID, mapped
+from .journal import OVERFLOW_ID, mapped
 
 NOT_RUN = "the command never ran"
 SKIPPED = "skipped: needs "
@@ -36,8 +36,8 @@ class Failure(Exception):
 
 @dataclass
 class Evidence:
-    witness: dict         # the kernel's facts about the command (witness.observe), or None
-    watch: dict           # how it was started and released (witness.Watch.result), or {}
+    witness: dict         # the kernel's facts about the command (observe.observe), or None
+    watch: dict           # how it was started and released (watch.Watch.result), or {}
     before: dict          # the run's host before the run (runinit.snapshot)
     after: dict
     leftover: list

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from . import course as courses
-from . import report
+from . import report, vm
 from .catalog import ALL_STEPS, BEYOND_PART_1
 from .discover import NO_WORK, TargetError, find_programs, find_submissions
 from .grade import grade
@@ -233,11 +233,10 @@ def _not_graded(args, why):
 
 def _in_vm(argv, args, targets, why, sentence):
     """The same grading inside a throwaway VM, or why no VM can start."""
-    from . import vm  # here: only a machine that refuses namespaces needs it
     programs = sum(len(found) for found in targets.values())
     budget = vm.BOOT_BUDGET + programs * (args.timeout * vm.TCG_SLOWER + 10)
     try:
-        return vm.grade(sys.argv[1:] if argv is None else argv, why, budget, args.timeout)
+        return vm.grade(vm.command_line(args, parser()), why, budget, args.timeout)
     except vm.NoVM as error:
         print(f"{sentence} A VM could grade here instead, but {error}." if sentence
               else f"nskit: {error}.", file=sys.stderr)

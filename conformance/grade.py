@@ -72,7 +72,7 @@ def path_in_run(program):
     return f"{PROGRAM_DIR}/{program.path.name}"
 
 
-def request_for(program, token, label=None):
+def request_for(program, label=None):
     """The run of one program: copied in at a private path of the run's host
     when its run starts, never through a link (see discover._trouble), so the
     grader holds no program's bytes and a run sees no other's path. Its
@@ -84,10 +84,10 @@ def request_for(program, token, label=None):
         argv = [INTERPRETER, "-S", where] if program.is_python else [where]
     return Request(argv + probe.command(), reach=[PREFIX] if program.is_python else [],
                    files={where: str(program.path), **probe.files(program.step)},
-                   tag=(label, program, token), parent_in_charge=program.step in BEYOND_PART_1)
+                   tag=(label, program), parent_in_charge=program.step in BEYOND_PART_1)
 
 
-def judge(program, token, result, propagation="shared"):
+def judge(program, result, propagation="shared"):
     """The StepResult for one finished run."""
     step, path = program.step, str(program.path)
     if result.error:
@@ -123,7 +123,7 @@ def grade(targets, sandbox=None, on_done=None):
                     program.step, program.path and str(program.path), program.problem)
                 continue
             try:
-                requests.append(request_for(program, os.urandom(8).hex(), label))
+                requests.append(request_for(program, label))
             except OSError as error:
                 results[label][program.step] = _failed_all(
                     program.step, str(program.path), f"cannot read it: {error.strerror}")
@@ -132,8 +132,8 @@ def grade(targets, sandbox=None, on_done=None):
         if on_done:
             on_done(label)
     for result in sandbox.run(requests):
-        label, program, token = result.request.tag
-        results[label][program.step] = judge(program, token, result, sandbox.limits.propagation)
+        label, program = result.request.tag
+        results[label][program.step] = judge(program, result, sandbox.limits.propagation)
         left[label] -= 1
         if left[label] == 0 and on_done:
             on_done(label)

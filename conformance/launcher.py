@@ -20,6 +20,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from .runsetup import run_setup
 from .syscalls import close_fds_except, die_with_parent, set_dumpable
 
 PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
@@ -115,7 +116,6 @@ def start_early():
     fork of a process that has imported the run's side, where a fresh
     interpreter would start and import it all again."""
     global _EARLY
-    from . import sandbox  # noqa: F401 - imported once, for the grader and the launcher
     try:
         _EARLY = Launcher(fork=True)
     except OSError:
@@ -145,7 +145,6 @@ def serve(fd, grader):
     if os.getppid() != grader:
         os._exit(1)
     signal.signal(signal.SIGCHLD, reap)
-    from .sandbox import run_setup
     sock = socket.socket(fileno=fd)
     while True:
         try:

@@ -6,17 +6,16 @@ cannot ptrace it or open its pipes (its memory belongs to the machine's user
 namespace), and when it exits the kernel kills every process the program
 left. It keeps nothing of the grader's: its result goes back on a pipe that
 only it holds."""
-import fcntl
 import os
 import resource
 import select
 import signal
-import socket
-import struct
 from pathlib import Path
 
-from . import ids, netlink, scheduler, witness
+from . import ids, netlink, procfs, seccomp, witness
 from .catalog import CLONE_NEWNS
+from .procfs import shown
+from .protocol import send_result
 from .syscalls import (MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_REC, MS_SHARED, check,
                        close_fds_except, libc, mount, set_dumpable, unshare)
 
@@ -24,48 +23,36 @@ HOSTNAME_PREFIX = "nskit-host-"
 SNAPSHOT_TEXT, SNAPSHOT_ITEMS = 256 << 10, 256
 SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 IPC_CREAT = 0o1000
-SIOCGIFFLAGS, IFF_UP = 0x8913, 0x1
 
 
 # -- the host's own view, for before/after -------------------------------------
 
-def _links():
-    links = {}
-    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        for _, name in socket.if_nameindex()[:SNAPSHOT_ITEMS]:
-            raw = fcntl.ioctl(probe, SIOCGIFFLAGS, struct.pack("16sH", name.encode(), 0) + bytes(22))
-            links[name] = "UP" if struct.unpack("16sH", raw[:18])[1] & IFF_UP else "DOWN"
-    finally:
-        probe.close()
-    return links
-
-
 def snapshot(proc_self, proc_root):
     """What the checks compare: read through fds opened on the host's own
-    /proc, so a program that replaces /proc cannot hide a change."""
+    /proc, so a program that replaces /proc cannot hide a change. Names are
+    read as bytes and sent escaped (procfs.shown)."""
     def read(dirfd, name):
         try:
-            with open(name, opener=lambda p, f: os.open(p, f, dir_fd=dirfd)) as fh:
+            with open(name, "rb", opener=lambda p, f: os.open(p, f, dir_fd=dirfd)) as fh:
                 return fh.read(SNAPSHOT_TEXT)
         except (OSError, ValueError) as error:
-            return f"unreadable: {getattr(error, 'strerror', None) or error}"
+            return f"unreadable: {getattr(error, 'strerror', None) or error}".encode()
     try:
         proc_ok = os.readlink("/proc/self") == str(os.getpid())
     except OSError:
         proc_ok = False
-    queues = [int(line.split()[0]) for line in read(proc_root, "sysvipc/msg").splitlines()[1:]]
+    queues = procfs.queues(read(proc_root, "sysvipc/msg"))
     # A program may fill the host with mounts, links or queues: the snapshot
     # stays small, and a change in what it keeps is a change all the same.
     return {
-        "hostname": os.uname().nodename,
-        "mounts": read(proc_self, "mountinfo"),
+        "hostname": shown(procfs.hostname()),
+        "mounts": shown(read(proc_self, "mountinfo")),
         "queues": sorted(queues)[:SNAPSHOT_ITEMS],
-        "links": _links(),
+        "links": {shown(name): state for name, state in procfs.links().items()},
         "proc": proc_ok,
         "ns": {n: os.readlink(f"/proc/self/ns/{n}")
                for n in ("ipc", "mnt", "net", "pid", "user", "uts")} if proc_ok else {},
-        "root": sorted(os.listdir("/"))[:SNAPSHOT_ITEMS],
+        "root": [shown(name) for name in sorted(os.listdir(b"/"))[:SNAPSHOT_ITEMS]],
     }
 
 
@@ -94,7 +81,7 @@ class RunInit:
                 os.dup2(out_w, 1)
                 os.dup2(out_w, 2)
                 if self.watch_fd is not None:
-                    witness.hold_execs(self.watch_fd, self.request.parent_in_charge)
+                    seccomp.listen(self.watch_fd, self.request.parent_in_charge)
                 close_fds_except(set())
                 # Where the run's memory runs out, the kernel takes the
                 # program's processes first, not the host's PID 1. (Only a
@@ -148,7 +135,7 @@ class RunInit:
                     if Path(f"/proc/{name}/stat").read_bytes().rsplit(b") ", 1)[1][:1] in b"ZX":
                         continue  # ended, only not yet waited for: nothing runs
                     cmdline = Path(f"/proc/{name}/cmdline").read_bytes()[:200]
-                    left.append(cmdline.replace(b"\0", b" ").decode(errors="replace").strip())
+                    left.append(shown(cmdline.replace(b"\0", b" ")).strip())
                 except OSError:
                     pass
         try:
@@ -193,4 +180,4 @@ class RunInit:
             witness.before_teardown(self.watch_fd)
         leftover = self.end_everything()
         after = snapshot(proc_self, proc_root)
-        scheduler.send_result(report, output, cut, status, before, after, leftover)
+        send_result(report, output, cut, status, before, after, leftover)

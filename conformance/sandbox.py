@@ -19,26 +19,22 @@ order RunSetup.setup_run() reads top to bottom:
   it left (runinit.py), and sends the evidence on a pipe only it holds.
 
 The grader follows its runs from one event loop (scheduler.py). This module
-holds the public API and that order.
+holds the public API; runsetup.py holds that order, protocol.py what the
+grader and its runs say to each other.
 """
 import atexit
 import os
-import pickle
 import platform
-import signal
-import struct
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from . import ids, rootfs, scheduler, witness
-from .catalog import (CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWPID,
-                      CLONE_NEWUSER, CLONE_NEWUTS)
+from . import ids, scheduler, witness
 from .cgroups import Cgroups
 from .launcher import Launcher, take_early
+from .protocol import Limits, Request, Result, send_message  # noqa: F401 - the public API
 from .rootfs import hidden_ancestor  # noqa: F401 - tools/frame.py imports it from here
-from .runinit import RunInit
-from .syscalls import (SYS_PIVOT_ROOT, clone, close_fds_except, die_with_parent,
-                       set_dumpable, unshare)
+from .syscalls import SYS_PIVOT_ROOT
+from .watch import Watch
 
 
 class Unavailable(Exception):
@@ -51,168 +47,6 @@ class Unavailable(Exception):
 
 
 @dataclass
-class Limits:
-    timeout: float = 10.0
-    processes: int = 256
-    memory: int = 1 << 30
-    output: int = 1 << 20
-    tmpfs: str = "64m"
-    file_size: int = 64 << 20
-    program: int = 16 << 20    # the largest program a run copies in
-    propagation: str = "shared"  # the run's host's mounts: "shared" as systemd's, or "private"
-
-
-@dataclass
-class Request:
-    """One program run: argv inside the host, plus what it must be able to reach."""
-    argv: list
-    reach: list = field(default_factory=list)   # folders to bind read-only at the same path
-    # path inside (under /nskit) -> bytes, or the path of a file on the machine
-    # read when the run starts (never through a link); copied in, mode 0755
-    files: dict = field(default_factory=dict)
-    tag: object = None
-    # The program is a parent in charge of its command (steps beyond Part 1):
-    # the grader also follows its clones and kills it once its command is seen.
-    parent_in_charge: bool = False
-
-
-@dataclass
-class Result:
-    request: Request
-    output: bytes = b""
-    cut: int = 0               # bytes of output dropped from the middle
-    status: int = None         # the program's wait status
-    before: dict = None        # the host as PID 1 saw it before the program ran
-    after: dict = None         # ... and after it, and everything it left, had ended
-    leftover: list = None      # processes still running when the program exited
-    error: str = None          # why there is no verdict from inside: timed out, crashed
-    refused: bool = False      # error is the machine's refusal of user namespaces
-    witness: dict = None       # what the grader observed of the command (witness.py)
-    seconds: float = 0.0
-
-
-QUOTAS = {  # per run, in its quota user namespace: the run cannot raise them
-    **{f"max_{kind}_namespaces": 64
-       for kind in ("cgroup", "ipc", "mnt", "net", "pid", "time", "user", "uts")},
-    "max_inotify_instances": 16, "max_inotify_watches": 1024,
-    "max_fanotify_groups": 16, "max_fanotify_marks": 1024,
-}
-
-
-class RunSetup:
-    """The process between the grader and the run's PID 1, and the order in
-    which it sets a run up. It never enters the run's own user namespace: it
-    stays one above it, in the run's quota namespace, and in the machine's
-    PID namespace, so that the run has a PID 1 of its own."""
-
-    def __init__(self, request, limits, id_maps, token, ctl_r, rep_w, cgroup, watch_fd=None):
-        self.request, self.limits, self.id_maps, self.token = request, limits, id_maps, token
-        self.ctl_r, self.rep_w, self.cgroup, self.watch_fd = ctl_r, rep_w, cgroup, watch_fd
-        self.parent = os.getppid()
-
-    def main(self):
-        try:
-            self.setup_run()
-        except rootfs.RunProblem as problem:
-            self.fail(scheduler.FAILED, str(problem))
-        except BaseException as error:  # noqa: BLE001 - reported, not raised
-            self.fail(scheduler.FAILED, f"setting up the throwaway host failed: {error}")
-        os._exit(0)
-
-    def setup_run(self):
-        self.detach_from_grader()  # already in the run's cgroup (run_setup)
-        # Opened while this process may still enter every folder of the machine.
-        programs = rootfs.open_programs(self.request.files, self.limits.program)
-        privileged = self.id_maps.privileged
-        reach = rootfs.stage(rootfs.reach_for(self.request.reach), privileged)
-        self.enter_quota_namespace()
-        self.unshare(CLONE_NEWNS, "CLONE_NEWNS")
-        root = rootfs.RunRoot(self.limits, reach, programs, staged=privileged)
-        root.build()
-        init = self.start_init()
-        ids.write_run_maps(init.pid, privileged)
-        root.mount_proc(init.pid)
-        root.enter()
-        init.go()
-        os.waitpid(init.pid, 0)
-
-    # -- the steps --------------------------------------------------------------
-
-    def fail(self, kind, message):
-        os.write(self.rep_w, kind + message.encode(errors="replace"))
-        os._exit(1)
-
-    def unshare(self, flags, what):
-        try:
-            unshare(flags, what)
-        except OSError as error:
-            self.fail(scheduler.REFUSED if flags == CLONE_NEWUSER else scheduler.FAILED,
-                      f"unshare({what}) failed: {os.strerror(error.errno)}")
-
-    def detach_from_grader(self):
-        null = os.open("/dev/null", os.O_RDWR)
-        for fd in (0, 1, 2):
-            os.dup2(null, fd)
-        close_fds_except({self.ctl_r, self.rep_w, self.watch_fd})
-
-    def enter_quota_namespace(self):
-        """A user namespace of the run's own, owned by an unprivileged id, its
-        maps written by the grader from outside, with low limits on what the
-        run may make: the kernel checks them at every level above the run,
-        and the run has no capability here to raise them."""
-        if self.id_maps.privileged:
-            os.setresgid(self.id_maps.base, self.id_maps.base, self.id_maps.base)
-            os.setgroups([])
-            os.setresuid(self.id_maps.base, self.id_maps.base, self.id_maps.base)
-        self.unshare(CLONE_NEWUSER, "CLONE_NEWUSER")
-        # Only a dumpable process's maps may be written by its own uid; no
-        # process but the grader's can name this one (see start_init).
-        set_dumpable(not self.id_maps.privileged)
-        os.write(self.rep_w, scheduler.ASK_MAPS)
-        if os.read(self.ctl_r, 1) != scheduler.MAPS_WRITTEN:
-            os._exit(1)
-        ids.become_root(self.id_maps.privileged)
-        set_dumpable(False)  # a uid change may have set it anew
-        die_with_parent(signal.SIGKILL)  # after the uid change, which clears it
-        if os.getppid() != self.parent:
-            os._exit(1)
-        for name, value in QUOTAS.items():
-            try:
-                with open(f"/proc/sys/user/{name}", "w") as fh:
-                    fh.write(str(value))
-            except FileNotFoundError:
-                pass  # an older kernel without this kind of namespace
-
-    def start_init(self):
-        """The run's PID 1, in new user, PID, UTS, IPC and network namespaces;
-        it shares this mount namespace until its root is ready. It stays
-        dumpable (so that this process, of the same uid, may write its maps)
-        only until then: until it is told to go, no other process exists in
-        its namespaces, and none outside them can name it."""
-        go_r, go_w = os.pipe()
-        set_dumpable(True)  # inherited
-        pid = clone(CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET)
-        if pid != 0:
-            set_dumpable(False)
-        else:
-            try:
-                die_with_parent(signal.SIGKILL)
-                os.close(go_w)
-                os.close(self.ctl_r)
-                go = os.read(go_r, 1)
-                set_dumpable(False)
-                if go != b"g":
-                    os._exit(1)
-                os.close(go_r)
-                RunInit(self.request, self.limits, self.token, self.watch_fd).main(self.rep_w)
-                os._exit(0)
-            except BaseException as error:  # noqa: BLE001 - reported, not raised
-                self.fail(scheduler.FAILED, f"the throwaway host failed: {error}")
-        os.close(go_r)
-        return _Init(pid, go_w)
-
-
-@dataclass
 class _Spare:
     """A run's setup as the grader holds it until it hands it a run."""
     pid: int
@@ -220,64 +54,7 @@ class _Spare:
     ctl_w: int
     rep_r: int
     cgroup: list
-    watch: witness.Watch
-
-
-@dataclass
-class _Init:
-    pid: int
-    go_w: int
-
-    def go(self):
-        os.write(self.go_w, b"g")
-        os.close(self.go_w)
-
-
-def run_setup(ctl_r, rep_w, watch_fd):
-    """In a process forked by the launcher: join the cgroup the grader names
-    on the control pipe, wait there for a run's request, and set the run up.
-    Joining is the slow part of a cgroup (the kernel waits for a grace
-    period), so the grader forks a setup before its run is due. watch_fd: the
-    run's end of its witness's socket (witness.py), used when its command is
-    the witness."""
-    set_dumpable(False)
-    try:
-        cgroup = _read_message(ctl_r)
-    except (OSError, ValueError, struct.error, pickle.UnpicklingError):
-        os._exit(1)
-    try:
-        Cgroups.join(cgroup)  # first, so that all the run will start is in it
-    except OSError as error:
-        os.write(rep_w, scheduler.FAILED + f"setting up the throwaway host failed: {error}".encode())
-        os._exit(1)
-    try:
-        request, limits, id_maps, token = _read_message(ctl_r)
-    except (OSError, ValueError, struct.error, pickle.UnpicklingError):
-        os._exit(1)
-    if not witness.wanted(request.files):
-        os.close(watch_fd)
-        watch_fd = None
-    RunSetup(request, limits, id_maps, token, ctl_r, rep_w, cgroup, watch_fd).main()
-
-
-def _read_message(fd):
-    size, = struct.unpack("I", _read_exactly(fd, 4))
-    return pickle.loads(_read_exactly(fd, size))
-
-
-def _send_message(fd, value):
-    data = pickle.dumps(value)
-    scheduler.send(fd, struct.pack("I", len(data)) + data)
-
-
-def _read_exactly(fd, size):
-    data = bytearray()
-    while len(data) < size:
-        chunk = os.read(fd, size - len(data))
-        if not chunk:
-            raise ValueError("the grader closed the pipe")
-        data += chunk
-    return bytes(data)
+    watch: Watch
 
 
 class Sandbox:
@@ -321,7 +98,7 @@ class Sandbox:
         launcher = self.launcher
         ctl_r, ctl_w = os.pipe()
         rep_r, rep_w = os.pipe()
-        watch = witness.Watch()  # not every run needs it: the setup drops it then
+        watch = Watch()  # not every run needs it: the setup drops it then
         cgroup = []
         try:
             cgroup = self.cgroups.create() if self.cgroups else []
@@ -337,7 +114,7 @@ class Sandbox:
         watch.after_fork()
         spare = _Spare(pid, pidfd, ctl_w, rep_r, cgroup, watch)
         try:
-            _send_message(ctl_w, cgroup)
+            send_message(ctl_w, cgroup)
         except OSError:
             pass  # the setup is gone: its pipe says so
         return spare
@@ -354,7 +131,7 @@ class Sandbox:
         run = scheduler.Running(request, spare.pid, spare.pidfd, spare.ctl_w, spare.rep_r,
                                 time.monotonic(), self.limits.timeout, spare.cgroup, watch)
         try:
-            _send_message(spare.ctl_w, (Request(request.argv, request.reach, request.files,
+            send_message(spare.ctl_w, (Request(request.argv, request.reach, request.files,
                                                 parent_in_charge=request.parent_in_charge),
                                         self.limits, self.id_maps, os.urandom(8).hex()))
         except OSError:

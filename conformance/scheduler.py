@@ -1,61 +1,17 @@
 """The grader's side of its runs: up to `jobs` at a time, each followed on
 its pipes from one single-threaded event loop (cloning from a multi-threaded
-Python can hang the child), and the protocol on those pipes.
-
-A run's first stage may ask for its user namespace's id maps (ASK_MAPS,
-answered MAPS_WRITTEN on its control pipe); otherwise it sends one message
-and closes its pipe: REFUSED or FAILED and a sentence, or RESULT. Whatever
-arrives, however broken, fails that run alone, with its reason."""
-import json
+Python can hang the child). What is said on those pipes is in protocol.py."""
 import os
 import select
 import signal
-import struct
 import time
 
 from .cgroups import Cgroups
+from .protocol import ASK_MAPS, MAPS_WRITTEN, Result, decode_result
 
-ASK_MAPS, MAPS_WRITTEN, REFUSED, FAILED, RESULT = b"U", b"G", b"X", b"E", b"R"
 # How often a run whose witness waits on one of its processes is looked at again.
 WATCH_TICK = 0.001
 SNAPSHOT_ROOM = 4 << 20  # beyond the output: two snapshots and the leftovers, bounded at source
-
-
-def send(fd, data):
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-
-
-def send_result(fd, output, cut, status, before, after, leftover):
-    """RESULT, the length of a JSON header, the header, then the output's
-    bytes as they are."""
-    header = json.dumps({"cut": cut, "status": status, "before": before, "after": after,
-                         "leftover": leftover}, ensure_ascii=False).encode()
-    send(fd, RESULT + struct.pack("I", len(header)) + header + output)
-
-
-def decode_result(data, result):
-    """Fill result from what the run sent, or say why it cannot be."""
-    if data.startswith(FAILED):
-        result.error = data[1:].decode(errors="replace")[:1000]
-        return result
-    if data.startswith(REFUSED):
-        result.error, result.refused = data[1:].decode(errors="replace")[:1000], True
-        return result
-    try:
-        if not data.startswith(RESULT):
-            raise ValueError("no result")
-        size, = struct.unpack_from("I", data, 1)
-        payload = json.loads(data[5:5 + size])
-        result.output = data[5 + size:]
-        result.cut, result.status = int(payload["cut"]), int(payload["status"])
-        result.before, result.after = dict(payload["before"]), dict(payload["after"])
-        result.leftover = [str(line) for line in payload["leftover"]]
-    except (ValueError, KeyError, TypeError, struct.error):
-        result.output, result.before, result.after = b"", None, None
-        result.error = "the run ended without a result (its host crashed)"
-    return result
 
 
 def end(run):
@@ -74,7 +30,7 @@ class Running:
 
     def __init__(self, request, pid, pidfd, ctl_w, rep_r, started, timeout, cgroup, watch=None):
         self.request, self.pid, self.pidfd, self.ctl_w, self.rep_r = request, pid, pidfd, ctl_w, rep_r
-        self.watch = watch  # the run's witness, followed here too (witness.py)
+        self.watch = watch  # the run's witness, followed here too (watch.py)
         self.started, self.deadline = started, started + timeout
         self.cgroup = cgroup
         self.data = bytearray()
@@ -103,7 +59,6 @@ class Scheduler:
         return None
 
     def _finish(self, run, error=None):
-        from .sandbox import Result  # here: sandbox imports this module
         for fd in (run.rep_r, run.ctl_w):
             if fd is not None:
                 os.close(fd)
@@ -123,7 +78,6 @@ class Scheduler:
         return decode_result(bytes(run.data), result)
 
     def _failed_to_start(self, request, error):
-        from .sandbox import Result
         return Result(request, error=f"the grader could not start its run: {error}")
 
     def run(self, requests):

@@ -204,8 +204,25 @@ def _covered(path):
     return any(Path(path).is_relative_to(c) for c in COVERED)
 
 
+def command_line(args, parser):
+    """The grader's command line for options parsed by parser, each spelt out
+    in full once (an abbreviation argparse accepted, --js for --json, is
+    the option it stands for), defaults left out."""
+    argv = []
+    for action in parser._actions:
+        if not action.option_strings or action.dest == "help":
+            continue
+        value = getattr(args, action.dest, None)
+        if value is None or value == action.default:
+            continue
+        name = max(action.option_strings, key=len)
+        for one in value if isinstance(value, list) else [value]:
+            argv += [name, str(one)]
+    return argv
+
+
 def _option(argv, name):
-    """The value of --name in argv (either spelling), or None."""
+    """The value of --name in a command line from command_line(), or None."""
     for i, arg in enumerate(argv):
         if arg == name and i + 1 < len(argv):
             return argv[i + 1]
@@ -245,7 +262,7 @@ def _rewrite(argv, outputs, default_csv):
 
 
 def grade(argv, why, timeout, run_timeout):
-    """Grade inside a VM: the same command line, with --vm never inside, and
+    """Grade inside a VM: the same command line (command_line()), with --vm never inside, and
     under TCG each run's timeout (run_timeout) TCG_SLOWER times as long.
     Prints what the grader inside printed, copies its reports out, and
     returns its exit status. NoVM when no VM can start or it did not run."""

@@ -844,7 +844,7 @@ def test_a_crashed_setup_or_an_unreadable_program_fails_that_run_alone():
 
 def test_whatever_a_run_sends_fails_that_run_alone():
     from conformance.sandbox import Request, Result
-    from conformance.scheduler import FAILED, REFUSED, RESULT, decode_result
+    from conformance.protocol import FAILED, REFUSED, RESULT, decode_result
     for data in (b"", b"\xff" * 100, RESULT, RESULT + b"\x10\0\0\0{not json",
                  RESULT + b"\x02\0\0\0[]", RESULT + b"\x02\0\0\0{}"):
         result = decode_result(data, Result(Request(["x"])))
@@ -859,7 +859,7 @@ def test_whatever_a_run_sends_fails_that_run_alone():
 
 def test_output_that_is_not_utf_8_travels_as_bytes():
     from conformance.sandbox import Request, Result
-    from conformance.scheduler import decode_result, send_result
+    from conformance.protocol import decode_result, send_result
     r, w = os.pipe()
     output = b"\xff" * 50000
     send_result(w, output, 0, 0, {"a": 1}, {"a": 2}, [])

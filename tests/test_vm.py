@@ -19,6 +19,7 @@ import pytest
 from helpers import PYTHON, ROOT, in_frame, step_path
 
 from conformance import vm
+from conformance.cli import parser
 from conformance.catalog import STEP_NAMES, file_name
 from conformance.checks import checks_for
 
@@ -135,6 +136,20 @@ def test_the_command_inside_is_the_same_with_outputs_in_the_shared_folder(tmp_pa
                      "--prairielearn", str(shared / "prairielearn"),
                      "--classroom", str(shared / "classroom"), "--vm", "never"]
     assert wanted == {shared / "prairielearn": Path("pl.json"), shared / "classroom": Path("cr.json")}
+
+
+def test_the_vm_gets_the_options_as_parsed_abbreviations_spelt_out(tmp_path):
+    """argparse takes --js for --json: the VM's grader gets --json, and the
+    report comes out where it was asked for."""
+    options = parser()
+    args = options.parse_args(["--sub", "class", "--js", "r.json", "--step", "3", "--vm", "always",
+                               "--memory", "512M"])
+    argv = vm.command_line(args, options)
+    assert argv == ["--submissions", "class", "--step", "03", "--memory", str(512 << 20),
+                    "--json", "r.json", "--vm", "always"]
+    inner, wanted = vm._rewrite(argv, tmp_path, None)
+    assert inner[inner.index("--json") + 1] == str(tmp_path / "json") and "--js" not in inner
+    assert wanted == {tmp_path / "json": Path("r.json")}
 
 
 @pytest.mark.slow

@@ -1,0 +1,236 @@
+"""What the grader reads of a process in /proc, and of a network namespace.
+
+Everything a run can name (mount points, links, hostnames, commands) is read
+as bytes and stays bytes here: a name may hold any byte but NUL, and one
+\\xff must never stop the grader. shown() turns bytes into text, escaped
+(\\xff), for people to read; only a report's edge calls it. Readers return
+None (or an empty answer) for a process that has gone: the run's processes
+come and go while they are read.
+"""
+import fcntl
+import os
+import re
+import socket
+import struct
+
+from .journal import Mount
+
+BOUND = 256          # processes, mounts, links, queues, entries kept per read
+MOUNTINFO_TEXT = 64 << 10
+SIOCGIFFLAGS, IFF_UP = 0x8913, 0x1
+OCTAL = re.compile(rb"\\([0-7]{3})")
+
+
+def shown(name):
+    """Bytes as text for a report: UTF-8 where it is, \\xff where it is not."""
+    if isinstance(name, str):
+        return name
+    return bytes(name).decode(errors="backslashreplace")
+
+
+def _read(path, size=-1):
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(size)
+    except OSError:
+        return None
+
+
+def stat_fields(pid):
+    """(state, ppid, exit signal) of a process, or None once it is gone."""
+    return parse_stat(_read(f"/proc/{pid}/stat"))
+
+
+def parse_stat(raw):
+    if not raw or b")" not in raw:
+        return None
+    # The command's name may hold ") ": the fields follow the last one.
+    fields = raw[raw.rindex(b")") + 2:].split()
+    try:
+        # fields[0] is field 3 (state); field 38 (exit_signal) is fields[35].
+        return fields[0].decode(errors="replace"), int(fields[1]), int(fields[35])
+    except (IndexError, ValueError):
+        return None
+
+
+def ended(pid):
+    fields = stat_fields(pid)
+    return fields is None or fields[0] in ("Z", "X")
+
+
+def children(pid):
+    out = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tasks:
+        raw = _read(f"/proc/{pid}/task/{tid}/children")
+        out += [int(c) for c in (raw or b"").split() if c.isdigit()]
+    return out
+
+
+def syscalls(pid):
+    """The system call each thread of pid sits in: [(number, [args])], a
+    thread that runs or is not in a call left out."""
+    out = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tasks:
+        if (call := parse_syscall(_read(f"/proc/{pid}/task/{tid}/syscall", 256))) is not None:
+            out.append(call)
+    return out
+
+
+def parse_syscall(raw):
+    """(number, [args]) from a /proc/PID/syscall, or None: running, or in no call."""
+    first, *rest = (raw or b"").split() or [b""]
+    if not first.isdigit():
+        return None
+    try:
+        return int(first), [int(arg, 16) for arg in rest[:6]]
+    except ValueError:
+        return int(first), []
+
+
+def in_calls(pid, calls):
+    """Whether any thread of pid sits in one of these system calls."""
+    return any(nr in calls for nr, _ in syscalls(pid))
+
+
+def exe(pid):
+    """(device, inode) of the file a process runs, or None."""
+    try:
+        st = os.stat(f"/proc/{pid}/exe")
+        return st.st_dev, st.st_ino
+    except OSError:
+        return None
+
+
+def status(pid):
+    """NSpid, Uid, Gid and the signal masks of a process's status; OSError
+    once it has gone."""
+    with open(f"/proc/{pid}/status", "rb") as fh:
+        return parse_status(fh.read(16 << 10))
+
+
+def parse_status(raw):
+    out = {}
+    for line in raw.split(b"\n"):
+        key, _, value = line.partition(b":")
+        try:
+            if key in (b"NSpid", b"Uid", b"Gid"):
+                out[key.decode()] = [int(v) for v in value.split()]
+            elif key in (b"SigPnd", b"ShdPnd", b"SigIgn", b"SigCgt"):
+                out[key.decode()] = int(value.strip(), 16)
+        except ValueError:
+            pass
+    return out
+
+
+def id_map(pid, name):
+    """A uid_map or gid_map: [(first inside, first outside, count)]."""
+    with open(f"/proc/{pid}/{name}", "rb") as fh:
+        return parse_id_map(fh.read(64 << 10))
+
+
+def parse_id_map(raw):
+    out = []
+    for line in raw.split(b"\n"):
+        fields = line.split()
+        if len(fields) == 3 and all(f.isdigit() for f in fields):
+            out.append(tuple(int(f) for f in fields))
+    return out
+
+
+def unescaped(field):
+    """A mountinfo field as its bytes: the kernel writes space, tab, newline
+    and backslash as octal escapes (\\040)."""
+    return OCTAL.sub(lambda m: bytes([int(m.group(1), 8) & 0xFF]), field)
+
+
+def mounts(text):
+    """Every mount of a mountinfo (bytes), in order."""
+    out = []
+    for line in text.split(b"\n"):
+        # One space between fields: any other byte may be part of a name.
+        left, _, right = line.partition(b" - ")
+        parts = left.split(b" ")
+        if len(parts) >= 5 and right:
+            out.append(Mount(parts[2].decode(errors="replace"), unescaped(parts[4]),
+                             unescaped(right.split(b" ")[0]),
+                             any(tag.startswith(b"shared:") for tag in parts[6:])))
+    return out
+
+
+def mountinfo(pid="self", dir_fd=None):
+    """A process's mountinfo, as bytes (at most MOUNTINFO_TEXT of it)."""
+    if dir_fd is not None:
+        fd = os.open("mountinfo", os.O_RDONLY, dir_fd=dir_fd)
+        with open(fd, "rb") as fh:
+            return fh.read(MOUNTINFO_TEXT)
+    with open(f"/proc/{pid}/mountinfo", "rb") as fh:
+        return fh.read(MOUNTINFO_TEXT)
+
+
+def links():
+    """{name: "UP" or "DOWN"} of the links of the caller's network namespace,
+    names as bytes, in the kernel's order."""
+    out = {}
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        for _, name in socket.if_nameindex()[:BOUND]:
+            raw = os.fsencode(name)  # the kernel's bytes, as Python decoded them
+            flags = fcntl.ioctl(probe, SIOCGIFFLAGS, struct.pack("16sH", raw, 0) + bytes(22))
+            out[raw] = "UP" if struct.unpack("16sH", flags[:18])[1] & IFF_UP else "DOWN"
+    finally:
+        probe.close()
+    return out
+
+
+def queues(text):
+    """The keys of the SysV message queues in a /proc/sysvipc/msg (bytes)."""
+    out = []
+    for line in text.split(b"\n")[1:]:
+        first = line.split()[:1]
+        if first and first[0].lstrip(b"-").isdigit():
+            out.append(int(first[0]))
+    return out
+
+
+def hostname():
+    """The caller's hostname, as bytes."""
+    return os.fsencode(os.uname().nodename)
+
+
+def fd_target(pid, fd):
+    """What a process's fd names (pipe:[123], socket:[45], a path), as bytes, or None."""
+    try:
+        return os.readlink(os.fsencode(f"/proc/{pid}/fd/{fd}"))
+    except OSError:
+        return None
+
+
+def fds(pid):
+    """{fd: what it names} of a process; {} once it has gone."""
+    out = {}
+    try:
+        names = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return out
+    for name in names[:4 * BOUND]:
+        if name.isdigit() and (target := fd_target(pid, name)) is not None:
+            out[int(name)] = target
+    return out
+
+
+def cmdline(pid):
+    """A process's arguments, as bytes, or None."""
+    raw = _read(f"/proc/{pid}/cmdline", 64 << 10)
+    return None if raw is None else parse_cmdline(raw)
+
+
+def parse_cmdline(raw):
+    return raw[:-1].split(b"\0") if raw.endswith(b"\0") else raw.split(b"\0")

@@ -1,0 +1,423 @@
+"""One run's witness, followed from the grader's event loop (see witness.py
+for what the witness is and why the order is forced, never raced).
+
+In phases, as the run goes: the program's own execve (where the run's host
+is); every execve held until the process's parent waits or has ended; the
+witness announced by its /nskit/ready and observed (observe.py); beyond
+Part 1, the parent followed from its clone (ptrace.Trace) and killed at the
+witness's DONE; the run torn down once every witness started was seen.
+"""
+import errno
+import os
+import select
+import signal
+import socket
+from dataclasses import asdict
+
+from . import procfs
+from .catalog import NAMESPACES, SIGCHLD
+from .journal import Death, HostView
+from .observe import death_signal_hint, in_charge_facts, observe, sigkill_pending, start_facts
+from .procfs import BOUND, shown
+from .protocol import PROGRAM_ENDED, TEAR_DOWN
+from .ptrace import EXITS, WAITS, Step, Trace
+from .seccomp import Listener
+from .syscalls import native
+from .witness import DONE, READY, SHELL, WITNESS
+
+KILLED_WITHIN = 2.0   # seconds a process killed with SIGKILL may take to end: a bound, not a verdict
+EXECS = ("execve", "execveat")
+CLONES = ("clone", "fork", "vfork", "clone3")
+# An execve as /proc/PID/syscall shows it: a child about to become the witness.
+IN_EXEC = native("execve", "execveat")
+
+
+def parent_state(pid):
+    """"ended" (gone, or held in exit_group), "waiting" (in wait4 or waitid),
+    or None: still at work."""
+    if procfs.ended(pid) or procfs.in_calls(pid, EXITS):
+        return "ended"
+    if procfs.in_calls(pid, WAITS):
+        return "waiting"
+    return None
+
+
+class Watch:
+    """One run's witness, followed from the grader's event loop: the seccomp
+    listener (every execve, and the program's exit_group) and the socket to
+    the run's PID 1.
+
+    The witness makes itself known by running /nskit/ready: that execve, by
+    a child of a process whose executable is the witness's shell, is held
+    (the witness waits for its child meanwhile, and nothing in the run can
+    hurry it) until the witness's parent waits for it or has ended (or the
+    witness is the program itself, exec'd); then the witness is observed,
+    and released. The program's own exit_group is held while a child of it
+    may still become the witness."""
+
+    def __init__(self, parent_in_charge=False):
+        self.in_charge = parent_in_charge  # beyond Part 1: see death_test and Trace
+        self.in_charge_of = None  # the observed witness's parent, to be killed at DONE
+        self.death = None
+        self.trace = None       # the parent followed from its clone on (Trace)
+        self.trace_error = None
+        self.start = None       # how the witness started (journal.Start)
+        self.grader_end, self.run_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.grader_end.setblocking(False)
+        self.listener = None    # the run's seccomp listener (Listener), once it came
+        self.user_fd = None
+        self.release = None     # the held execve of /nskit/ready: notification id
+        self.helper = None      # the witness's child that made it
+        self.program = self.init = None
+        self.shell_id = self.host = None
+        self.seen = {}          # pid -> the file its last execve named
+        self.expected = set()   # pids that execve'd the witness and are yet to be seen
+        self.held = []          # (notification id, pid, parent, exit signal): execs held
+        self.exit_held = None   # the program's own exit_group, held: notification id
+        self.observed = None    # pid of the witness observed
+        self.facts = None
+        self.parent = None      # the observed witness's parent, until it is released
+        self.waited = None
+        self.exit_signal = None
+        self.copies = 0
+        self.error = None
+        self.ended = False      # the program has ended, and PID 1 waits for a word
+        self.torn_down = False
+
+    def after_fork(self):
+        """In the grader, once the run's first stage is forked."""
+        self.run_end.close()
+
+    def fds(self):
+        return [f for f in (self.grader_end.fileno() if not self.torn_down else None,
+                            self.listener and self.listener.fd) if f is not None]
+
+    def busy(self):
+        """Whether something waits for a process of the run to move on."""
+        return bool(self.held or self.trace or self.parent is not None or self.exit_held is not None
+                    or (self.ended and not self.torn_down))
+
+    def on_readable(self, fd):
+        try:
+            if self.listener and fd == self.listener.fd:
+                self._notification()
+            else:
+                self._message()
+        except OSError as error:
+            self.error = self.error or f"the grader could not follow the run: {error.strerror or error}"
+        self.tick()
+
+    def _message(self):
+        try:
+            data, fds, _, _ = socket.recv_fds(self.grader_end, 16, 4)
+        except BlockingIOError:
+            return
+        for fd in fds:
+            if self.listener is None:
+                self.listener = Listener(fd)
+            else:
+                os.close(fd)
+        if data == PROGRAM_ENDED:
+            self.ended = True
+        elif not data:
+            self.torn_down = True
+
+    # -- held calls ------------------------------------------------------------
+
+    def _notification(self):
+        notification = self.listener.receive()
+        if notification is None:
+            if self.listener.fd is None:
+                self.listener = None  # every process of the run has ended
+            return
+        notif_id, pid, call = notification.id, notification.pid, notification.call
+        if call in CLONES:
+            self._cloning(notif_id, pid)
+            return
+        if self.trace and pid == self.trace.child and call in EXECS:
+            # Held until the parent is stopped again (Trace.step).
+            self.trace.child_exec = (notif_id, self._path(notification))
+            return
+        if call == "exit_group":
+            if pid == self.program and self.observed is None:
+                self.exit_held = notif_id
+            else:
+                self._answer(notif_id)
+            return
+        if call not in EXECS:
+            self._answer(notif_id)  # not one the filter holds: never keep it waiting
+            return
+        if self.in_charge_of is not None and self.death is None:
+            path = self._path(notification)
+            fields = procfs.stat_fields(pid)
+            if path == DONE and fields and fields[1] == self.observed:
+                self.death_test(notif_id, pid)
+                return
+        if self.observed is not None and self.parent is None:
+            self._answer(notif_id)  # seen and released: what runs now changes no verdict
+            return
+        try:
+            if self.program is None:
+                self._first(pid)
+            path = self._path(notification)
+        except BaseException:
+            self._answer(notif_id)
+            raise
+        self._exec(notif_id, pid, path)
+
+    def _path(self, notification):
+        """The file an execve is about to run, as text (only ever compared
+        with the witness's names: the kernel tells the witness by its inode)."""
+        raw = self.listener.read_string(notification, notification.path_address)
+        return None if raw is None else shown(raw)
+
+    def _exec(self, notif_id, pid, path, hold=False):
+        """An execve of path by pid, held: seen, and answered now or later
+        (with hold, once its parent waits or has ended)."""
+        try:
+            if self.in_charge and path == WITNESS and self.start is None:
+                # A descendant of the followed child, or a witness whose
+                # parent is no longer followed (it waits, or it ended).
+                self.start = start_facts(pid, early=bool(self.trace and self.trace.held_at_clone))
+            if len(self.seen) >= BOUND:
+                self.seen = {p: name for p, name in self.seen.items() if not procfs.ended(p)}
+            if len(self.seen) < BOUND or pid in self.seen:
+                self.seen[pid] = path
+            if path == WITNESS:
+                self.expected.add(pid)
+            fields = procfs.stat_fields(pid)
+            if path == READY and fields and self._announced(fields[1], notif_id, pid):
+                return
+        except BaseException:
+            self._answer(notif_id)  # never leave a process of the run stopped for ever
+            raise
+        if fields and ((fields[2] != SIGCHLD and pid != self.program
+                        and os.path.exists(f"/proc/{pid}/task/{pid}")) or hold):
+            self.held.append((notif_id, pid, fields[1], fields[2]))
+        else:
+            self._answer(notif_id)
+
+    def _cloning(self, notif_id, pid):
+        """Beyond Part 1, a process is about to clone: before the witness is
+        seen, the first one that does is followed (Trace), then answered."""
+        if (self.in_charge and self.trace is None and self.start is None
+                and self.observed is None and self.trace_error is None):
+            try:
+                self.trace = Trace(pid)
+            except OSError as error:
+                self.trace_error = (f"ptrace refused ({error.strerror}): the grader must run "
+                                    f"as root, or where ptrace is allowed")
+        self._answer(notif_id)
+
+    def _follow(self):
+        """One step of the followed parent and child (see Trace)."""
+        trace = self.trace
+        try:
+            step = trace.step()
+        except OSError as error:
+            self.trace_error = f"following the parent failed: {error.strerror or error}"
+            step = Step.DONE
+        if step is Step.EXEC:
+            (notif_id, path), trace.child_exec = trace.child_exec, None
+            self._exec(notif_id, trace.child, path)
+            return
+        if step is Step.FOLLOWING:
+            return
+        self.trace = None
+        if trace.child_exec is not None:
+            notif_id, path = trace.child_exec
+            if path == WITNESS and self.start is None:
+                self.start = trace.start
+            # A witness that did not wait: its parent now runs free, and
+            # what it does (its write to a pipe the exec would close, say)
+            # must not race the exec: it goes once the parent waits or ends.
+            self._exec(notif_id, trace.child, path, hold=path == WITNESS and bool(trace.start and trace.start.early))
+
+    def _first(self, pid):
+        """The program's own execve, from code that is still the grader's:
+        where the run's host is, and what it has."""
+        self.program = pid
+        fields = procfs.stat_fields(pid)
+        if fields is None:
+            raise OSError(errno.ESRCH, "the program ended at its first execve")
+        self.init = fields[1]
+        root = f"/proc/{pid}/root"
+        st = os.stat(f"{root}{SHELL}")
+        self.shell_id = (st.st_dev, st.st_ino)
+        rst = os.stat(root)
+        self.host = HostView({n: os.readlink(f"/proc/{pid}/ns/{n}") for n in NAMESPACES},
+                             (rst.st_dev, rst.st_ino))
+        self.user_fd = os.open(f"/proc/{pid}/ns/user", os.O_RDONLY)
+
+    def _answer(self, notif_id):
+        if self.listener is not None:
+            self.listener.answer(notif_id)
+
+    def _announced(self, witness, notif_id, helper):
+        """A child of witness runs /nskit/ready: if witness is the witness
+        (its executable is this run's shell), the first one is held here."""
+        if procfs.exe(witness) != self.shell_id:
+            return False
+        self.seen.pop(witness, None)
+        self.expected.discard(witness)
+        self.copies += 1
+        if self.observed is not None:
+            return False  # a second copy: only the first is judged
+        fields = procfs.stat_fields(witness)
+        self.observed, self.release, self.helper = witness, notif_id, helper
+        self.parent = fields[1] if fields else self.init
+        return True
+
+    def tick(self):
+        """Answer what can be answered now: held execs, the observed witness,
+        the run's PID 1 waiting to tear down."""
+        if self.trace:
+            self._follow()
+        still = []
+        for notif_id, pid, parent, signal in self.held:
+            state = parent_state(parent)
+            if state:
+                if state == "ended" and self.exit_signal is None and self.seen.get(pid) == WITNESS:
+                    self.exit_signal = signal
+                self._answer(notif_id)
+            else:
+                still.append((notif_id, pid, parent, signal))
+        self.held = still
+        if self.parent is not None:
+            if self.observed == self.program:
+                self.waited = True   # the program became its command
+            elif self.parent == self.init:
+                self.waited = False  # its parent ended, and it was left to PID 1
+            else:
+                state = parent_state(self.parent)
+                if state:
+                    self.waited = state == "waiting"
+            if self.waited is not None:
+                # Read once the parent has done all it does before it waits
+                # (or has ended): what it changes after clone counts too.
+                parent, self.parent = self.parent, None
+                try:
+                    self.facts = observe(self.observed, self.shell_id, self.user_fd, self.helper)
+                    if self.in_charge:
+                        in_charge_facts(self.facts, self.observed, parent)
+                        if self.waited and self.observed != self.program:
+                            self.in_charge_of = parent
+                except OSError as error:
+                    self.error = f"the command could not be observed: {error.strerror or error}"
+                self._answer(self.release)
+                self.release = None
+        if self.exit_held is not None and all(map(self._settled, procfs.children(self.program))):
+            self._answer(self.exit_held)
+            self.exit_held = None
+        self.expected = {pid for pid in self.expected if not procfs.ended(pid)}
+        if self.ended and not self.torn_down and not self.held and self.parent is None \
+                and not self.expected:
+            try:
+                self.grader_end.send(TEAR_DOWN)
+            except OSError:
+                pass
+            self.torn_down = True
+
+    # -- beyond Part 1: the parent killed --------------------------------------
+
+    def death_test(self, notif_id, helper):
+        """The witness, at its end, runs DONE: held there, still the child of
+        the parent that waits for it, it sees that parent killed (SIGKILL,
+        from outside). Once the parent is dead its death signals have been
+        sent: the witness is then dead or has SIGKILL pending, or it
+        survives. It ignores SIGTERM (probe.py): only SIGKILL is sure."""
+        witness, parent = self.observed, self.in_charge_of
+        fields = procfs.stat_fields(witness)
+        if not fields or fields[1] != parent or procfs.ended(parent):
+            self.death = Death(False, "its parent had already ended")
+            self._answer(notif_id)
+            return
+        fds = []
+        try:
+            fds = [os.pidfd_open(p) for p in (witness, parent, helper)]
+            signal.pidfd_send_signal(fds[1], signal.SIGKILL)
+            if not select.select([fds[1]], [], [], KILLED_WITHIN)[0]:
+                raise OSError(errno.ETIME, "the killed parent did not end")
+            died = bool(select.select([fds[0]], [], [], 0)[0]) or sigkill_pending(witness)
+            if died:
+                select.select([fds[0]], [], [], KILLED_WITHIN)
+                # Its DONE child too: nothing of the run may outlive the test.
+                signal.pidfd_send_signal(fds[2], signal.SIGKILL)
+                select.select([fds[2]], [], [], KILLED_WITHIN)
+                self.death = Death(True, "it was killed with its parent")
+            else:
+                self.death = Death(False, "it still ran after its parent was killed"
+                                   + death_signal_hint(witness))
+        except OSError as error:
+            self.death = Death(False, f"the grader could not kill its parent: "
+                                      f"{error.strerror or error}")
+        finally:
+            for fd in fds:
+                os.close(fd)
+        self._answer(notif_id)
+
+    # -- the end -----------------------------------------------------------------
+
+    def _settled(self, child):
+        """Whether a child of the program no longer keeps it from ending: once
+        the witness has been observed and released, none does; before, one
+        that has ended, has exec'd something else, or sleeps (pause, a read)
+        outside a held execve, as a child about to exec the witness never does."""
+        if self.observed is not None:
+            return self.parent is None
+        path = self.seen.get(child)
+        if path is not None:
+            return path != WITNESS
+        fields = procfs.stat_fields(child)
+        return (fields is None or fields[0] in ("Z", "X")
+                or (fields[0] == "S" and not procfs.in_calls(child, IN_EXEC)))
+
+    def untrace(self):
+        """Before the run is ended: nothing of it may stay traced."""
+        if self.trace:
+            self.trace.end()
+            self.trace = None
+
+    def close(self):
+        self.untrace()
+        if self.listener is not None:
+            self.listener.close()
+        if self.user_fd is not None:
+            os.close(self.user_fd)
+        self.grader_end.close()
+        self.run_end.close()
+
+    def result(self):
+        """What the checks read: the witness's facts and how it was started."""
+        return {"facts": as_read(self.facts), "host": self.host and _plain(asdict(self.host)),
+                "waited": self.waited, "death": self.death and asdict(self.death),
+                "start": self.start and _plain(asdict(self.start)), "trace_error": self.trace_error,
+                "exit_signal": self.exit_signal, "copies": self.copies, "error": self.error,
+                "seen": self.observed is not None}
+
+
+def _plain(value):
+    """Lists for tuples, and every name escaped (procfs.shown)."""
+    if isinstance(value, dict):
+        return {_plain(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, bytes):
+        return shown(value)
+    return value
+
+
+def as_read(facts):
+    """The facts as the checks read them: plain lists and dicts, names as text."""
+    if facts is None:
+        return None
+    out = _plain(asdict(facts))
+    out["uid_map"] = [tuple(line) for line in out["uid_map"]]
+    out["gid_map"] = [tuple(line) for line in out["gid_map"]]
+    out["mounts"] = [(m["device"], m["point"], m["fstype"]) for m in out["mounts"]]
+    out["proc"] = {k: v for k, v in out["proc"].items() if v is not None}
+    if facts.parent is None:
+        del out["parent"]
+    if facts.setgroups is None:
+        del out["setgroups"]
+    return out

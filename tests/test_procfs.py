@@ -1,0 +1,108 @@
+"""Every /proc parser of the grader, fed names of every byte but NUL:
+newlines, spaces, backslashes, \\xff, 4,096-byte and empty names. None may
+raise, each gives the name back as the kernel's bytes, and shown() always
+gives text that encodes as UTF-8."""
+import json
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from conformance import observe, procfs
+from conformance.journal import Mount
+
+BOUNDED = settings(max_examples=80, deadline=2000)
+# Every byte 1-255, names up to a page long and empty ones.
+names = st.one_of(st.binary(max_size=64).map(lambda b: b.replace(b"\0", b"\1")),
+                  st.just(b""), st.just(b"\xff"), st.just(b"a\nb"), st.just(b"\\040 x"),
+                  st.binary(min_size=4096, max_size=4096).map(lambda b: b.replace(b"\0", b"\xff")))
+
+
+def escaped(name):
+    """A name as mountinfo writes it: space, tab, newline and backslash in octal."""
+    return b"".join(b"\\%03o" % c if c in b" \t\n\\" else bytes([c]) for c in name)
+
+
+@BOUNDED
+@given(point=names, fstype=names)
+def test_mountinfo_gives_every_mount_point_back_as_its_bytes(point, fstype):
+    point, fstype = b"/" + point, escaped(fstype) or b"x"  # a mount point is never empty
+    text = (b"22 1 0:21 / / rw - ext4 /dev/root rw\n"
+            b"36 22 0:5 / " + escaped(point) + b" rw,nosuid shared:9 - " + fstype + b" none rw\n")
+    mounts = procfs.mounts(text)
+    assert mounts[0] == Mount("0:21", b"/", b"ext4", shared=False)
+    assert mounts[1].point == point and mounts[1].device == "0:5" and mounts[1].shared
+    assert mounts[1].fstype == procfs.unescaped(fstype)
+    procfs.shown(point).encode()
+
+
+@BOUNDED
+@given(raw=st.binary(max_size=512))
+def test_mountinfo_of_any_bytes_never_raises(raw):
+    for mount in procfs.mounts(raw):
+        procfs.shown(mount.point).encode()
+
+
+@BOUNDED
+@given(comm=st.binary(max_size=64).map(lambda b: b.replace(b"\0", b"\1")))
+def test_stat_reads_state_parent_and_exit_signal_whatever_the_command_s_name(comm):
+    rest = b" ".join(b"%d" % n for n in range(5, 45))
+    raw = b"42 (" + comm + b") S 7 " + rest + b"\n"
+    assert procfs.parse_stat(raw) == ("S", 7, 38)
+
+
+@BOUNDED
+@given(raw=st.binary(max_size=300))
+def test_stat_status_syscall_id_map_and_cmdline_of_any_bytes_never_raise(raw):
+    procfs.parse_stat(raw)
+    procfs.parse_status(raw)
+    procfs.parse_syscall(raw)
+    procfs.parse_id_map(raw)
+    procfs.parse_cmdline(raw)
+    procfs.queues(raw)
+
+
+@BOUNDED
+@given(name=names)
+def test_status_is_read_whatever_the_name_line_holds(name):
+    raw = (b"Name:\t" + name.replace(b"\n", b"\\n") + b"\nUid:\t0\t0\t0\t0\nGid:\t5\t5\t5\t5\n"
+           b"NSpid:\t30\t1\nSigIgn:\t0000000000004000\n")
+    out = procfs.parse_status(raw)
+    assert out["Uid"][0] == 0 and out["Gid"][0] == 5 and out["NSpid"] == [30, 1]
+    assert out["SigIgn"] == 1 << 14
+
+
+@BOUNDED
+@given(args=st.lists(names, min_size=1, max_size=4))
+def test_cmdline_gives_the_arguments_back(args):
+    assert procfs.parse_cmdline(b"\0".join(args) + b"\0") == args
+
+
+@BOUNDED
+@given(hostname=names, links=st.dictionaries(names, st.sampled_from(["UP", "DOWN"]), max_size=4),
+       queues=st.lists(st.integers(-2**31, 2**31 - 1), max_size=4))
+def test_what_a_namespace_reader_sends_arrives_as_the_same_bytes(hostname, links, queues):
+    seen = {"hostname": hostname, "links": links, "queues": queues}
+    wire = observe._to_wire(seen)
+    json.loads(wire)
+    assert observe._from_wire(wire) == seen
+
+
+@BOUNDED
+@given(name=names)
+def test_shown_escapes_what_is_not_utf_8_and_keeps_what_is(name):
+    text = procfs.shown(name)
+    text.encode("utf-8")
+    if b"\\" not in name:
+        assert text.encode("utf-8", "surrogateescape") == name or "\\x" in text
+
+
+def test_shown_writes_xff_for_a_byte_that_is_not_utf_8():
+    assert procfs.shown(b"lo\xff") == "lo\\xff" and procfs.shown("already text") == "already text"
+
+
+def test_queue_keys_are_read_from_sysvipc():
+    raw = (b"       key      msqid perms      cbytes       qnum lspid lrpid   uid   gid  cuid  cgid "
+           b"     stime      rtime      ctime\n"
+           b"  12345678          0   644           0          0     0     0     0     0     0     0 "
+           b"         0          0 1700000000\n")
+    assert procfs.queues(raw) == [12345678]
