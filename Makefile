@@ -11,6 +11,9 @@ JOBS ?= auto
 # loadgroup: the VM tests share one worker, as two emulated VMs at once on
 # two cores starve each other. The 10 slowest tests are listed, so drift shows.
 PYTEST := $(PY) -m pytest -n $(JOBS) --dist loadgroup --durations=10
+# What the kit's commands run under make: their messages name make's targets
+# (conformance/commands.py).
+KIT := NSKIT_COMMAND=make $(PY)
 
 .PHONY: setup test ns-tables $(STEPS:%=step-%) $(STEPS:%=diff-%)
 .PHONY: help test-all test-slow test-as-user
@@ -54,7 +57,7 @@ $(VENV)/.vm-installed: requirements-vm.txt $(VENV)/.installed
 
 ## step-NN: the article's commands for step NN, on the host and through the step
 $(STEPS:%=step-%): step-%: setup
-	@$(PY) -m demo $*
+	@$(KIT) -m demo $*
 
 ## diff-NN: what step NN changes in its base (the skeleton, or 03 for 08, 06 for 09)
 # diff's exit 1 only means "they differ".
@@ -83,23 +86,36 @@ COURSE ?=
 .PHONY: exercise exercise-beyond grade gradescope-bundle
 ## exercise: write the tasks into work/ (WORK=DIR elsewhere); files already there are kept
 exercise: setup
-	@$(PY) -m exercises.make_work $(WORK)
+	@$(KIT) -m exercises.make_work $(WORK)
 
 ## exercise-beyond: 08 and 09, each from your own 03 and 06 in work/
 exercise-beyond: setup
-	@$(PY) -m exercises.make_work --beyond $(WORK)
+	@$(KIT) -m exercises.make_work --beyond $(WORK)
 
 ## grade [TARGET=DIR] [STEP=NN...]: grade work/, or any folder of step programs
 grade: setup
 	@if [ "$(TARGET)" = "$(WORK)" ] && [ ! -e "$(WORK)" ]; then \
 	echo "There is no $(WORK)/ yet: make exercise writes it." >&2; exit 2; fi
-	@$(PY) -m conformance --target $(TARGET) $(foreach s,$(STEP),--step $(s))
+	@$(KIT) -m conformance --target $(TARGET) $(foreach s,$(STEP),--step $(s))
 
 ## gradescope-bundle [COURSE=FILE] [BUNDLE=ZIP]: build/nskit-gradescope.zip, the
 ##   Gradescope autograder, with the course file's points and visibility baked in
 BUNDLE ?= build/nskit-gradescope.zip
 gradescope-bundle: setup
 	@$(PY) -m gradescope.bundle $(BUNDLE) $(if $(COURSE),--course $(COURSE))
+
+## classroom-template TEMPLATE=DIR [COURSE=FILE]: a GitHub Classroom template repository:
+##   the exercises in work/, the grader in .nskit/, the workflow that grades every push
+.PHONY: classroom-template
+classroom-template: setup
+	@[ -n "$(TEMPLATE)" ] || { echo "Say where: make classroom-template TEMPLATE=DIR." >&2; exit 2; }
+	@NSKIT_COMMAND=classroom $(PY) -m exercises.make_work $(TEMPLATE)/work
+	@mkdir -p $(TEMPLATE)/.nskit/conformance $(TEMPLATE)/.github/workflows
+	@cp conformance/*.py $(TEMPLATE)/.nskit/conformance/
+	@cp requirements.txt $(TEMPLATE)/.nskit/
+	@$(if $(COURSE),cp $(COURSE) $(TEMPLATE)/.nskit/course.toml)
+	@cp docs/classroom/classroom.yml $(TEMPLATE)/.github/workflows/
+	@echo "$(TEMPLATE)/: .nskit/ (the grader$(if $(COURSE), and the course file)), .github/workflows/classroom.yml; commit them with work/."
 
 .PHONY: package
 ## package: build/dist/nskit-*.whl, for `pip install` or `pipx install` elsewhere

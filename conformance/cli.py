@@ -16,6 +16,7 @@ from pathlib import Path
 from . import course as courses
 from . import report, vm
 from .catalog import ALL_STEPS, BEYOND_PART_1
+from .commands import ran
 from .discover import NO_WORK, TargetError, find_programs, find_submissions
 from .grade import grade
 from .sandbox import Limits, Sandbox, Unavailable
@@ -40,18 +41,21 @@ def step(text):
 class Parser(argparse.ArgumentParser):
     def error(self, message):
         """One line, not the usage block: what is wrong, and where help is."""
-        self.exit(2, f"nskit: {message}; see python -m conformance --help\n")
+        self.exit(2, f"nskit: {message}; see {ran().help}\n")
 
 
 def parser():
     defaults = Limits()
+    commands = ran()
     p = Parser(
-        prog="python -m conformance",
+        prog=commands.prog,
         description="Grade step programs (NN_<name>, for steps 00-07) by what they do, each "
                     "run in a throwaway host of its own.")
-    what = p.add_mutually_exclusive_group(required=True)
+    what = p.add_mutually_exclusive_group(required=not commands.default_target)
     what.add_argument("--target", metavar="DIR", help="a folder of step programs: NN_<name>.py, "
-                      "or any executable NN_<name>")
+                      "or any executable NN_<name>" + (
+                          f" (default: {commands.default_target})" if commands.default_target
+                          else ""))
     what.add_argument("--submissions", metavar="DIR", help="a folder with one subfolder of "
                       "step programs per learner: grade the whole class")
     p.add_argument("--step", metavar="NN", type=step, action="append",
@@ -140,6 +144,15 @@ class Progress:
 
 def main(argv=None):
     args = parser().parse_args(argv)
+    commands = ran()
+    if not (args.target or args.submissions):
+        if not Path(commands.default_target).is_dir():
+            print(f"nskit: there is no {commands.default_target}/ here to grade: "
+                  f"{commands.exercise} writes it, or give --target DIR.", file=sys.stderr)
+            return 2
+        args.target = commands.default_target
+        # The command line a VM reruns says what was graded.
+        argv = [*(sys.argv[1:] if argv is None else argv), "--target", args.target]
     if args.submissions and (args.prairielearn or args.classroom):
         print("nskit: --prairielearn and --classroom grade one learner: use them with --target.",
               file=sys.stderr)
@@ -182,14 +195,14 @@ def main(argv=None):
         _not_graded(args, f"{error}; {refusal()}" if error.refused else str(error))
         if not error.refused:
             sentence = (f"nskit: the grader cannot build its throwaway host here ({error}): "
-                        f"run it in the kit's container (make shell), or report this with the "
-                        f"message above.")
+                        f"run it in the kit's container ({commands.shell}), or report this "
+                        f"with the message above.")
         else:
             sentence = (f"nskit: cannot create the user namespace every graded run needs "
-                        f"({error}; {refusal()}): run the grader with sudo, allow user "
+                        f"({error}; {refusal()}): run {commands.prog} with sudo, allow user "
                         f"namespaces (sysctl user.max_user_namespaces=15000, or on Ubuntu "
                         f"kernel.apparmor_restrict_unprivileged_userns=0), or use the "
-                        f"container: make shell.")
+                        f"container: {commands.shell}.")
         if args.vm == "never":
             print(sentence, file=sys.stderr)
             return 2

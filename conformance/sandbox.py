@@ -85,6 +85,10 @@ class Sandbox:
         """Have up to count setups forked and in their cgroups, waiting for
         runs: what they know is the grader's, nothing of any learner's."""
         if not self._spares_atexit:
+            # The launcher first: exit handlers run last first, and the
+            # launcher, once its socket closes, waits for every setup it
+            # forked, spares included, which end only once they are dropped.
+            _started_first = self.launcher  # noqa: F841
             atexit.register(self.drop_spares)
             self._spares_atexit = True
         while len(self.spares) < count:

@@ -17,6 +17,7 @@ from pathlib import Path
 import sh
 
 from conformance import vm
+from conformance.commands import ran
 from demo import scenes
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -81,7 +82,8 @@ def in_container(nn, why, remedy):
 
 def main(args):
     if len(args) != 1 or args[0] not in scenes.SCENES:
-        return fail(f"usage: make step-NN, with NN one of {', '.join(scenes.SCENES)}.")
+        return fail(f"usage: {ran().demo.format(nn='NN')}, with NN one of "
+                    f"{', '.join(scenes.SCENES)}.")
     nn = args[0]
     os.chdir(ROOT)
     if os.uname().sysname != "Linux":
@@ -95,7 +97,7 @@ def main(args):
         print(NOTICE, flush=True)
         return scenes.play(nn, user=True)
     return in_container(nn, "You are not root and user namespaces are refused here",
-                        f", or run it as root: sudo make step-{nn}")
+                        f", or run it as root: sudo {ran().demo.format(nn=nn)}")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from conformance.catalog import BASE_STEP, BEYOND_PART_1
 from conformance.catalog import STEP_NAMES
+from conformance.commands import ran
 
 from .tasks import TASKS, docstring, file_name
 
@@ -82,6 +83,7 @@ def main(argv=None):
     beyond = args[:1] == ["--beyond"]
     args = args[1:] if beyond else args
     if len(args) > 1 or any(a.startswith("-") for a in args):
+        # Only this module's own command line gets here: make and nskit pass a folder.
         print("usage: python -m exercises.make_work [--beyond] [DIR]", file=sys.stderr)
         return 2
     folder = Path(args[0] if args else "work")
@@ -102,7 +104,7 @@ def main(argv=None):
         print(f"Next: open {folder}/{file_name('08')} and do what its docstring asks.")
     else:
         print(f"Next: open {folder}/{file_name('01')}, do what its docstring asks, "
-              f"then make grade STEP=01.")
+              f"then {ran().grade_step('01', folder)}.")
     return 0
 
 

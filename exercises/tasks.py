@@ -6,12 +6,14 @@ article and `man 2 clone` have that. Step 00 has no task, so work/00 is the
 skeleton as it is.
 """
 from conformance.catalog import file_name as catalog_file_name
+from conformance.commands import ran
 
 HOW = """\
 Try it:     sudo python3 work/{file} {cmd}
-Grade it:   make grade STEP={nn}   (every step: make grade)
+{grade}
 Article:    "{section}" in Creating containers - Part 1: Namespaces
 """
+INDENT = " " * 12
 
 TASKS = {
     "01": ("ip a", "NET Namespace", """\
@@ -91,8 +93,7 @@ You should see: in the shell, `ip a`, `mount`, `hostname`, `ipcs -q`,
 # (catalog.BASE_STEP), as the series' isolate starts from a UTS step.
 HOW_BEYOND = """\
 Try it:     {sudo}python3 work/{file} {cmd}
-Compare:    make step-{nn} runs the kit's own; diff steps/{file} work/{file}
-Grade it:   make grade STEP={nn}
+{compare}{grade}
 Article:    {section}
 """
 
@@ -129,15 +130,44 @@ as root's in `ls -l`. No sudo.
 }
 
 
-def docstring(nn, file):
-    """The module docstring of work/<file> for step nn: the task, then how to try it."""
+def grade_lines(nn, commands, every=True):
+    """How to grade step nn, with the command that works where the exercise
+    is: "Grade it:" and the command, then every step's, then what to do first."""
+    lines = [f"Grade it:   {commands.grade_step(nn)}"]
+    if every:
+        also = f"(every step: {commands.grade})"
+        if len(lines[0]) + 3 + len(also) <= 79:
+            lines[0] += f"   {also}"
+        else:
+            lines.append(INDENT + also)
+    if commands.first:
+        lines.append(f"{INDENT}(once, first: {commands.first})")
+    return "\n".join(lines)
+
+
+def compare_line(nn, file, commands):
+    """Where the kit's own step is, to compare with: its demo, and its file
+    in a checkout; nothing where neither is at hand."""
+    if not commands.demo:
+        return ""
+    diff = f"; diff steps/{file} work/{file}" if commands.checkout else ""
+    return f"Compare:    {commands.demo.format(nn=nn)} runs the kit's own{diff}\n"
+
+
+def docstring(nn, file, commands=None):
+    """The module docstring of work/<file> for step nn: the task, then how to
+    try it and grade it with the commands of where it is written."""
+    commands = commands or ran()
     if nn in BEYOND_TASKS:
         cmd, section, task = BEYOND_TASKS[nn]
         sudo = "" if nn == "09" else "sudo "
-        return task + "\n" + HOW_BEYOND.format(file=file, cmd=cmd, nn=nn, section=section,
-                                               sudo=sudo)
+        return task + "\n" + HOW_BEYOND.format(
+            file=file, cmd=cmd, section=section, sudo=sudo,
+            compare=compare_line(nn, file, commands),
+            grade=grade_lines(nn, commands, every=False))
     cmd, section, task = TASKS[nn]
-    return task + "\n" + HOW.format(file=file, cmd=cmd, nn=nn, section=section)
+    return task + "\n" + HOW.format(file=file, cmd=cmd, section=section,
+                                    grade=grade_lines(nn, commands))
 
 
 def file_name(nn):

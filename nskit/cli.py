@@ -3,14 +3,17 @@
     nskit step 04                           make step-04
     nskit diff 04                           make diff-04
     nskit exercise [--beyond] [DIR]         make exercise, make exercise-beyond [WORK=DIR]
-    nskit grade --target DIR ...            make grade, with every option of python -m conformance
+    nskit grade [--target DIR] ...          make grade (work/ by default), with every option of
+                                            python -m conformance
     nskit gradescope-bundle [ZIP] [--course FILE]   make gradescope-bundle [COURSE=FILE]
 """
 import argparse
+import os
 import subprocess
 import sys
 from pathlib import Path
 
+from conformance import commands
 from conformance.catalog import ALL_STEPS, BASE_STEP, file_name
 
 # Where the installed kit keeps its files: beside its packages, as in a checkout.
@@ -50,7 +53,8 @@ def parser():
     e.add_argument("folder", metavar="DIR", nargs="?", default="work",
                    help="where (default: work)")
     sub.add_parser("grade", add_help=False, prefix_chars="\0",
-                   help="grade step programs: nskit grade --help lists the grader's options")
+                   help="grade step programs, work/ by default: nskit grade --help lists the "
+                        "grader's options")
     b = sub.add_parser("gradescope-bundle", help="build the Gradescope autograder zip")
     b.add_argument("out", metavar="ZIP", nargs="?", default=BUNDLE,
                    help=f"where (default: {BUNDLE})")
@@ -73,6 +77,8 @@ def diff(nn):
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
+    # Every message, the grader's and the exercises', names nskit's commands.
+    os.environ[commands.VARIABLE] = "nskit"
     if argv[:1] == ["grade"]:
         # Everything after `grade` is the grader's own: its options, its --help.
         from conformance.cli import main as grade
@@ -85,7 +91,7 @@ def main(argv=None):
         return diff(args.nn)
     if args.command == "exercise":
         from exercises.make_work import main as make_work
-        return make_work(["--beyond"] * args.beyond + [str(Path(args.folder).resolve())])
+        return make_work(["--beyond"] * args.beyond + [args.folder])
     from gradescope.bundle import main as bundle
     if not (ROOT / "requirements.txt").exists():
         print("nskit: the Gradescope bundle is built from a checkout of the kit, which this "

@@ -8,6 +8,7 @@ breaks a different step in every way a submission breaks; one submits C.
 The class is graded once; scores.csv, the table and every learner's
 results.json are checked against what each learner should earn.
 """
+import ast
 import base64
 import csv
 import json
@@ -577,14 +578,35 @@ def test_the_classroom_workflow_reports_one_runner_of_points(workflow):
 
 @pytest.fixture
 def template(tmp_path):
-    """A classroom template repository as the README describes it, after a
-    learner did steps 01 and 02: work/ and the grader's copy in .nskit/."""
+    """A classroom template repository as `make classroom-template` makes it,
+    after a learner did steps 01 and 02: work/, the grader's copy in .nskit/
+    and the workflow."""
     repo = tmp_path / "repo"
-    make_work(repo / "work")
+    made = subprocess.run(["make", "-s", "--no-print-directory", "-C", str(ROOT),
+                           "classroom-template", f"TEMPLATE={repo}"],
+                          capture_output=True, text=True, timeout=120)
+    assert made.returncode == 0, made.stderr
+    assert (repo / ".github" / "workflows" / "classroom.yml").read_text() == WORKFLOW.read_text()
+    assert (repo / ".nskit" / "requirements.txt").exists()
+    assert not list(repo.glob(".nskit/**/__pycache__"))
     correct(repo / "work", ["01", "02"])
-    shutil.copytree(ROOT / "conformance", repo / ".nskit" / "conformance")
-    shutil.copy(ROOT / "requirements.txt", repo / ".nskit")
     return repo
+
+
+def test_a_classroom_templates_tasks_name_the_command_that_grades_there(template):
+    """A template has no Makefile: each task names the grader's copy in
+    .nskit/, and that command grades the step (its requirements installed)."""
+    how = ast.get_docstring(ast.parse((template / "work" / "03_uts.py").read_text()))
+    how = how[how.index("Try it:"):]
+    assert "make " not in how and "nskit grade" not in how
+    (command,) = [line.split("Grade it:", 1)[1].strip() for line in how.splitlines()
+                  if line.startswith("Grade it:")]
+    assert command == "cd .nskit && python3 -m conformance --target .. --step 03"
+    assert "pip install -r .nskit/requirements.txt" in how and "git push" in how
+    done = subprocess.run(["bash", "-c", command.replace("python3", PYTHON)], cwd=template,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stderr          # the untouched task fails, with hints
+    assert "03 uts" in done.stdout and "hint:" in done.stdout and "01 net" not in done.stdout
 
 
 def _run_in(repo, command, **env):

@@ -3,6 +3,7 @@ overwriting anything, `make grade` grades them, and a learner who follows
 the article passes step by step, guided by hints that never give the answer.
 """
 import ast
+import os
 import shutil
 import subprocess
 
@@ -51,7 +52,43 @@ def test_work_holds_the_skeleton_with_one_task_per_step(work):
         # Only the docstring differs from the skeleton.
         assert with_docstring(source, "") == with_docstring(skeleton, "")
         assert task != docstring(skeleton) and task.startswith(f"{nn} {STEP_NAMES[nn]}, your task:")
-        assert f"make grade STEP={nn}" in task and "You should see:" in task
+        assert f"python -m conformance --target work --step {nn}" in task
+        assert "You should see:" in task and "make " not in task[task.index("Try it:"):]
+
+
+# Where the exercises are written, what grades them there.
+GRADED_WITH = {
+    "make": ("make grade STEP={nn}", "make step-{nn} runs the kit's own; diff steps/"),
+    "nskit": ("nskit grade --step {nn}", "nskit step {nn} runs the kit's own\n"),
+    "python": ("python -m conformance --target work --step {nn}", "python -m demo {nn} runs"),
+    "classroom": ("cd .nskit && python3 -m conformance --target .. --step {nn}", None),
+}
+
+
+@pytest.mark.parametrize("kind", GRADED_WITH)
+def test_every_task_names_the_command_that_grades_it_where_it_is(tmp_path, kind):
+    done = subprocess.run([PYTHON, "-m", "exercises.make_work", str(tmp_path / "work")],
+                          cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, "NSKIT_COMMAND": kind})
+    assert done.returncode == 0, done.stderr
+    beyond = subprocess.run([PYTHON, "-m", "exercises.make_work", "--beyond",
+                             str(tmp_path / "work")], cwd=ROOT, capture_output=True, text=True,
+                            env={**os.environ, "NSKIT_COMMAND": kind})
+    assert beyond.returncode == 0, beyond.stderr
+    grades, compare = GRADED_WITH[kind]
+    others = [g.split(" ")[0] + " " for k, (g, _) in GRADED_WITH.items() if k != kind]
+    for nn in [*TASKS, "08", "09"]:
+        task = docstring((tmp_path / "work" / f"{file_name(nn)}.py").read_text())
+        how = task[task.index("Try it:"):]
+        assert f"Grade it:   {grades.format(nn=nn)}" in how, how
+        assert not [o for o in others if o in how.replace(grades.format(nn=nn), "")], how
+        if nn in ("08", "09"):
+            assert (compare is None) == ("Compare:" not in how), how
+            assert compare is None or compare.format(nn=nn) in how, how
+    first = grades.format(nn="01").replace(" work ", f" {tmp_path / 'work'} ").replace(
+        "make grade ", f"make grade TARGET={tmp_path / 'work'} ").replace(
+        "nskit grade ", f"nskit grade --target {tmp_path / 'work'} ")
+    assert done.stdout.strip().endswith(f"do what its docstring asks, then {first}."), done.stdout
 
 
 @needs_articles
@@ -116,6 +153,8 @@ def test_make_exercise_and_make_grade(tmp_path):
     work = tmp_path / "work"
     made = make("exercise", f"WORK={work}")
     assert made.returncode == 0 and (work / "07_combined.py").exists(), made.stderr
+    assert made.stdout.strip().endswith(f"then make grade TARGET={work} STEP=01."), made.stdout
+    assert "make grade STEP=04   (every step: make grade)" in (work / "04_ipc.py").read_text()
     one = make("grade", f"TARGET={work}", "STEP=00")
     assert one.returncode == 0 and "score: 6/6 checks passed" in one.stdout, one.stderr
     two = make("grade", f"TARGET={work}", "STEP=00 04")

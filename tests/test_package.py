@@ -6,6 +6,7 @@ No network: the wheel is built with the kit's own setuptools (pinned in
 requirements.txt), and the fresh venv borrows sh and tabulate from the kit's
 venv through a .pth file, as a venv with its dependencies installed has them.
 """
+import ast
 import shutil
 import subprocess
 import sys
@@ -44,7 +45,8 @@ def wheel(tmp_path_factory):
 def installed(wheel, tmp_path_factory):
     """A fresh venv with the wheel installed: its bin folder."""
     env = tmp_path_factory.mktemp("venv") / "env"
-    venv.create(env, with_pip=False)
+    # With a link to its interpreter, as `python -m venv` and pipx make one on Linux.
+    venv.create(env, with_pip=False, symlinks=True)
     python = env / "bin" / "python"
     done = run([*PIP, "--python", str(python), "install", "--no-deps", "--no-index", str(wheel)])
     assert done.returncode == 0, done.stderr
@@ -87,10 +89,41 @@ def test_nskit_grade_passes_the_graders_options_through(installed, tmp_path):
     assert "Traceback" not in wrong.stderr
 
 
+def test_nskit_grade_names_itself_in_its_usage_and_its_errors(installed, tmp_path):
+    helped = run([installed / "nskit", "grade", "--help"], cwd=tmp_path)
+    assert helped.stdout.startswith("usage: nskit grade "), helped.stdout
+    assert "python -m conformance" not in helped.stdout
+    wrong = run([installed / "nskit", "grade", "--step", "10"], cwd=tmp_path)
+    assert wrong.returncode == 2 and wrong.stderr.endswith("; see nskit grade --help\n"), wrong
+    nothing = run([installed / "nskit", "grade"], cwd=tmp_path)
+    assert nothing.returncode == 2
+    assert nothing.stderr == ("nskit: there is no work/ here to grade: nskit exercise writes "
+                              "it, or give --target DIR.\n"), nothing
+
+
+def test_nskit_exercise_then_nskit_grade_grades_work_by_default(installed, tmp_path):
+    """What the installed command tells a learner to run, run: no Makefile
+    is needed anywhere."""
+    done = run([installed / "nskit", "exercise"], cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().endswith("then nskit grade --step 01."), done.stdout
+    assert "make" not in done.stdout
+    task = ast.get_docstring(ast.parse((tmp_path / "work" / step_path("03").name).read_text()))
+    assert "Grade it:   nskit grade --step 03   (every step: nskit grade)" in task
+    assert "make " not in task[task.index("Try it:"):]
+    graded = run([installed / "nskit", "grade", "--step", "00", "--step", "01"], cwd=tmp_path)
+    assert graded.returncode == 1, graded.stderr      # 00 passes; 01 is the untouched task
+    assert "score: " in graded.stdout and "01 net" in graded.stdout and "hint:" in graded.stdout
+    shutil.copy(step_path("01"), tmp_path / "work" / step_path("01").name)
+    again = run([installed / "nskit", "grade", "--step", "01"], cwd=tmp_path)
+    assert again.returncode == 0 and "points: 10/10" in again.stdout, again
+
+
 def test_nskit_exercise_and_diff_use_the_installed_files(installed, tmp_path):
     done = run([installed / "nskit", "exercise", "mine"], cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "mine" / step_path("07").name).exists()
+    assert done.stdout.strip().endswith("then nskit grade --target mine --step 01."), done.stdout
     diff = run([installed / "nskit", "diff", "03"], cwd=tmp_path)
     assert diff.returncode == 0 and "+CLONE_NEWUTS" in diff.stdout.replace(" ", ""), diff
     beyond = run([installed / "nskit", "diff", "08"], cwd=tmp_path)
