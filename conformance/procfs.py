@@ -14,6 +14,7 @@ import socket
 import struct
 
 from .journal import Mount
+from .syscalls import native
 
 BOUND = 256          # processes, mounts, links, queues, entries kept per read
 MOUNTINFO_TEXT = 64 << 10
@@ -97,7 +98,37 @@ def parse_syscall(raw):
 
 def in_calls(pid, calls):
     """Whether any thread of pid sits in one of these system calls."""
+    if not os.path.exists(f"/proc/{pid}/syscall"):
+        return _in_calls_by_stack(pid, calls)
     return any(nr in calls for nr, _ in syscalls(pid))
+
+
+# User-mode Linux's kernel has no /proc/PID/syscall (its architecture lacks the
+# tracehook that file needs): with in_calls always false there, no witness's
+# parent was ever seen waiting, and every run timed out. There the grader is
+# that kernel's root and reads each thread's kernel stack instead: a wait shows
+# as do_wait; a call held at a seccomp notification as
+# seccomp_do_user_notification, without its number. Such a call is taken to be
+# an execve or a clone, never exit_group: that errs towards holding longer,
+# never towards a verdict, as the grader answers every exit_group as soon as it
+# hears it, but the program's own, which it knows it holds (parent_state's
+# exit_held).
+STACK_WAITS = native("wait4", "waitid")
+STACK_HELD = native("execve", "execveat", "clone", "fork", "vfork", "clone3")
+
+
+def _in_calls_by_stack(pid, calls):
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return False
+    for tid in tasks:
+        stack = _read(f"/proc/{pid}/task/{tid}/stack", 4096) or b""
+        if b"] do_wait+" in stack and calls & STACK_WAITS:
+            return True
+        if b"] seccomp_do_user_notification" in stack and calls & STACK_HELD:
+            return True
+    return False
 
 
 def exe(pid):

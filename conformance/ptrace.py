@@ -9,7 +9,7 @@ import time
 
 from . import procfs
 from .observe import start_facts
-from .syscalls import SIGCHLD, libc, native
+from .syscalls import ARCH, SIGCHLD, libc, native
 from .witness import WITNESS
 
 WAITS, EXITS = native("wait4", "waitid"), native("exit_group")
@@ -27,7 +27,8 @@ class Step(enum.Enum):
 
 
 PTRACE_SYSCALL, PTRACE_DETACH, PTRACE_SETOPTIONS = 24, 17, 0x4200
-PTRACE_GETEVENTMSG, PTRACE_SEIZE = 0x4201, 0x4206
+PTRACE_GETEVENTMSG, PTRACE_SEIZE, PTRACE_GETREGS = 0x4201, 0x4206, 12
+ORIG_RAX, USER_REGS = 15, 27  # x86_64's struct user_regs_struct, in longs
 O_TRACESYSGOOD, O_TRACEFORK, O_TRACEVFORK, O_TRACECLONE, O_EXITKILL = 1, 2, 4, 8, 0x100000
 EVENT_FORK, EVENT_VFORK, EVENT_CLONE, EVENT_STOP = 1, 2, 3, 128
 WALL = 0x40000000
@@ -38,6 +39,17 @@ def _ptrace(request, pid, data=0):
     libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
     if libc.ptrace(request, pid, None, ctypes.c_void_p(data)) == -1:
         raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+
+
+def _stopped_in(pid, calls):
+    """Whether a tracee at a syscall stop is in one of these calls. Where
+    /proc/PID/syscall is missing (User-mode Linux, x86_64 only), its orig_rax
+    says: PTRACE_GET_SYSCALL_INFO is missing there too."""
+    if os.path.exists(f"/proc/{pid}/syscall") or ARCH != "x86_64":
+        return procfs.in_calls(pid, calls)
+    regs = (ctypes.c_ulong * USER_REGS)()
+    _ptrace(PTRACE_GETREGS, pid, ctypes.addressof(regs))
+    return regs[ORIG_RAX] in calls
 
 
 class Trace:
@@ -105,7 +117,7 @@ class Trace:
                 _ptrace(PTRACE_SETOPTIONS, self.parent, O_TRACESYSGOOD | O_EXITKILL)
             elif sig == SYSCALL_STOP:
                 self.early = False
-                if procfs.in_calls(self.parent, WAITS | EXITS):
+                if _stopped_in(self.parent, WAITS | EXITS):
                     return self._let_go()
             elif not event and sig != signal.SIGTRAP:
                 self.inject = sig  # a signal for the parent: delivered when it goes on

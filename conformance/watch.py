@@ -32,10 +32,10 @@ CLONES = ("clone", "fork", "vfork", "clone3")
 IN_EXEC = native("execve", "execveat")
 
 
-def parent_state(pid):
-    """"ended" (gone, or held in exit_group), "waiting" (in wait4 or waitid),
-    or None: still at work."""
-    if procfs.ended(pid) or procfs.in_calls(pid, EXITS):
+def parent_state(pid, exit_held=False):
+    """"ended" (gone, or held in exit_group: exit_held when the grader knows
+    it holds it there), "waiting" (in wait4 or waitid), or None: still at work."""
+    if exit_held or procfs.ended(pid) or procfs.in_calls(pid, EXITS):
         return "ended"
     if procfs.in_calls(pid, WAITS):
         return "waiting"
@@ -275,7 +275,7 @@ class Watch:
             self._follow()
         still = []
         for notif_id, pid, parent, signal in self.held:
-            state = parent_state(parent)
+            state = parent_state(parent, self._exit_held(parent))
             if state:
                 if state == "ended" and self.exit_signal is None and self.seen.get(pid) == WITNESS:
                     self.exit_signal = signal
@@ -289,7 +289,7 @@ class Watch:
             elif self.parent == self.init:
                 self.waited = False  # its parent ended, and it was left to PID 1
             else:
-                state = parent_state(self.parent)
+                state = parent_state(self.parent, self._exit_held(self.parent))
                 if state:
                     self.waited = state == "waiting"
             if self.waited is not None:
@@ -357,6 +357,9 @@ class Watch:
         self._answer(notif_id)
 
     # -- the end -----------------------------------------------------------------
+
+    def _exit_held(self, pid):
+        return pid == self.program and self.exit_held is not None
 
     def _settled(self, child):
         """Whether a child of the program no longer keeps it from ending: once

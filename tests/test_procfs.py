@@ -3,12 +3,19 @@ newlines, spaces, backslashes, \\xff, 4,096-byte and empty names. None may
 raise, each gives the name back as the kernel's bytes, and shown() always
 gives text that encodes as UTF-8."""
 import json
+import os
+import select
+import socket
+import time
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conformance import observe, procfs
+from conformance import observe, procfs, seccomp
 from conformance.journal import Mount
+from conformance.ptrace import EXITS, NOTIFIED, WAITS
+from conformance.syscalls import libc, native
 
 BOUNDED = settings(max_examples=80, deadline=2000)
 # Every byte 1-255, names up to a page long and empty ones.
@@ -106,3 +113,46 @@ def test_queue_keys_are_read_from_sysvipc():
            b"  12345678          0   644           0          0     0     0     0     0     0     0 "
            b"         0          0 1700000000\n")
     assert procfs.queues(raw) == [12345678]
+
+
+@pytest.mark.root("a thread's kernel stack is for the machine's root to read")
+def test_where_proc_has_no_syscall_file_the_kernel_stack_tells_a_wait_and_a_held_call():
+    """User-mode Linux has no /proc/PID/syscall: there a thread's kernel stack
+    says it waits (do_wait), or is held at a seccomp notification (taken to be
+    an execve or a clone, never exit_group)."""
+    channel, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    waiter = os.fork()
+    if waiter == 0:
+        channel.close()
+        libc.prctl(38, 1, 0, 0, 0)  # PR_SET_NO_NEW_PRIVS: seccomp's condition
+        seccomp.listen(theirs.detach())
+        child = os.fork()
+        if child == 0:
+            os.execv("/bin/true", ["true"])  # held at its notification
+        os.waitpid(child, 0)
+        os._exit(0)
+    theirs.close()
+    _, fds, _, _ = socket.recv_fds(channel, 1, 1)
+    listener = seccomp.Listener(fds[0])
+    try:
+        select.select([listener], [], [], 10)
+        held = listener.receive()
+        assert held.call == "execve"
+        for _ in range(1000):  # until the waiter sleeps in wait4: not a verdict
+            if procfs._in_calls_by_stack(waiter, WAITS):
+                break
+            time.sleep(0.01)
+        assert procfs._in_calls_by_stack(waiter, WAITS)
+        assert not procfs._in_calls_by_stack(waiter, EXITS | NOTIFIED)
+        assert procfs._in_calls_by_stack(held.pid, native("execve"))
+        assert not procfs._in_calls_by_stack(held.pid, WAITS | EXITS)
+        listener.answer(held.id)
+    finally:
+        # The rest of the waiter's calls (its child's exit, its own) go on.
+        while (ended := os.waitpid(waiter, os.WNOHANG)) == (0, 0):
+            if listener.fd is not None and select.select([listener], [], [], 1)[0] \
+                    and (later := listener.receive()):
+                listener.answer(later.id)
+        listener.close()
+        channel.close()
+    assert ended[1] == 0
