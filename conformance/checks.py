@@ -44,6 +44,7 @@ class Evidence:
     output: str           # what the program printed: only ever shown
     propagation: str = "shared"
     language: str = "python"  # "python", "c" or "other": the words a hint uses
+    program: str = ""     # the program's path as the learner knows it
 
 
 @dataclass(frozen=True, eq=False)
@@ -139,6 +140,13 @@ def last_words(output):
     return lines[-1][:300] if lines else None
 
 
+def where(output, program):
+    """The last place in the program itself that a traceback or a syntax error
+    names, as "PATH, line N", or None."""
+    places = [m for m in map(PLACE.match, output.splitlines()) if m and m["path"] == program]
+    return f"{program}, line {places[-1]['line']}" if places and program else None
+
+
 def _locked_proc(words):
     """Whether a program's last words are umount's EINVAL on /proc."""
     return "/proc" in words and "mount" in words and (
@@ -156,6 +164,8 @@ def ran(ev):
                       "The command was started but could not be observed: it must keep "
                       "running until it ends by itself.")
     words = last_words(ev.output)
+    if words and (place := where(ev.output, ev.program)):
+        words += f" (at {place})"
     if words and _locked_proc(words):
         raise Failure(f"{NOT_RUN}; the program's last words: {words}",
                       "Unmounting /proc failed with \"Invalid argument\": in a new user "

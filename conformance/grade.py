@@ -72,6 +72,13 @@ def path_in_run(program):
     return f"{PROGRAM_DIR}/{program.path.name}"
 
 
+def shown_path(path):
+    """A program's path as its learner knows it: from the working folder when
+    it is below it."""
+    relative = os.path.relpath(path)
+    return str(path) if relative.startswith("..") else relative
+
+
 def request_for(program, label=None):
     """The run of one program: copied in at a private path of the run's host
     when its run starts, never through a link (see discover._trouble), so the
@@ -96,12 +103,15 @@ def judge(program, result, propagation="shared"):
     # The compiler names the source where the run compiled it, not where it came from.
     if program.is_c and (error := compile_error(output, path_in_run(program))):
         return _failed_all(step, path, f"it does not compile: {error}")
+    # A traceback names the program where the run ran it: name it as the learner does.
+    shown = shown_path(program.path)
+    output = output.replace(path_in_run(program), shown)
     if result.cut:
         output += f"\n[... {result.cut} bytes of output cut ...]"
     watch = result.witness or {}
     language = "python" if program.is_python else "c" if program.is_c else "other"
     evidence = Evidence(watch.get("facts"), watch, result.before, result.after,
-                        result.leftover, output, propagation, language)
+                        result.leftover, output, propagation, language, shown)
     checks = [CheckResult(step, title, v.status == "passed", v.seen, v.hint, v.status)
               for title, v in verdicts(step, evidence).items()]
     return StepResult(step, path, checks, output, result.seconds)

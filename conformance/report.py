@@ -16,6 +16,7 @@ from pathlib import Path
 from tabulate import tabulate
 
 from .catalog import ALL_STEPS, file_name
+from .checks import SKIPPED
 from .course import Course, number, status
 
 SEEN = 2048            # characters of a check's "seen" or output kept in results files
@@ -60,11 +61,42 @@ def _note(check):
     return bound(check.seen, TABLE_NOTE) + (f"\nhint: {check.hint}" if check.hint else "")
 
 
+def _skipped_for(check):
+    """The title of the check a skipped check waits for, or None."""
+    if status(check) != "skipped" or not check.seen.startswith(SKIPPED):
+        return None
+    return check.seen[len(SKIPPED):]
+
+
+def _rows(step):
+    """A row per check that passed or failed; the checks skipped for one
+    failure fold into one line under it: "4 more checks need: <its title>"."""
+    name = f"{step.step} {ALL_STEPS[step.step]}"
+    waiting = {}
+    for check in step.checks:
+        if (cause := _skipped_for(check)) is not None:
+            waiting[cause] = waiting.get(cause, 0) + 1
+    rows = []
+    for check in step.checks:
+        if _skipped_for(check) is not None:
+            continue
+        rows.append([name, check.title, _mark(check), _note(check)])
+        if n := waiting.pop(check.title, 0):
+            rows.append([name, "", "skipped", _more(n, check.title)])
+    # Skipped for a check that is not in the step (none should be): said all the same.
+    rows += [[name, "", "skipped", _more(n, cause)] for cause, n in waiting.items()]
+    return rows
+
+
+def _more(n, title):
+    return f"{n} more checks need: {title}" if n > 1 else f"1 more check needs: {title}"
+
+
 def table(steps, course=None):
-    """One row per check, with what was seen and a hint when it failed."""
+    """A row per check, with what was seen and a hint when it failed; the
+    checks skipped for one failure fold into one line under it."""
     course = course or Course()
-    rows = [[f"{step.step} {ALL_STEPS[step.step]}", check.title, _mark(check), _note(check)]
-            for step in steps for check in step.checks]
+    rows = [row for step in steps for row in _rows(step)]
     got, out_of = score(steps)
     earned, possible = course.earned(steps)
     # Every note is already cut short: tabulate's wrapping is slow on long text.

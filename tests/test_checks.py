@@ -1,13 +1,15 @@
 """The checks alone, on made-up evidence: every check of every step passes
 on a run that did everything right, and fails, with a hint that names the
-mistake, on a run that got one thing wrong. No program runs here: the whole
-file takes milliseconds. tests/test_grader.py and tests/test_grade_beyond.py
+mistake, on a run that got one thing wrong; and the table a learner reads
+of them. No program runs here: the whole file takes milliseconds. tests/test_grader.py and tests/test_grade_beyond.py
 grade real wrong programs end to end."""
 import pytest
 
 from conformance import checks
 from conformance.catalog import ALL_STEPS, BEYOND_PART_1, NAMESPACES, NEW_NAMESPACES
 from conformance.checks import SKIPPED, Evidence, Failure, checks_for, needs_of, verdicts
+from conformance.grade import CheckResult, StepResult
+from conformance.report import full, junit, table
 
 HOST_NS = {name: f"{name}:[4026531{i}]" for i, name in enumerate(NAMESPACES)}
 HOST_ROOT = [2049, 2]
@@ -222,6 +224,29 @@ def test_pid_namespace_alone_names_the_missing_mount_namespace_first():
     assert first == "The command has a new PID namespace, but still the host's mount namespace"
 
 
+TRACEBACK = """Traceback (most recent call last):
+  File "work/03_uts.py", line 80, in <module>
+    code = main()
+  File "work/03_uts.py", line 62, in main
+    pid = libc.clone(CHILD_FUNC(child_exec), stack_top, clone_flags, None)
+  File "/usr/lib/python3.11/ctypes/__init__.py", line 389, in __getattr__
+    func = self.__getitem__(name)
+AttributeError: /lib/libc.so.6: undefined symbol: clones
+"""
+
+
+def test_last_words_name_the_learner_s_file_and_line():
+    ev = wrong("03", _never_ran(TRACEBACK), program="work/03_uts.py")
+    with pytest.raises(Failure) as failure:
+        checks.ran(ev)
+    assert failure.value.seen.endswith("undefined symbol: clones (at work/03_uts.py, line 62)")
+    syntax = '  File "work/03_uts.py", line 6\n    def main()\n             ^\nSyntaxError: expected \':\'\n'
+    with pytest.raises(Failure) as failure:
+        checks.ran(wrong("03", _never_ran(syntax), program="work/03_uts.py"))
+    assert failure.value.seen.endswith("SyntaxError: expected ':' (at work/03_uts.py, line 6)")
+    assert checks.where(TRACEBACK, "other.py") is None
+
+
 def test_inherited_proc_in_a_new_user_namespace_is_named():
     ev = wrong("07", _never_ran("failed unmount /proc Invalid argument\n"), language="c")
     with pytest.raises(Failure) as failure:
@@ -282,3 +307,18 @@ def test_hints_beyond_part_1_cite_deep_dive_not_the_article(step):
             check(ev)
         assert "(article" not in failure.value.hint
 
+
+
+# -- as the table shows them ---------------------------------------------------------------
+
+def test_the_table_folds_checks_skipped_for_one_failure_and_other_reports_keep_them():
+    out = verdicts("03", wrong("03", _set("witness", "hostname", "nskit-run")))
+    step = StepResult("03", "03_uts.py", [CheckResult("03", title, v.status == "passed", v.seen,
+                                                     v.hint, v.status)
+                                         for title, v in out.items()])
+    shown = " ".join(table([step]).split())
+    assert f"03 uts skipped 5 more checks need: {checks.MYHOSTNAME}" in shown, shown
+    assert "skipped: needs" not in shown and shown.count("skipped") == 1, shown
+    assert checks.RAN not in shown, shown
+    assert len(full({"me": [step]})["me"]["steps"][0]["checks"]) == len(out)
+    assert junit({"me": [step]}).count("<skipped") == 5

@@ -258,8 +258,9 @@ def test_the_table_the_roster_and_the_ones_not_graded_normally(graded):
     assert "nskit-fay 06: more than one program claims step 06: 06_other.py, 06_user.py" in trouble
     # The program's own last words: its error, or a traceback's last line.
     assert "nskit-fay 07: the command never ran; the program's last words: boom\n" in trouble
-    assert ("nskit-fay 02: the command never ran; the program's last words: "
-            "SyntaxError: invalid syntax\n") in trouble
+    assert re.search(r"^  nskit-fay 02: the command never ran; the program's last words: "
+                     r"SyntaxError: invalid syntax \(at /\S+/nskit-fay/work/02_mount\.py, "
+                     r"line \d+\)$", trouble, re.M), trouble
     assert f"nskit-cy 00: {NO_WORK}" in trouble
     assert re.search(r"nskit-cee 01: it does not compile: 01_net\.c:1:\d+: error: .*nope", trouble)
     assert "/nskit/" not in trouble

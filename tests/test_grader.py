@@ -480,9 +480,13 @@ def test_printed_words_are_never_taken_for_the_command_s(gallery):
         assert namespaces["status"] == "failed" and namespaces["seen"] == "new: none", namespaces
 
 
-def test_syntax_error_shows_python_s_message(gallery):
+def test_syntax_error_shows_python_s_message_and_where(gallery):
     ran = gallery["results"]["broken"]["00"]["checks"][0]
-    assert ran["status"] == "failed" and ran["seen"].endswith("SyntaxError: expected ':'"), ran
+    path = gallery["folder"] / "broken" / "00_skeleton.py"
+    assert ran["status"] == "failed", ran
+    assert ran["seen"].endswith(f"SyntaxError: expected ':' (at {path}, line 6)"), ran
+    output = gallery["results"]["broken"]["00"]["output"]
+    assert f'File "{path}", line 6' in output, output
 
 
 def test_crash_shows_the_last_line_of_its_traceback(gallery):
@@ -626,10 +630,13 @@ def test_every_wrong_program_gets_the_same_verdicts_in_20_runs(gallery, tmp_path
 
 def steady(result):
     """Every check's verdict, and what was seen but the host's hostname (made
-    fresh for every run) and the command lines of processes left behind (a
-    daemon caught between setsid and its sleep)."""
-    return [(title, status, re.sub(r"nskit-host-[0-9a-f]+", "nskit-host-*",
-                                   seen if title != NO_PROCESS else seen.split(":")[0]))
+    fresh for every run), the command lines of processes left behind (a
+    daemon caught between setsid and its sleep) and the folder of a program
+    a traceback names (each copy's own)."""
+    def same(text):
+        text = re.sub(r"nskit-host-[0-9a-f]+", "nskit-host-*", text)
+        return re.sub(r"\(at \S+/", "(at ", text)
+    return [(title, status, same(seen if title != NO_PROCESS else seen.split(":")[0]))
             for title, status, seen in verdicts(result)]
 
 
@@ -782,18 +789,37 @@ def test_table_has_a_row_per_check_a_hint_per_failure_and_the_score(skeleton_rep
     assert lines[0].split() == ["step", "check", "result", "seen", "/", "hint"]
     total = sum(map(len, TITLES.values()))
     assert lines[-1] == f"score: {expected_skeleton_passes()}/{total} checks passed"
-    # Every check has its row, marked passed, FAILED or skipped.
+    # Every check that passed or failed has its row; those skipped for one
+    # failure fold into one line under it.
     for nn in STEP_NAMES:
         for title in TITLES[nn]:
             mark = skeleton_mark(nn, title)
-            assert re.search(rf"^{nn} {STEP_NAMES[nn]} +{re.escape(title)} +{mark}\b", graded.out,
-                             re.M), (nn, title)
-    # A failure shows what was seen, and a hint; a skipped check what it needs.
+            row = re.search(rf"^{nn} {STEP_NAMES[nn]} +{re.escape(title)} +{mark}\b",
+                            graded.out, re.M)
+            assert (row is None) == (mark == "skipped"), (nn, title)
+        if nn != "00":
+            more = len(TITLES[nn]) - 1
+            fold = f"{nn} {STEP_NAMES[nn]} skipped {more} more checks need: {ns(nn)}"
+            assert fold in " ".join(graded.out.split()), (nn, fold)
+    # A first grading of the untouched exercises: one skipped line per step, not 50.
+    assert graded.out.count("skipped") == len(STEP_NAMES) - 1
+    # A failure shows what was seen, and a hint.
     row = re.search(rf"^04 ipc +{re.escape(ns('04'))} +FAILED +(.*)$", graded.out, re.M)
     assert row.group(1) == "new: none"
-    row = re.search(rf"^04 ipc +{re.escape(NO_QUEUE)} +skipped +(.*)$", graded.out, re.M)
-    assert row.group(1) == f"skipped: needs {ns('04')}"
     assert graded.out.count("hint: ") == sum(map(len, EXPECTED["skeleton"].values()))
+
+
+def test_table_names_the_learner_s_own_file_and_line(gallery):
+    """A syntax error and a traceback name the program where the learner has
+    it, in the table too, not where its run ran it."""
+    done = subprocess.run([PYTHON, "-m", "conformance", "--target", "class/broken",
+                           "--step", "00", "--step", "06"], cwd=gallery["root"], env={
+                               **env(), "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
+                          timeout=300)
+    table = " ".join(done.stdout.split())
+    assert "SyntaxError: expected ':' (at class/broken/00_skeleton.py, line 6)" in table, done
+    assert "(at class/broken/06_user.py, line 5)" in table, done
+    assert "/nskit/program" not in done.stdout, done
 
 
 def test_everything_passing_exits_0_and_any_failure_exits_1(gallery, tmp_path):
