@@ -85,18 +85,21 @@ def show(label, argv, cmd, keep=None):
     return all_lines
 
 
-def on_host(*cmd, keep=None):
-    return show("on the host", cmd, cmd, keep)
+def on_host(*cmd, keep=None, label="on the host"):
+    return show(label, cmd, cmd, keep)
 
 
-def through(step, *cmd, keep=None, label=None):
-    argv = [*wrap_for(step), sys.executable, str(step), *cmd]
+AFTER = "on the host, after the step"
+
+
+def through(step, *cmd, keep=None, label=None, wrap=None):
+    argv = [*(wrap_for(step) if wrap is None else wrap), sys.executable, str(step), *cmd]
     return show(label or f"through {step}", argv, cmd, keep)
 
 
-def both(step, *cmd, keep=None):
-    host = through(SKELETON, *cmd, keep=keep, label="on the host")
-    return host, through(step, *cmd, keep=keep)
+def both(step, *cmd, keep=None, wrap=None):
+    host = through(SKELETON, *cmd, keep=keep, label="on the host", wrap=wrap)
+    return host, through(step, *cmd, keep=keep, wrap=wrap)
 
 
 @contextmanager
@@ -207,6 +210,8 @@ def mnt(step):
            "a copy of the host's mounts, and `mount` lists them from /proc: to see "
            "a difference, mount something in it, as 02 does next.")
     through(step, "mount", keep=MYTMP)
+    # The article: "Go ahead and run mount in the current shell just for comparison."
+    on_host("mount", keep=MYTMP, label=AFTER)
     through(step, "ls", "/")
     return (f"with CLONE_NEWNS the tmpfs on {MYTMP} exists only in the new "
             "mount namespace, yet `ls /` shows the whole host: a mount "
@@ -215,7 +220,15 @@ def mnt(step):
 
 def uts(step):
     """UTS Namespace"""
-    both(step, "hostname")
+    host = through(SKELETON, "hostname", label="on the host")
+    with flag_alone("uts") as (alone, label):
+        seen = through(alone, "hostname", label=f"through {label}")
+    same = "The exact same output" if seen == host else "Another hostname"
+    whaaat(f"{same}. This is totally fine: a new UTS namespace starts with the values of "
+           "its parent's, and only a sethostname in it, before the exec, gives it a name "
+           "of its own, as 03 does next.")
+    through(step, "hostname")
+    on_host("hostname", label=AFTER)
     return (f"with CLONE_NEWUTS the command is on myhostname while the host "
             f"stays {hostname()}.")
 
@@ -237,8 +250,32 @@ def pid(step):
            "WTF??? ps reads /proc, and this /proc is the host's: it shows the host's "
            "PID namespace. 05 adds a mount namespace and mounts a proc of its own.")
     through(step, "ps", "aux")
+    pid1_ends(step)
     return ("with CLONE_NEWPID and a /proc of its own the command is PID 1 "
-            "and sees no process of the host.")
+            "and sees no process of the host; when PID 1 exits, the kernel kills "
+            "everyone else in its namespace.")
+
+
+# PID 1 starts a sleep that would outlive it anywhere else, and ends at once.
+PID1_ENDS = 'sleep 60 & echo "PID 1 started sleep 60 as PID $!, and exits"; readlink /proc/self/ns/pid'
+
+
+def pid1_ends(step):
+    """The article: "If this process exits the kernel kills everyone else
+    within the namespace." Seen from the host, by the namespace's inode."""
+    namespace = through(step, "sh", "-c", PID1_ENDS)[-1]
+    heading(f"on the host, after the step: the processes in {namespace}")
+    left = []
+    for entry in os.scandir("/proc"):
+        try:
+            if entry.name.isdigit() and os.readlink(f"{entry.path}/ns/pid") == namespace:
+                left.append(entry.name)
+        except OSError:
+            continue
+    print("0 left: the kernel killed the sleep when PID 1 exited" if not left else
+          f"{len(left)} left, the sleep among them: this PID namespace is not the "
+          f"command's own", flush=True)
+    return left
 
 
 def user(step):
@@ -327,19 +364,38 @@ def isolate(step):
             "with its parent, where 03's command lives on.")
 
 
+def someone():
+    """The uid 09's side runs as, and the command line in front of it: as root,
+    the user who ran sudo (or nobody), because root's own map, "0 0 1", would
+    hide the point (root inside is you outside); an ordinary user is already
+    themselves."""
+    if as_user or os.geteuid() != 0:
+        return os.getuid(), []
+    uid = int(os.environ.get("SUDO_UID") or 0) or NOBODY
+    return uid, ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups"]
+
+
+NOBODY = 65534
+
+
 def uid_map(step):
     """User namespaces: root that is you"""
-    on_host("id")
+    uid, wrap = someone()
+    if wrap:
+        heading(f"as root, the step side runs as uid {uid}, an ordinary user: {shlex.join(wrap)}")
+    through(SKELETON, "id", label="on the host", wrap=wrap)
     base = Path(f"steps/{catalog.file_name(catalog.BASE_STEP['09'])}.py")
-    through(base, "id")
-    through(step, "id")
-    through(step, "cat", "/proc/self/uid_map")
+    through(base, "id", wrap=wrap)
+    through(step, "id", wrap=wrap)
+    through(step, "cat", "/proc/self/uid_map", wrap=wrap)
     with tempfile.TemporaryDirectory(prefix="nskit-demo-") as folder:
         yours = Path(folder, "yours")
         yours.touch()
-        both(step, "ls", "-l", str(yours))
+        for path in (folder, yours):
+            os.chown(path, uid, -1)
+        both(step, "ls", "-l", str(yours), wrap=wrap)
     return (f"06 left the command unmapped, nobody; 09's parent writes the "
-            f"child's uid_map and gid_map, \"0 {os.getuid()} 1\", before it "
+            f"child's uid_map and gid_map, \"0 {uid} 1\", before it "
             "lets the child go on: root inside is you outside, and your files "
             "are root's in there. No sudo needed: a user namespace is "
             "anyone's to make.")

@@ -30,9 +30,11 @@ You should see: `ip a` lists only lo, DOWN, and none of the host's links.
 02 mount, your task: give the command a mount namespace of its own, with a
 tmpfs on /mytmp that the host never sees.
 
-Add the clone flag for a new mount namespace, and in child_exec, before the
-exec, mount a tmpfs on /mytmp through libc's mount(2) (ctypes passes bytes
-for the strings). /mytmp must exist first: the article makes it by hand.
+Add the clone flag for a new mount namespace and run `mount`: nothing
+changed. Read the article on why (the new namespace starts as a copy of the
+host's mounts), then in child_exec, before the exec, mount a tmpfs on /mytmp
+through libc's mount(2) (ctypes passes bytes for the strings). /mytmp must
+exist first: the article makes it by hand.
 On a host where / is mounted shared (systemd's default) your mount would
 still leak out: see "Things the article does not tell you" in steps/README.md.
 

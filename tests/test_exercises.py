@@ -100,6 +100,15 @@ def test_every_task_points_at_a_section_the_article_has(work):
         assert f"## {section}\n" in article, f"{nn} points at a section the article lacks"
 
 
+def test_exercises_02_and_05_ask_to_try_the_flag_alone_first(work):
+    """As the article does: the flag alone, what did not change, then why."""
+    for nn, command in (("02", "mount"), ("05", "ps aux")):
+        task = " ".join(docstring((work / f"{file_name(nn)}.py").read_text()).split())
+        flag = task.index("Add the clone flag for a new")
+        tried = task.index(f"and run `{command}`")
+        assert flag < tried < task.index("Read the article on why"), (nn, task)
+
+
 def test_make_work_never_overwrites(work):
     edited = work / "03_uts.py"
     edited.write_text("# my own work\n")

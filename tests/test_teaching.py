@@ -13,8 +13,9 @@ import subprocess
 
 import pytest
 
-from helpers import (ARTICLE, PYTHON, ROOT, SECOND, in_frame, needs_articles,
+from helpers import (ARTICLE, IS_ROOT, PYTHON, ROOT, SECOND, in_frame, needs_articles,
                      sections as marked_sections, step_path)
+from tools.frame import expose_to_users
 
 from conformance.catalog import (ALL_STEPS, BASE_STEP, BEYOND_PART_1, NAMESPACES,  # noqa: E402
                                 NEW_NAMESPACES)
@@ -77,6 +78,7 @@ def is_make(process):
 # The in-between stages: the flag alone, and "Nothing changed. Whaaat???".
 
 ALONE = {"02": "through the skeleton with CLONE_NEWNS alone: mount",
+         "03": "through the skeleton with CLONE_NEWUTS alone: hostname",
          "05": "through the skeleton with CLONE_NEWPID alone: ps aux"}
 
 
@@ -93,12 +95,19 @@ def check_ps_alone(seen, key=ALONE["05"]):
     assert "WTF???" in why and "ps reads /proc" in why
 
 
-IN_BETWEEN = {"02": check_mount_alone, "05": check_ps_alone}
-FINISHED = {"02": "through steps/02_mount.py: mount", "05": "through steps/05_pid.py: ps aux"}
+def check_hostname_alone(seen, key=ALONE["03"]):
+    stage, why = seen[key].rsplit("\n", 1)
+    assert stage == seen["on the host: hostname"], seen  # inherited
+    assert "The exact same output" in why and "sethostname" in why
+
+
+IN_BETWEEN = {"02": check_mount_alone, "03": check_hostname_alone, "05": check_ps_alone}
+FINISHED = {"02": "through steps/02_mount.py: mount", "03": "through steps/03_uts.py: hostname",
+            "05": "through steps/05_pid.py: ps aux"}
 
 
 @pytest.mark.parametrize("user", [None, USER], ids=["root", "user"])
-@pytest.mark.parametrize("nn", ["02", "05"])
+@pytest.mark.parametrize("nn", ["02", "03", "05"])
 def test_in_between_stage_shows_the_host_then_the_finished_step(nn, user):
     seen = sections(demo(nn, user).out)
     IN_BETWEEN[nn](seen)
@@ -106,7 +115,7 @@ def test_in_between_stage_shows_the_host_then_the_finished_step(nn, user):
     assert heads.index(ALONE[nn]) < heads.index(FINISHED[nn])
 
 
-@pytest.mark.parametrize("nn", ["02", "05"])
+@pytest.mark.parametrize("nn", ["02", "03", "05"])
 def test_in_between_check_rejects_the_finished_step(nn):
     """The finished step in the in-between's place fails the check: it sees
     the difference the in-between stage must not."""
@@ -114,6 +123,48 @@ def test_in_between_check_rejects_the_finished_step(nn):
     seen[FINISHED[nn]] += "\n" + seen[ALONE[nn]].rsplit("\n", 1)[1]
     with pytest.raises(AssertionError):
         IN_BETWEEN[nn](seen, key=FINISHED[nn])
+
+
+def test_step_02_runs_the_host_s_mount_after_the_step_as_the_article_does():
+    seen = sections(demo("02").out)
+    heads = list(seen)
+    after = "on the host, after the step: mount"
+    assert heads.index(FINISHED["02"]) < heads.index(after) < heads.index(
+        "through steps/02_mount.py: ls /")
+    assert "none on /mytmp type tmpfs" in seen[FINISHED["02"]]
+    assert re.fullmatch(r"   … \d+ lines, none with /mytmp", seen[after]), seen[after]
+
+
+def test_step_03_shows_the_host_s_hostname_after_the_step():
+    seen = sections(demo("03").out)
+    assert seen[FINISHED["03"]] == "myhostname"
+    after = seen["on the host, after the step: hostname"].splitlines()
+    assert after[0] == FRAME_HOST and after[1].startswith("What you just saw:"), after
+
+
+def pid1_end(seen):
+    (key,) = [k for k in seen if k.startswith("on the host, after the step: the processes in")]
+    return seen[key]
+
+
+@pytest.mark.parametrize("user", [None, USER], ids=["root", "user"])
+def test_step_05_shows_pid_1_s_end_take_the_namespace_with_it(user):
+    result = demo("05", user)
+    seen = sections(result.out)
+    started = seen["through steps/05_pid.py: sh -c " + shlex.quote(scenes.PID1_ENDS)]
+    assert started.startswith("PID 1 started sleep 60 as PID "), started
+    assert pid1_end(seen).startswith("0 left: the kernel killed the sleep"), seen
+    assert result.out.split("@@sleepers\n")[1].split() == ["0"]
+
+
+def test_pid_1_s_end_check_rejects_a_step_without_a_pid_namespace():
+    """The skeleton in 05's place: its sleep outlives the command, in the
+    host's own PID namespace (the frame's, which ends it)."""
+    result = in_frame(f"{shlex.quote(PYTHON)} -c 'from demo import scenes; "
+                      f"scenes.pid1_ends(\"steps/00_skeleton.py\")'" + AFTER)
+    seen = sections(result.out)
+    assert re.match(r"[1-9]\d* left, the sleep among them", pid1_end(seen)), result
+    assert result.out.split("@@sleepers\n")[1].split() == ["1"], result
 
 
 # The namespace table.
@@ -165,6 +216,50 @@ def test_readme_tables_are_up_to_date_and_the_check_catches_an_edit():
     assert stale != text and ns_tables.updated(stale) != stale
     with pytest.raises(ValueError):
         ns_tables.updated(text.replace(ns_tables.END, ""))
+    # The map: a row per step, "new" under exactly the namespaces it makes.
+    body = text.split(ns_tables.begin("ns-map"))[1].split(ns_tables.end("ns-map"))[0]
+    rows = [[cell.strip() for cell in line.strip("|").split("|")]
+            for line in body.splitlines() if line.startswith("| `")]
+    assert [row[0].split()[0] for row in rows] == [f"`{step_path(nn).stem}`" for nn in ALL_STEPS]
+    for nn, row in zip(ALL_STEPS, rows):
+        assert {ns for ns, cell in zip(NAMESPACES, row[1:]) if cell == "**new**"} == \
+            NEW_NAMESPACES[nn], row
+    stale = text.replace("| `01_net` | · | · | **new** |", "| `01_net` | · | · | · |", 1)
+    assert stale != text and ns_tables.updated(stale) == text
+    with pytest.raises(ValueError):
+        ns_tables.updated(text.replace(ns_tables.begin("ns-map"), ""))
+
+
+def test_steps_readme_opens_with_a_warm_up_and_the_map_before_the_steps():
+    text = ns_tables.README.read_text()
+    heads = [line for line in text.splitlines() if line.startswith("## ")]
+    assert heads[:3] == ["## Warm-up: namespaces from the shell", "## The map", "## The steps"]
+    warm_up = text.split("## Warm-up")[1].split("## The map")[0]
+    for command in ("ls -l /proc/$$/ns", "unshare -u", "nsenter -t PID -u", "lsns -t uts"):
+        assert command in warm_up, command
+    assert "Why `CLONE_NEWNS` and not `CLONE_NEWMNT`?" in text.split("## The steps")[0]
+
+
+def test_the_warm_up_does_what_it_says():
+    """The warm-up's commands, run as it tells, the second terminal's after
+    the first has renamed its namespace (a FIFO says when)."""
+    script = """
+    ls -l /proc/$$/ns | grep -c ' -> '
+    mkfifo /tmp/renamed
+    unshare -u sh -c 'hostname warmup; echo > /tmp/renamed; exec sleep 60' &
+    pid=$!
+    read _ < /tmp/renamed
+    echo "@@host"; hostname
+    echo "@@nsenter"; nsenter -t $pid -u hostname
+    echo "@@lsns"; lsns -n -t uts -o PID | grep -cx " *$pid"
+    echo "@@inode"; [ "$(readlink /proc/$pid/ns/uts)" != "$(readlink /proc/$$/ns/uts)" ] && echo another
+    kill $pid
+    """
+    result = in_frame(f"hostname {FRAME_HOST}; " + script, own_root=True)
+    seen = marked_sections("@@count\n" + result.out)
+    assert int(seen["count"]) >= len(NAMESPACES), result
+    assert seen["host"] == FRAME_HOST and seen["nsenter"] == "warmup", result
+    assert seen["lsns"] == "1" and seen["inode"] == "another", result
 
 
 # As an ordinary user: the machine as they see it.
@@ -229,6 +324,21 @@ def test_step_09_makes_an_ordinary_user_root_inside():
     assert " nobody nogroup " in host and " root root " in step
 
 
+def test_step_09_as_root_runs_its_step_side_as_an_ordinary_user():
+    """Root's own map would be "0 0 1": root inside is root outside, and the
+    point is lost. As root, the step side runs as the user who ran sudo."""
+    if not IS_ROOT:
+        pytest.skip("as an ordinary user the step side is that user already (tested above)")
+    result = in_frame(f"{NS_IDS} SUDO_UID={USER} make --no-print-directory step-09" + AFTER,
+                      own_root=True, setup=HOST + expose_to_users())
+    assert "@@exit 0" in result.out, result
+    seen = sections(result.out)
+    assert seen["through steps/09_uid_map.py: id"].startswith("uid=0(root) gid=0(root)")
+    assert seen["through steps/09_uid_map.py: cat /proc/self/uid_map"].split() == [
+        "0", str(USER), "1"], seen
+    assert seen["on the host: id"].startswith(f"uid={USER}"), seen
+
+
 # Names, diffs and exercises.
 
 def test_every_demo_names_its_article_and_section():
@@ -246,6 +356,45 @@ def test_every_demo_s_section_is_in_its_article():
             assert "isolate" in second
         else:
             assert f"## {scene.__doc__.split(':')[0]}\n" in first, nn
+
+
+GALLERY_C = ROOT / "tests" / "gallery" / "c"
+
+
+@needs_articles
+def test_the_gallery_calls_the_article_s_only_the_files_it_gives():
+    """tests/gallery/c: each file says whose it is, and a file called the
+    article's is one the article makes (`cp skeleton.c NAME.c`)."""
+    article = ARTICLE.read_text()
+    for source in sorted(GALLERY_C.glob("*.c")):
+        head = source.read_text().splitlines()[0]
+        named = re.search(r"the article's (\w+\.c)", head)
+        if named:
+            assert f"cp skeleton.c {named[1]}" in article or named[1] == "skeleton.c", head
+        else:
+            assert "the kit's" in head, head
+    # The article's last section gives no code: 07 is the kit's.
+    assert "the kit's" in (GALLERY_C / "07_combined.c").read_text().splitlines()[0]
+
+
+def _listing(text, start, end):
+    """The code lines of a listing of the article's, from start to end."""
+    lines = text[text.index(start):].splitlines()
+    code = lines[:next(i for i, line in enumerate(lines) if line.strip() == end) + 1]
+    # The article's copy shows "&params" as an entity gone wrong: "¶ms".
+    return [line.strip().replace("\u00b6", "&para") for line in code
+            if line.strip() and not line.strip().startswith("//")]
+
+
+@needs_articles
+def test_isolate_in_the_gallery_holds_deep_dive_s_main_and_cmd_exec():
+    isolate = {line.strip() for line in
+               (ROOT / "tests" / "gallery" / "c-beyond" / "isolate.c").read_text().splitlines()}
+    second = SECOND.read_text()
+    for start, end in (("int main(int argc", "return 0;"), ("static int cmd_exec", "return 1;")):
+        listing = _listing(second, start, end)
+        assert len(listing) > 8 and [line for line in listing if line not in isolate] == [], start
+    assert "PR_SET_PDEATHSIG" in second and "prctl(PR_SET_PDEATHSIG, SIGKILL)" in " ".join(isolate)
 
 
 def make(*args):

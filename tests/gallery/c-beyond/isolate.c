@@ -76,7 +76,7 @@ int main(int argc, char **argv)
         die("Failed to create pipe: %m");
 
     // Clone command process.
-    int clone_flags = SIGCHLD | CLONE_NEWUTS;
+    int clone_flags = SIGCHLD | CLONE_NEWUTS ;
     int cmd_pid = clone(cmd_exec, cmd_stack + STACKSIZE, clone_flags, &params);
 
     if (cmd_pid < 0)

@@ -1,4 +1,6 @@
-// 07_combined: the article's combined.c (Creating containers, part 1).
+// 07_combined: the kit's, in the article's C. The article's last section (In the
+// end...) gives no code; its calls combined as they are fail in the new user
+// namespace at 05's umount of /proc, so this one mounts a fresh proc over it.
 #define _GNU_SOURCE
 #include <stdio.h>
 #include <stdlib.h>
