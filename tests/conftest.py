@@ -24,6 +24,29 @@ def pytest_runtest_setup(item):
         pytest.skip(f"needs a Docker daemon: {missing}")
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(items):
+    """The tests that use a module's own fixtures (a gallery graded, a wheel
+    built) share one worker, so that each fixture is made once a session,
+    not once for every worker that runs one of them."""
+    for item in items:
+        if module_fixtures(item):
+            item.add_marker(pytest.mark.xdist_group(f"{item.module.__name__}-fixtures"))
+
+
+def module_fixtures(item):
+    """The module-scoped fixtures a test asks for, itself or through others
+    (not the autouse ones: every test of the module has those)."""
+    defs = item._fixtureinfo.name2fixturedefs
+    seen, todo = set(), list(item._fixtureinfo.argnames)
+    while todo:
+        name = todo.pop()
+        if name not in seen and name in defs:
+            seen.add(name)
+            todo += defs[name][-1].argnames
+    return {name for name in seen if defs[name][-1].scope == "module"}
+
+
 @cache
 def docker_missing():
     """Why no Docker daemon answers here, or None where one does."""

@@ -326,13 +326,14 @@ def real_host():
 
 
 def strangers():
-    """Processes of uids no account has (what a throwaway host runs as), but
-    those still inside a running grader: other graders may be at work on this
-    machine, and a leak is one that outlived its grader."""
+    """Living processes of uids no account has (what a throwaway host runs
+    as), but those still inside a running grader: other graders may be at
+    work on this machine, and a leak is one that outlived its grader."""
     procs = {}
-    for line in run(["ps", "-eo", "pid=,ppid=,uid=,args="]).stdout.splitlines():
-        pid, ppid, uid, *args = line.split(None, 3)
-        procs[int(pid)] = int(ppid), int(uid), args[0] if args else ""
+    for line in run(["ps", "-eo", "pid=,ppid=,uid=,stat=,args="]).stdout.splitlines():
+        pid, ppid, uid, stat, *args = line.split(None, 4)
+        if not stat.startswith("Z"):  # a zombie is dead: reaping it is its parent's job
+            procs[int(pid)] = int(ppid), int(uid), args[0] if args else ""
 
     def in_a_grader(pid):
         while pid in procs:
@@ -645,6 +646,7 @@ def steady(result):
 TOUCHY = ("no_flag", "no_work", "vandal", "daemon", "jail", "leak", "proc_gone")
 
 
+@pytest.mark.slow
 def test_gallery_grades_the_same_and_leaves_the_frame_unchanged_when_root_is_rshared(gallery):
     report = gallery["root"] / "rshared.json"
     folder = gallery["root"] / "touchy"
@@ -956,6 +958,7 @@ def case(nn, title):
     return f"test_check[{nn} {STEP_NAMES[nn]}: {title}]"
 
 
+@pytest.mark.slow
 def test_pytest_plugin_passes_steps_in_parallel(tmp_path):
     done, cases = pytest_conformance(STEPS_DIR, tmp_path / "j.xml", "-n", "2")
     assert done.returncode == 0, done.stdout

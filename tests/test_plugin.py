@@ -3,6 +3,8 @@ however many xdist workers share the session."""
 import os
 import subprocess
 
+import pytest
+
 from helpers import PYTHON, ROOT
 
 # Started before anything else in every Python process: notes each grader.
@@ -13,6 +15,7 @@ if sys.orig_argv[1:3] == ["-m", "conformance"]:
 """
 
 
+@pytest.mark.slow  # a pytest session of two workers of its own
 def test_two_workers_grade_once(tmp_path):
     (tmp_path / "sitecustomize.py").write_text(COUNT)
     log = tmp_path / "graders.log"
