@@ -99,9 +99,13 @@ def parser():
                    "GitHub Classroom's grading reporter reads, as JSON")
     p.add_argument("--vm", choices=("auto", "always", "never"),
                    default=os.environ.get("NSKIT_VM", "auto"),
-                   help="grade inside a throwaway VM (QEMU, virtme-ng): auto where this machine "
-                        "refuses namespaces, always, or never (default %(default)s; NSKIT_VM "
-                        "sets it)")
+                   help="grade inside a throwaway VM (User-mode Linux, else QEMU): auto where "
+                        "this machine refuses namespaces, always, or never (default "
+                        "%(default)s; NSKIT_VM sets it)")
+    p.add_argument("--vm-kind", choices=vm.KINDS, default=os.environ.get("NSKIT_VM_KIND", "auto"),
+                   help="which VM: uml (User-mode Linux), qemu, or auto: User-mode Linux where "
+                        "it is installed and can run, else QEMU (default %(default)s; "
+                        "NSKIT_VM_KIND sets it)")
     return p
 
 
@@ -249,7 +253,8 @@ def _in_vm(argv, args, targets, why, sentence):
     programs = sum(len(found) for found in targets.values())
     budget = vm.BOOT_BUDGET + programs * (args.timeout * vm.TCG_SLOWER + 10)
     try:
-        return vm.grade(vm.command_line(args, parser()), why, budget, args.timeout)
+        return vm.grade(vm.command_line(args, parser()), why, budget, args.timeout,
+                        args.vm_kind)
     except vm.NoVM as error:
         print(f"{sentence} A VM could grade here instead, but {error}." if sentence
               else f"nskit: {error}.", file=sys.stderr)

@@ -22,10 +22,9 @@ def _used_ids():
     return spans
 
 
-def unused_range(size=RANGE):
-    """The first range above 2**30 that no account or /etc/sub[ug]id entry touches."""
+def unused_range(size=RANGE, base=1 << 30):
+    """The first range from base (2**30) on that no account or /etc/sub[ug]id entry touches."""
     spans = _used_ids()
-    base = 1 << 30
     while any(start < base + size and base < start + count for start, count in spans):
         base += size
     return base

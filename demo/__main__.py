@@ -52,8 +52,8 @@ def allowed(argv):
 
 
 def in_vm(nn, why, machine):
-    print(f"{why} and Docker is missing: running it in a throwaway VM (QEMU; without "
-          f"KVM it takes half a minute to boot).", flush=True)
+    print(f"{why} and Docker is missing: running it in a throwaway VM ({machine.name}, which "
+          f"boots {machine.boots}).", flush=True)
     with tempfile.TemporaryDirectory(prefix="nskit-demo-") as shared:
         status = Path(shared, "status")
         script = f"{shlex.quote(sys.executable)} -m demo {nn} 2>&1; echo $? > {status}"
@@ -67,7 +67,7 @@ def in_vm(nn, why, machine):
 def in_container(nn, why, remedy):
     if not shutil.which("docker"):
         try:
-            return in_vm(nn, why, vm.Machine.find())
+            return in_vm(nn, why, vm.find()[0])
         except vm.NoVM as no_vm:
             return fail(f"{why} and Docker is missing: install Docker "
                         f"(https://docs.docker.com/get-docker/){remedy}; a VM would do too, "

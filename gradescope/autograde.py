@@ -79,7 +79,7 @@ def cannot_grade_here():
 def _no_vm():
     """None where a VM can grade instead, else why none can."""
     try:
-        vm.Machine.find()
+        vm.find()
     except vm.NoVM as error:
         return f"A VM could grade instead, but {error}."
     return None

@@ -16,7 +16,7 @@ from shlex import quote
 
 import pytest
 
-from helpers import PYTHON, ROOT, in_frame, step_path
+from helpers import PYTHON, ROOT, in_frame, refused, step_path
 
 from conformance import vm
 from conformance.cli import parser
@@ -26,19 +26,24 @@ from conformance.checks import checks_for
 CANNED = ROOT / "tests" / "gallery" / "wrong" / "canned"
 OUT_OF = sum(len(checks_for(nn)) for nn in STEP_NAMES)
 IN_VM = "graded inside a VM: this machine refuses namespaces"
+IN_UML = "graded inside User-mode Linux: this machine refuses namespaces"
 REFUSAL = "nskit: cannot create the user namespace every graded run needs"
+# Where a test is about QEMU: User-mode Linux, which --vm auto would boot first, hidden.
+NO_UML = "NSKIT_VM_UML=/nonexistent"
 
 
-def _no_vm():
+def _no(machine):
     try:
-        vm.Machine.find()
+        machine.find()
     except vm.NoVM as error:
         return str(error)
     return None
 
 
-NO_VM = _no_vm()
+NO_VM = _no(vm.Machine)
 needs_vm = pytest.mark.skipif(NO_VM is not None, reason=f"{NO_VM}")
+UML_NOT_HERE = _no(vm.UML)
+needs_uml = pytest.mark.skipif(UML_NOT_HERE is not None, reason=f"{UML_NOT_HERE}")
 # One VM at a time: under QEMU's emulator two at once on two cores starve each other.
 pytestmark = pytest.mark.xdist_group("vm")
 
@@ -111,7 +116,7 @@ def test_where_no_vm_can_start_the_sentence_names_what_is_missing(tmp_path):
 
 
 def test_vm_always_where_none_can_start_says_why(tmp_path):
-    r = in_frame(f"NSKIT_VM_KERNEL={tmp_path}/vmlinuz " +
+    r = in_frame(f"{NO_UML} NSKIT_VM_KERNEL={tmp_path}/vmlinuz " +
                  grader("--target", "steps", "--step", "00", "--vm", "always"))
     assert r.code == 2 and r.err.startswith("nskit: no VM can start here: "), r
     assert f"the kernel {tmp_path}/vmlinuz" in missing(r.err), r.err
@@ -161,8 +166,8 @@ def test_a_class_is_graded_in_one_vm_with_the_same_verdicts_as_natively(tmp_path
                         "--vm", "never", "--jobs", "2"))
     assert r.code == 0, r
     report, scores = tmp_path / "vm.json", tmp_path / "vm.csv"
-    r = in_slow_frame(refusing(grader("--submissions", folder, "--json", report,
-                                      "--csv", scores, "--jobs", "2")))
+    r = in_slow_frame(f"export {NO_UML}; " + refusing(grader(
+        "--submissions", folder, "--json", report, "--csv", scores, "--jobs", "2")))
     assert r.code == 0, r
     assert r.out.count(IN_VM) == 1, r
     assert f"scores: {scores}" in r.out
@@ -210,7 +215,7 @@ def test_gradescope_s_autograder_grades_inside_a_vm_where_the_container_refuses(
     for nn in STEP_NAMES:
         shutil.copy(step_path(nn if nn != "05" else "00"), work / f"{file_name(nn)}.py")
     script = quote(str(tmp_path / "source" / "run_autograder"))
-    r = in_slow_frame(f"export AUTOGRADER_ROOT={quote(str(tmp_path))} "
+    r = in_slow_frame(f"export AUTOGRADER_ROOT={quote(str(tmp_path))} {NO_UML} "
                       f"NSKIT_PYTHON={quote(PYTHON)}; " + refusing(script))
     assert r.code == 0, r
     results = json.loads((tmp_path / "results" / "results.json").read_text())
@@ -254,3 +259,84 @@ def test_what_comes_out_of_the_shared_folder_never_follows_a_link(tmp_path):
     assert (out / "report").read_text() == "kept" and (out / "dir" / "a").read_text() == "kept too"
     assert sorted(p.name for p in out.rglob("*")) == ["a", "dir", "report"]
     assert vm._read(shared / "link") == "" and vm._read(shared / "report") == "kept"
+
+
+# User-mode Linux: the grader's own frame refuses user namespaces by a seccomp
+# filter (helpers.refused), as Docker's default profile does, and stays the
+# machine's root, who alone may run UML as an unused uid.
+
+def wrong_01(root, steps=("01",)):
+    """A class of two: the kit's steps, and one whose 01 is the skeleton."""
+    for nn in steps:
+        for learner in ("kit", "wrong"):
+            (root / learner).mkdir(parents=True, exist_ok=True)
+            shutil.copy(step_path("00" if (learner, nn) == ("wrong", "01") else nn),
+                        root / learner / f"{file_name(nn)}.py")
+    return root
+
+
+def graded_in_uml_as_natively(tmp_path, steps):
+    folder = wrong_01(tmp_path / "class", steps)
+    asked = [arg for nn in steps for arg in ("--step", nn)]
+    native, report = tmp_path / "native.json", tmp_path / "uml.json"
+    r = in_frame(grader("--submissions", folder, *asked, "--json", native,
+                        "--csv", tmp_path / "n.csv", "--vm", "never"))
+    assert r.code == 0, r
+    r = in_slow_frame(refused(grader("--submissions", folder, *asked, "--json", report,
+                                     "--csv", tmp_path / "uml.csv")))
+    assert r.code == 0, r
+    assert r.out.count(IN_UML) == 1 and IN_VM not in r.out, r
+    verdicts = failed(report)
+    assert verdicts["kit"] == {nn: set() for nn in steps}, verdicts["kit"]
+    assert verdicts["wrong"] == failed(native)["wrong"]
+    assert "new namespaces: net, no other" in verdicts["wrong"]["01"], verdicts["wrong"]
+    assert (tmp_path / "uml.csv").read_text() == (tmp_path / "n.csv").read_text()
+
+
+@needs_uml
+def test_user_mode_linux_grades_01_and_a_wrong_01_as_natively_where_namespaces_are_refused(tmp_path):
+    graded_in_uml_as_natively(tmp_path, ["01"])
+
+
+@pytest.mark.slow
+@needs_uml
+def test_user_mode_linux_grades_every_step_and_a_wrong_01_as_natively(tmp_path):
+    graded_in_uml_as_natively(tmp_path, STEP_NAMES)
+
+
+@needs_uml
+def test_user_mode_linux_writes_only_its_shared_folder(tmp_path):
+    """Root inside UML remounts its / writable and mounts the machine's / by
+    hostfs: UML's uid still writes nothing of the machine's; the shared
+    folder alone takes what it writes, copied back as regular files only."""
+    out = tmp_path / "out"
+    out.mkdir()
+    planted = [tmp_path / "planted", ROOT / "planted-by-uml", Path("/planted-by-uml")]
+    script = "; ".join([
+        "mount -o remount,rw /", "mkdir -p /run/host", "mount -t hostfs -o / nskit /run/host",
+        *(f"echo x > {quote(str(p))}; echo x > /run/host{quote(str(p))}" for p in planted),
+        f"echo x >> {quote(str(ROOT / 'README.md'))}",
+        f"echo kept > {quote(str(out / 'result'))}",
+        f"ln -s {quote(str(ROOT / 'README.md'))} {quote(str(out / 'link'))}",
+    ])
+    before = (ROOT / "README.md").read_text()
+    assert vm.UML.find().run(script, out, timeout=120) == "UML"
+    assert (out / "result").read_text() == "kept\n"
+    assert not (out / "link").exists() and not [p for p in planted if p.exists()]
+    assert (ROOT / "README.md").read_text() == before
+
+
+@needs_uml
+def test_where_user_mode_linux_cannot_run_one_sentence_says_why_and_qemu_is_next(tmp_path):
+    noexec = "".join(f"mount -t tmpfs -o noexec nskit {d}; " for d in ("/tmp", "/var/tmp", "/dev/shm"))
+    fake = f"TMPDIR=/tmp NSKIT_VM_KERNEL={tmp_path}/vmlinuz"
+    r = in_frame(f"{fake} " + grader("--target", "steps", "--step", "00", "--vm", "always"),
+                 setup=noexec)
+    assert r.code == 2 and r.err.startswith("nskit: no VM can start here: "), r
+    assert r.err.strip().endswith("; nor can User-mode Linux: no folder for its memory file "
+                                  "allows exec here (/tmp, /var/tmp and /dev/shm are noexec): "
+                                  "set TMPDIR to one that does."), r.err
+    r = in_frame(grader("--target", "steps", "--step", "00", "--vm", "always", "--vm-kind", "uml"),
+                 setup=noexec)
+    assert r.code == 2 and r.err.startswith("nskit: User-mode Linux cannot grade here: no folder "
+                                            "for its memory file allows exec"), r
