@@ -200,10 +200,6 @@ def waits(ev):
 
 # -- the namespaces a step makes new ---------------------------------------------------
 
-# Crosby's article for 00-07, *Deep dive into Linux namespaces* beyond it.
-SOURCE = {nn: "article" for nn in NEW_NAMESPACES}
-SOURCE.update({nn: "Deep dive into Linux namespaces" for nn in BEYOND_PART_1})
-
 # What a step's command lacks when none of its new namespaces is there.
 TOPIC = {
     "00": "The skeleton adds no namespace: clone_flags should ask for none.",
@@ -231,7 +227,7 @@ TOPIC = {
 # Why a namespace is needed beside one the command has already.
 BESIDE = {
     ("05", "mnt"): "ps reads /proc, and a fresh /proc for the new PID namespace needs a mount "
-                   "namespace of the child's own beside it (CLONE_NEWNS): in the host's, "
+                   "namespace of the child's own beside it: in the host's, "
                    "remounting /proc would change the host's (article: PID Namespace).",
 }
 
@@ -270,7 +266,7 @@ def _namespaces_judge(step):
                 f"The command has a new {_words(there)} namespace, but still the host's "
                 f"{_words(missing)} namespace: clone's flags miss "
                 f"{' and '.join(CLONE_FLAG_NAME[name] for name in missing)}. "
-                + (why or f"This step needs all of them ({SOURCE[step]}).")))
+                + (why or "This step needs each of them.")))
         raise Failure(seen, (
             f"clone_flags asks for more than this step needs: the command also has a new "
             f"{' and '.join(sorted(new - want))} namespace. Which flags does this step need, "

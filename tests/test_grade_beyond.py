@@ -164,6 +164,13 @@ def test_isolate_from_deep_dive_earns_full_marks_and_each_check_on_its_own(grade
     assert with_status(bare, "skipped") == {"leaves no process running"}, verdicts(bare)
 
 
+def test_isolate_compiles_without_a_warning():
+    """Completed with what the article leaves out, and nothing left out: cc -Wall."""
+    done = subprocess.run(["cc", "-Wall", "-Werror", "-fsyntax-only", "-x", "c", "-"],
+                          input=ISOLATE, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+
+
 def test_hints_of_08_and_09_cite_deep_dive_not_the_article(graded):
     for label, steps in graded.items():
         for nn, result in steps.items():
