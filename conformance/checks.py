@@ -100,7 +100,7 @@ def _mountinfo_lines(mountinfo, point):
 
 def _made_private(ev):
     """Whether the command's own / is no longer shared: the child did make
-    its mounts private (witness.observe's "shared" lists the others)."""
+    its mounts private (observe.observe's "shared" lists the others)."""
     return "/" not in ev.witness.get("shared", ["/"])
 
 
