@@ -3,9 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-STEPS := 00 01 02 03 04 05 06 07 08 09
+STEPS := 00 01 02 03 04 05 06 07 08 09 10 11
 # Beyond Part 1, each step is a copy of an earlier one: NN:BASE.
-BASES := 08:03 09:06
+BASES := 08:03 09:06 10:09 11:10
 # pytest's workers: one per core (`make test JOBS=1` runs in one process).
 JOBS ?= auto
 # loadgroup: the VM tests share one worker, as two emulated VMs at once on
@@ -59,7 +59,7 @@ $(VENV)/.vm-installed: requirements-vm.txt $(VENV)/.installed
 $(STEPS:%=step-%): step-%: setup
 	@$(KIT) -m demo $*
 
-## diff-NN: what step NN changes in its base (the skeleton, or 03 for 08, 06 for 09)
+## diff-NN: what step NN changes in its base (the skeleton; beyond Part 1 the BASES above)
 # diff's exit 1 only means "they differ".
 diff-00: setup
 	@echo "00 is the skeleton itself, the article's skeleton.c: every later step is a copy of it. Next: make diff-01."
@@ -68,6 +68,12 @@ $(filter-out diff-00,$(STEPS:%=diff-%)): diff-%: setup
 	@base=$(or $(patsubst $*:%,%,$(filter $*:%,$(BASES))),00); \
 	set -- steps/$*_*.py; [ -f "$$1" ] || { echo "There is no steps/$*_*.py yet." >&2; exit 1; }; \
 	set -- steps/$${base}_*.py "$$1"; diff -u "$$@" || [ $$? -eq 1 ]
+
+## rootfs [ROOTFS=DIR]: the small root filesystem of steps 10 and 11 (busybox-static), in rootfs/
+ROOTFS ?= rootfs
+.PHONY: rootfs
+rootfs:
+	@$(PYTHON) -m demo.rootfs $(ROOTFS)
 
 ## ns-tables: steps/README.md's namespace tables, from conformance/catalog.py
 ns-tables: setup
@@ -88,7 +94,7 @@ COURSE ?=
 exercise: setup
 	@$(KIT) -m exercises.make_work $(WORK)
 
-## exercise-beyond: 08 and 09, each from your own 03 and 06 in work/
+## exercise-beyond: 08 to 11, each from your own copy of its base step in work/
 exercise-beyond: setup
 	@$(KIT) -m exercises.make_work --beyond $(WORK)
 

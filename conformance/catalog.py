@@ -14,15 +14,17 @@ STEP_NAMES = {
 }
 
 # Steps beyond Part 1, from the "Deep dive into Linux namespaces" series: the
-# parent holds its child on a pipe until it has set it up. Never graded by
-# default; only a course file or --step asks for them.
-BEYOND_PART_1 = {"08": "isolate", "09": "uid_map"}
+# parent holds its child on a pipe until it has set it up; then a root
+# filesystem of the command's own, and a network that works, where the
+# article's MNT and NET sections stop. Never graded by default; only a course
+# file or --step asks for them.
+BEYOND_PART_1 = {"08": "isolate", "09": "uid_map", "10": "pivot_root", "11": "veth"}
 
 # Every step the kit has, in order.
 ALL_STEPS = {**STEP_NAMES, **BEYOND_PART_1}
 
 # The step each step beyond Part 1 is a full copy of (`make diff-NN`).
-BASE_STEP = {"08": "03", "09": "06"}
+BASE_STEP = {"08": "03", "09": "06", "10": "09", "11": "10"}
 
 # The six namespaces the article creates, as /proc/PID/ns names them.
 NAMESPACES = ("ipc", "mnt", "net", "pid", "user", "uts")
@@ -31,8 +33,15 @@ NAMESPACES = ("ipc", "mnt", "net", "pid", "user", "uts")
 NEW_NAMESPACES = {
     "00": set(), "01": {"net"}, "02": {"mnt"}, "03": {"uts"}, "04": {"ipc"},
     "05": {"pid", "mnt"}, "06": {"user"}, "07": set(NAMESPACES),
-    "08": {"uts"}, "09": {"user"},
+    "08": {"uts"}, "09": {"user"}, "10": {"user", "mnt", "pid"},
+    "11": {"user", "mnt", "pid", "net"},
 }
+
+# The steps that pivot into a root filesystem of their own: the folder named
+# by this variable, which `make rootfs` builds (tools/rootfs.py), and which
+# the grader provides in every run of theirs.
+ROOTFS_VARIABLE = "NSKIT_ROOTFS"
+OWN_ROOT = ("10", "11")
 
 # <sched.h> and <signal.h>, x86_64 and arm64.
 CLONE_NEWNS = 0x00020000

@@ -222,6 +222,10 @@ TOPIC = {
     "09": "09 is 06's user namespace with a parent in charge: the child needs a user "
           "namespace of its own, and no other (Deep dive into Linux namespaces: User "
           "namespaces).",
+    "10": "10 is 09 with a root of its own: the child needs new user, mount and PID "
+          "namespaces (a proc of its own in the new root), and no other.",
+    "11": "11 is 10 with a network: the child needs new user, mount, PID and network "
+          "namespaces, and no other.",
 }
 
 # Why a namespace is needed beside one the command has already.
@@ -229,7 +233,12 @@ BESIDE = {
     ("05", "mnt"): "ps reads /proc, and a fresh /proc for the new PID namespace needs a mount "
                    "namespace of the child's own beside it: in the host's, "
                    "remounting /proc would change the host's (article: PID Namespace).",
+    ("10", "mnt"): "pivot_root changes the root of a mount namespace: the child needs one of "
+                   "its own, or it would change the host's.",
+    ("10", "pid"): "ps shows the command as PID 1 only in a PID namespace of its own, with a "
+                   "proc of it mounted in the new root.",
 }
+BESIDE[("11", "mnt")], BESIDE[("11", "pid")] = BESIDE[("10", "mnt")], BESIDE[("10", "pid")]
 
 
 WORD = {"ipc": "IPC", "mnt": "mount", "net": "network", "pid": "PID", "user": "user",
@@ -537,17 +546,61 @@ def maps_before_start(ev):
     return "both maps were written when the command started"
 
 
+# -- beyond Part 1: a root of its own, a network that works --------------------------
+
+@check("/ is a root of its own, not the host's", outcome=True)
+def root_of_its_own(ev):
+    w = ev.witness
+    if w["root"] == ev.watch["host"]["root"]:
+        raise Failure("/ is the host's", (
+            f"The command's / is still the host's: {in_child(ev)} binds the root filesystem "
+            "NSKIT_ROOTFS names onto itself and pivots into it (pivot_root), in a mount "
+            "namespace of its own."))
+    entries = sorted(name for name, _, _ in w["root_entries"])
+    return f"/ is another root: {_names(entries[:10])}"
+
+
+@check("ip a lists lo and the veth end, both UP", outcome=True)
+def lo_and_its_end_up(ev):
+    links = ev.witness["links"]
+    seen = "links: " + _names(f"{name} {state}" for name, state in links.items())
+    ends = [name for name in links if name != "lo"]
+    if len(ends) != 1 or "lo" not in links:
+        raise Failure(seen, (
+            "The command's network namespace should hold lo and one end of a veth pair that "
+            "the parent made and put there (ip link add ... type veth peer ...; ip link set "
+            "END netns CHILD), before its OK."))
+    if set(links.values()) != {"UP"}:
+        raise Failure(seen, "Both links inside must be up: after the OK the child brings its "
+                      "end and lo up (ip link set ... up).")
+    return seen
+
+
 # -- the host and what is left running --------------------------------------------------
 
-@check("leaves the host unchanged", needs_outcome=True)
-def host_unchanged(ev):
-    changed = [key for key in ("hostname", "mounts", "queues", "links", "proc")
-               if ev.before[key] != ev.after[key]]
+HOST_PARTS = ("hostname", "mounts", "queues", "links", "proc")
+
+
+def _host_kept(ev, parts=HOST_PARTS):
+    changed = [key for key in parts if ev.before[key] != ev.after[key]]
     if changed:
         raise Failure(f"changed: {_names(changed)}", (
             "The host's hostname, mounts, queues, links or /proc changed: whatever the child "
             "changes must happen in namespaces of its own."))
     return "unchanged"
+
+
+@check("leaves the host unchanged", needs_outcome=True)
+def host_unchanged(ev):
+    return _host_kept(ev)
+
+
+# 11's end of the pair is the host's for as long as the child's network
+# namespace lives, and the kernel frees that namespace a moment after the
+# run: when, is timing, so the host's links are left out of 11's.
+host_unchanged_but_its_links = Check(
+    host_unchanged.title, lambda ev: _host_kept(ev, tuple(p for p in HOST_PARTS if p != "links")),
+    needs_outcome=True)
 
 
 @check("leaves no process running", needs=[waits], needs_outcome=True)
@@ -576,18 +629,22 @@ OUTCOMES = {
     # isolate's own: a UTS namespace (the hostname is 03's lesson), the OK, the death signal.
     "08": [starts_after_ok, dies_with_parent],
     "09": [root_inside, setgroups_denied, starts_after_ok, dies_with_parent, maps_before_start],
+    "10": [root_of_its_own, pid1_alone, starts_after_ok, dies_with_parent],
 }
+OUTCOMES["11"] = OUTCOMES["10"] + [lo_and_its_end_up]
 OUTCOMES["07"] = [c for step in ("01", "02", "03", "04", "05", "06") for c in OUTCOMES[step]]
 
 RAN, WAITS, HOST, NO_PROCESS = ran.title, waits.title, host_unchanged.title, nothing_left.title
 TMPFS_IN, MYHOSTNAME, PID1 = tmpfs_inside.title, myhostname.title, pid1_alone.title
 STARTS_AFTER_OK, DIES, ROOT_INSIDE = starts_after_ok.title, dies_with_parent.title, root_inside.title
+OWN_ROOT, LINKS_UP = root_of_its_own.title, lo_and_its_end_up.title
 
 
 def checks_for(step):
     """Every check of a step, in the order reports list them."""
     last = nothing_left_beyond if step in BEYOND_PART_1 else nothing_left
-    return [ran, waits, NAMESPACE_CHECK[step], *OUTCOMES[step], host_unchanged, last]
+    host = host_unchanged_but_its_links if step == "11" else host_unchanged
+    return [ran, waits, NAMESPACE_CHECK[step], *OUTCOMES[step], host, last]
 
 
 def needs_of(step):
@@ -604,7 +661,7 @@ def needs_of(step):
             wanted.append(NAMESPACE_CHECK[step])
         if c.needs_outcome:
             wanted += outcome
-        if c is host_unchanged:
+        if c.title == HOST:
             wanted += [other for other in checks if other.watches_host]
         out[c] = [n for n in dict.fromkeys(wanted) if n is not c and n in checks]
     return out

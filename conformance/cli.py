@@ -59,7 +59,7 @@ def parser():
     what.add_argument("--submissions", metavar="DIR", help="a folder with one subfolder of "
                       "step programs per learner: grade the whole class")
     p.add_argument("--step", metavar="NN", type=step, action="append",
-                   help="grade only this step (repeatable); default: all of 00-07; 08 and 09, beyond "
+                   help="grade only this step (repeatable); default: all of 00-07; 08 to 11, beyond "
                         "Part 1, only when asked for here or in a course file")
     p.add_argument("--jobs", metavar="N", type=int, default=os.cpu_count(),
                    help="runs at once (default: the number of cores, %(default)s)")

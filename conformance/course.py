@@ -9,7 +9,7 @@ A course file is TOML:
     00 = 5
     01 = 10
     07 = 20
-    08 = 10         # beyond Part 1 (08, 09): graded only when listed
+    08 = 10         # beyond Part 1 (08 to 11): graded only when listed
 
     [visibility]    # Gradescope's: visible, hidden, after_due_date, after_published
     default = "visible"

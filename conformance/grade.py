@@ -7,7 +7,7 @@ from pathlib import Path
 
 from . import probe
 from .discover import c_argv, compile_error, compiler
-from .catalog import ALL_STEPS, BEYOND_PART_1
+from .catalog import ALL_STEPS, BEYOND_PART_1, OWN_ROOT
 from .checks import NOT_RUN, Evidence, checks_for, verdicts
 from .sandbox import Request, Sandbox
 
@@ -91,7 +91,8 @@ def request_for(program, label=None):
         argv = [INTERPRETER, "-S", where] if program.is_python else [where]
     return Request(argv + probe.command(), reach=[PREFIX] if program.is_python else [],
                    files={where: str(program.path), **probe.files(program.step)},
-                   tag=(label, program), parent_in_charge=program.step in BEYOND_PART_1)
+                   tag=(label, program), parent_in_charge=program.step in BEYOND_PART_1,
+                   pivot_root=program.step in OWN_ROOT)
 
 
 def judge(program, result, propagation="shared"):

@@ -14,6 +14,7 @@ ARTICLE = {"01": ["ip a"], "02": ["mount", "ls /"], "03": ["hostname"], "04": ["
            "05": ["ps aux"], "06": ["id", "ls -la /"]}
 ARTICLE["00"] = ["hostname", "ip a"]
 ARTICLE["08"], ARTICLE["09"] = ["hostname"], ["id", "ls -la /"]
+ARTICLE["10"], ARTICLE["11"] = ["ls /", "mount", "ps aux"], ["ip a"]
 ARTICLE["07"] = [command for step in ("01", "02", "03", "04", "05", "06")
                  for command in ARTICLE[step] if command != "ls /"]
 

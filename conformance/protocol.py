@@ -42,6 +42,9 @@ class Request:
     # The program is a parent in charge of its command (steps beyond Part 1):
     # the grader also follows its clones and kills it once its command is seen.
     parent_in_charge: bool = False
+    # The run's host holds a root for the program to pivot into (rootfs.PIVOT_ROOT),
+    # named in its environment (catalog.ROOTFS_VARIABLE).
+    pivot_root: bool = False
 
 
 @dataclass

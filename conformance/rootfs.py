@@ -3,6 +3,9 @@ folders a run needs (SYSTEM, and the interpreter's prefix), a minimal /dev
 with a devpts instance of its own, the run's own empty /tmp, /var/tmp,
 /dev/shm, /run and /mytmp, its program under /nskit, and a proc of the run's
 PID namespace. Nothing else of the machine's: no class folder, no home.
+For the steps that pivot into a root of their own (10, 11), /rootfs too: a
+writable tmpfs of the run's holding the same system folders, the run's /dev
+and /nskit (so that the witness is there to run), and an empty proc.
 
 It is built one user namespace above the run's own: as the machine's root,
 or for an ordinary user as root of a user namespace of its own. Every mount
@@ -25,6 +28,7 @@ EMPTY = ("proc", "root", "var", "mytmp")  # folders of the root's own, empty
 FRESH = ("tmp", "var/tmp", "dev/shm", "run")  # the run's own tmpfs, empty, size-limited
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 PRIVATE = "/nskit"  # the programs' own folder, a tmpfs of the run's
+PIVOT_ROOT = "/rootfs"  # the root steps 10 and 11 pivot into (catalog.ROOTFS_VARIABLE names it)
 STAGE = "/tmp"  # a tmpfs of the setup's own, where the new root is built
 NEW_ROOT = f"{STAGE}/root"
 
@@ -107,8 +111,9 @@ class RunProblem(Exception):
 class RunRoot:
     """Builds a run's root filesystem at NEW_ROOT, then pivots into it."""
 
-    def __init__(self, limits, reach, programs, staged):
+    def __init__(self, limits, reach, programs, staged, pivot_root=False):
         self.limits, self.reach, self.programs, self.staged = limits, reach, programs, staged
+        self.pivot_root = pivot_root
         self.covers = []
 
     def tmpfs(self, path, options):
@@ -121,14 +126,7 @@ class RunRoot:
             os.mkdir(NEW_ROOT)
         new = NEW_ROOT
         self.tmpfs(new, "mode=755,size=1m")
-        for name in SYSTEM:
-            source, target = f"/{name}", f"{new}/{name}"
-            if os.path.islink(source):
-                os.symlink(os.readlink(source), target)
-            elif os.path.isdir(source):
-                os.mkdir(target)
-                mount(source, target, None, MS_BIND | MS_REC)
-                readonly_tree(target)
+        self.system(new)
         for name in EMPTY:
             os.makedirs(f"{new}/{name}", exist_ok=True)
         self.build_dev(f"{new}/dev")
@@ -147,6 +145,35 @@ class RunRoot:
         witness.furnish_root(new, self.programs)
         for anchor in self.covers:
             readonly_tree(f"{new}{anchor}")
+        if self.pivot_root:
+            self.build_pivot_root(new)
+
+    @staticmethod
+    def system(new):
+        """The machine's system folders, bound read-only into the root at new."""
+        for name in SYSTEM:
+            source, target = f"/{name}", f"{new}/{name}"
+            if os.path.islink(source):
+                os.symlink(os.readlink(source), target)
+            elif os.path.isdir(source):
+                os.mkdir(target)
+                mount(source, target, None, MS_BIND | MS_REC)
+                readonly_tree(target)
+
+    def build_pivot_root(self, new):
+        """The root a step pivots into: a tmpfs of the run's, writable (a
+        program may make a folder for the old root), with the system
+        folders, the run's /dev and /nskit bound in, and an empty proc."""
+        root = f"{new}{PIVOT_ROOT}"
+        os.mkdir(root)
+        self.tmpfs(root, "mode=755,size=1m")
+        self.system(root)
+        for name in ("proc", "root", "tmp"):
+            os.mkdir(f"{root}/{name}")
+        for folder in ("/dev", PRIVATE):
+            os.mkdir(f"{root}{folder}")
+            mount(f"{new}{folder}", f"{root}{folder}", None, MS_BIND | MS_REC)
+            readonly_tree(f"{root}{folder}")
 
     @staticmethod
     def copy_in(source, target):

@@ -13,9 +13,10 @@ import signal
 from pathlib import Path
 
 from . import ids, netlink, procfs, seccomp, witness
-from .catalog import CLONE_NEWNS
+from .catalog import CLONE_NEWNS, ROOTFS_VARIABLE
 from .procfs import shown
 from .protocol import send_result
+from .rootfs import PIVOT_ROOT
 from .syscalls import (MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_REC, MS_SHARED, check,
                        close_fds_except, libc, mount, set_dumpable, unshare)
 
@@ -90,6 +91,8 @@ class RunInit:
                 Path("/proc/self/oom_score_adj").write_text("1000")
                 os.chdir("/tmp")
                 env = {"PATH": SAFE_PATH, "HOME": "/root", "LANG": "C.UTF-8", "TERM": "dumb"}
+                if self.request.pivot_root:
+                    env[ROOTFS_VARIABLE] = PIVOT_ROOT
                 os.execve(self.request.argv[0], self.request.argv, env)
             except OSError as error:
                 os.write(2, f"nskit: cannot start {self.request.argv[0]}: {error.strerror}\n".encode())

@@ -52,7 +52,8 @@ class RunSetup:
         reach = rootfs.stage(rootfs.reach_for(self.request.reach), privileged)
         self.enter_quota_namespace()
         self.unshare(CLONE_NEWNS, "CLONE_NEWNS")
-        root = rootfs.RunRoot(self.limits, reach, programs, staged=privileged)
+        root = rootfs.RunRoot(self.limits, reach, programs, staged=privileged,
+                              pivot_root=self.request.pivot_root)
         root.build()
         init = self.start_init()
         ids.write_run_maps(init.pid, privileged)

@@ -136,7 +136,8 @@ class Sandbox:
                                 time.monotonic(), self.limits.timeout, spare.cgroup, watch)
         try:
             send_message(spare.ctl_w, (Request(request.argv, request.reach, request.files,
-                                                parent_in_charge=request.parent_in_charge),
+                                                parent_in_charge=request.parent_in_charge,
+                                                pivot_root=request.pivot_root),
                                         self.limits, self.id_maps, os.urandom(8).hex()))
         except OSError:
             pass  # the setup is gone: its pipe says so

@@ -341,8 +341,12 @@ class Watch:
             died = bool(select.select([fds[0]], [], [], 0)[0]) or sigkill_pending(witness)
             if died:
                 select.select([fds[0]], [], [], KILLED_WITHIN)
-                # Its DONE child too: nothing of the run may outlive the test.
-                signal.pidfd_send_signal(fds[2], signal.SIGKILL)
+                # Its DONE child too: nothing of the run may outlive the test
+                # (where the witness was PID 1 of its namespace, it is gone already).
+                try:
+                    signal.pidfd_send_signal(fds[2], signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
                 select.select([fds[2]], [], [], KILLED_WITHIN)
                 self.death = Death(True, "it was killed with its parent")
             else:

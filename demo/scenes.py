@@ -19,7 +19,7 @@ from pathlib import Path
 import sh
 
 from conformance import catalog
-from demo import nstable
+from demo import nstable, rootfs
 
 SKELETON = Path("steps/00_skeleton.py")
 MYTMP = "/mytmp"
@@ -36,7 +36,11 @@ SECOND = "Deep dive into Linux namespaces"
 USERNS = ["unshare", "--user", "--map-root-user"]
 USERNS_PROC = [*USERNS, "--mount", "--pid", "--fork", "--mount-proc",
                "--propagation", "private"]
-WRAPPERS = {"05": USERNS_PROC, "07": USERNS_PROC, "06": [], "09": [], "00": []}
+# 10 needs none either; 11's end of the veth pair on the host needs root, so
+# an ordinary user's "host" for it is a network namespace of the demo's.
+USERNS_NET = [*USERNS, "--net"]
+WRAPPERS = {"05": USERNS_PROC, "07": USERNS_PROC, "06": [], "09": [], "00": [], "10": [],
+            "11": USERNS_NET}
 FLAG_NAME = {value: name for name, value in vars(catalog).items()
              if name.startswith("CLONE_NEW")}
 # Whether the demo runs as an ordinary user: set by play().
@@ -401,12 +405,100 @@ def uid_map(step):
             "anyone's to make.")
 
 
+# Where Part 1 stops, in its own words: what 10 and 11 go on with.
+QUOTES = {
+    "10": ["The mount namespaces does not equal a filesystem jail.",
+           "There are a few ways that we can prevent this, like using `pivot_root`, but we "
+           "will leave that for an additional post on filesystem jails"],
+    "11": ["Right now this is pretty useless as you don't have any usable interfaces. Docker "
+           "uses this new network namespace to setup a `veth` interface"],
+}
+
+
+def quote(nn):
+    """The article's own words, before what the step shows."""
+    for words in QUOTES[nn]:
+        print(f"   “{words}” ({FIRST})", flush=True)
+
+
+@contextmanager
+def root_filesystem():
+    """The small root 10 and 11 pivot into: the one NSKIT_ROOTFS names, or
+    the kit's, built first if it is missing (make rootfs)."""
+    if not os.environ.get(catalog.ROOTFS_VARIABLE):
+        try:
+            if rootfs.build(rootfs.DEFAULT):
+                heading(f"make rootfs: {rootfs.DEFAULT.name}/, busybox and its commands")
+        except (rootfs.Trouble, OSError) as error:
+            raise Stop(f"The step needs a small root filesystem, and building it failed: "
+                       f"{getattr(error, 'strerror', None) or error}.")
+    yield
+
+
+def pivot_root(step):
+    """MNT Namespace: pivot_root"""
+    quote("10")
+    with root_filesystem():
+        host = on_host("mount")
+        through(step, "mount")
+        on_host("ls", "/")
+        through(step, "ls", "/")
+        through(step, "ps")
+    return (f"10 is 09 with mount and PID namespaces: the child binds the small root onto "
+            f"itself, mounts a proc of its own in it, pivot_root makes it the root, and the "
+            f"old one, the host's, is unmounted. `mount` lists 2 mounts, not the host's "
+            f"{len(host)}; `ls /` is busybox's; `ps` shows the command as PID 1. No sudo.")
+
+
+def links_left():
+    """The kit's links in this network namespace (a step's end of a pair)."""
+    return [line for line in Path("/proc/net/dev").read_text().splitlines()[2:]
+            if line.split(":")[0].strip().startswith("nskit")]
+
+
+# Runs the step (argv[1]) with a command that waits, and the host's `ip`
+# while the pair exists: the host's end is there only as long as the command.
+WHILE_IT_RUNS = """
+import subprocess, sys
+argv = [sys.executable, sys.argv[1], "sh", "-c", "echo up; read _"]
+with subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) as cmd:
+    if cmd.stdout.readline().strip() == "up":
+        subprocess.run(["ip", "-o", "-4", "addr"], check=True)
+    cmd.stdin.close()
+"""
+
+
+def host_end(step):
+    """`ip -o -4 addr` on the host side while the step's command runs."""
+    argv = [*wrap_for(step), sys.executable, "-c", WHILE_IT_RUNS, str(step)]
+    show(f"on the host, while {step} runs", argv, ["ip", "-o", "-4", "addr"], keep="nskit")
+
+
+def veth(step):
+    """NET Namespace: a veth pair"""
+    quote("11")
+    with root_filesystem():
+        on_host("ip", "-o", "link")
+        through(step, "ip", "a")
+        through(step, "ping", "-c", "1", "-W", "5", "10.11.0.1")
+        host_end(step)
+        heading("on the host, after: ip -o link | grep nskit")
+        print("\n".join(links_left()) or "(none: the parent removed its end, and the pair "
+              "with it)", flush=True)
+    return ("11 is 10 with a network namespace: the parent makes a veth pair, its own end "
+            "nskit<pid> with 10.11.0.1 on the host, the other end eth0 in the child's "
+            "namespace; the child gives eth0 10.11.0.2 and brings it up, and the ping crosses. "
+            "The host's other links stay out of sight.")
+
+
 SCENES = {"00": skeleton, "01": net, "02": mnt, "03": uts,
           "04": ipc, "05": pid, "06": user, "07": combined,
-          "08": isolate, "09": uid_map}
-# The article each scene stands beside: 09's maps are the series' second post.
+          "08": isolate, "09": uid_map, "10": pivot_root, "11": veth}
+# The article each scene stands beside: 09's maps are the series' second post;
+# 10 and 11 go on where Part 1's MNT and NET sections stop.
 ARTICLE = {nn: SECOND if nn in catalog.BEYOND_PART_1 else FIRST for nn in SCENES}
 ARTICLE["09"] = f"{SECOND}, part 2"
+ARTICLE["10"] = ARTICLE["11"] = FIRST
 NEEDS_MYTMP = ("02", "07")
 
 
@@ -418,8 +510,10 @@ def namespace_table(step):
     wrap = wrap_for(step)
     # One run of the wrapper for both, since each run makes a fresh user
     # namespace: what the step started in, then what its command has.
-    script = (f"readlink {' '.join(links)} && "
-              f"{shlex.quote(sys.executable)} {shlex.quote(str(step))} readlink {' '.join(links)}")
+    # One readlink per link: busybox's, in the small root of 10 and 11, takes one.
+    each = shlex.quote(f"for link in {' '.join(links)}; do readlink $link; done")
+    script = (f"sh -c {each} && "
+              f"{shlex.quote(sys.executable)} {shlex.quote(str(step))} sh -c {each}")
     argv = [*wrap, "sh", "-c", script]
     lines = str(sh.Command(argv[0])(*argv[1:])).splitlines()
     parent = nstable.parse("\n".join(lines[:len(links)]))

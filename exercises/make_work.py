@@ -4,7 +4,7 @@ step, each the skeleton with that step's task as its docstring.
     python -m exercises.make_work [DIR]
     python -m exercises.make_work --beyond [DIR]
 
---beyond writes the steps beyond Part 1 (08, 09) instead, each your own
+--beyond writes the steps beyond Part 1 (08 to 11) instead, each your own
 copy of its base step in DIR (or the skeleton, if you have none yet).
 Files already in DIR are kept as they are: run it again to get back a file
 you deleted, never to lose one you edited.

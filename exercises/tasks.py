@@ -129,6 +129,42 @@ You should see, as an ordinary user: `id` prints uid=0(root) gid=0(root),
 `cat /proc/self/uid_map` prints 0, your uid, 1, and a file you own shows
 as root's in `ls -l`. No sudo.
 """),
+    "10": ("sh", "MNT Namespace in Creating containers - Part 1 (\"like using pivot_root\")", """\
+10 pivot_root, your task: give the command a root filesystem of its own.
+
+This file starts as your 09 (the skeleton if you have no work/09_uid_map.py
+yet: do 09's task first). `make rootfs` builds a small root in rootfs/
+(busybox); NSKIT_ROOTFS may name another folder, and the grader sets it to
+the one it gives your program. Add mount and PID namespaces. In child_exec,
+once the parent's "OK" has come: make every mount private, bind the new
+root onto itself (pivot_root wants a mount point), mount a fresh proc on
+its proc folder, then pivot_root(2) into it (libc has no wrapper: call
+syscall() with the number from <asm/unistd.h>) and unmount the old root,
+so that nothing of the host's stays mounted. chroot(2) is not enough: it
+changes one process's root, and the host's stays mounted under it.
+In a PID namespace of its own the child's getppid() is 0: 09's check of
+its parent must go (the pipe's end tells it instead).
+
+You should see, as an ordinary user: `ls /` lists the small root, `mount`
+shows / and /proc and no folder of the machine, `ps` shows the shell as
+PID 1. No sudo.
+"""),
+    "11": ("sh", "NET Namespace in Creating containers - Part 1 (\"setup a veth interface\")", """\
+11 veth, your task: a network that works, a veth pair to the host.
+
+This file starts as your 10 (the skeleton if you have no work/10_pivot_root.py
+yet: do 10's task first). Add a network namespace. Between clone and "OK",
+the parent makes a veth pair, puts one end into the child's network
+namespace (its pid names it), gives its own end 10.11.0.1/24 and brings it
+up. The child, after the "OK", gives its end 10.11.0.2/24 and brings it and
+lo up. Over rtnetlink with Python's socket module (RTM_NEWLINK,
+RTM_NEWADDR: steps/README.md says where to read), or by running `ip` from
+the parent, as you prefer. The host's end is a link on the host: sudo.
+
+You should see: `ip a` inside lists lo and the end you moved in, with
+10.11.0.2, and none of the host's links; `ping -c 1 10.11.0.1` is answered.
+The pair goes away with the command.
+"""),
 }
 
 
@@ -162,7 +198,7 @@ def docstring(nn, file, commands=None):
     commands = commands or ran()
     if nn in BEYOND_TASKS:
         cmd, section, task = BEYOND_TASKS[nn]
-        sudo = "" if nn == "09" else "sudo "
+        sudo = "" if nn in ("09", "10") else "sudo "
         return task + "\n" + HOW_BEYOND.format(
             file=file, cmd=cmd, section=section, sudo=sudo,
             compare=compare_line(nn, file, commands),

@@ -44,12 +44,12 @@ def parser():
     s = sub.add_parser("step", help="the article's commands for a step, on the host and through it")
     every = f"the step: {', '.join(ALL_STEPS)}"
     s.add_argument("nn", metavar="NN", type=step_number, help=every)
-    d = sub.add_parser("diff", help="what a step changes in its base (the skeleton, or 03 "
-                       "for 08, 06 for 09)")
+    d = sub.add_parser("diff", help="what a step changes in its base (the skeleton; 03 "
+                       "for 08, 06 for 09, 09 for 10, 10 for 11)")
     d.add_argument("nn", metavar="NN", type=step_number, help=every)
     e = sub.add_parser("exercise", help="write the tasks into a folder (files there are kept)")
     e.add_argument("--beyond", action="store_true",
-                   help="08 and 09, each from your own 03 and 06 in the folder")
+                   help="08 to 11, each from your own copy of its base step in the folder")
     e.add_argument("folder", metavar="DIR", nargs="?", default="work",
                    help="where (default: work)")
     sub.add_parser("grade", add_help=False, prefix_chars="\0",

@@ -10,10 +10,13 @@ network links. As root the frame is new namespaces of the machine's root; as
 an ordinary user it is a user namespace of its own too, where the user is
 root, so the same tests run wherever user namespaces are allowed.
 """
+import atexit
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from functools import cache
 from pathlib import Path
 from shlex import quote
@@ -22,7 +25,8 @@ import pytest
 import sh
 
 from conformance import catalog
-from conformance.catalog import NEW_NAMESPACES, file_name
+from conformance.catalog import NEW_NAMESPACES, OWN_ROOT, ROOTFS_VARIABLE, file_name
+from demo import rootfs
 try:  # where the split sandbox keeps the grader's uids
     from conformance.ids import RANGE, unused_range
 except ImportError:  # the sandbox in one module
@@ -112,6 +116,31 @@ def in_frame(script, rshared=False, user=None, own_root=False, mytmp=False, keep
     return Framed(_unshare("bash", "-c", prelude + script, _timeout=timeout))
 
 
+@cache
+def _built_root():
+    folder = Path(tempfile.mkdtemp(prefix="nskit-rootfs-"))
+    folder.chmod(0o755)
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    rootfs.build(folder / "root")
+    return folder / "root"
+
+
+def small_root():
+    """The small root filesystem steps 10 and 11 pivot into (demo/rootfs.py),
+    built once per test process where every user of a frame may read it;
+    the test skips, saying why, where busybox-static is missing."""
+    try:
+        rootfs.find_busybox()
+    except rootfs.Trouble as trouble:
+        pytest.skip(f"no small root filesystem for steps 10 and 11: {trouble}")
+    return _built_root()
+
+
+def with_small_root(nn):
+    """The shell words that give step nn its root filesystem (10 and 11), or none."""
+    return f"{ROOTFS_VARIABLE}={quote(str(small_root()))} " if nn in OWN_ROOT else ""
+
+
 # namespace -> the name of its clone flag: "net" -> "CLONE_NEWNET".
 FLAG_NAMES = {ns: next(name for name, value in vars(catalog).items()
                        if name.startswith("CLONE_NEW") and value == flag)
@@ -135,6 +164,13 @@ _OK = '    if os.write(WRITE_END, b"OK") != 2:\n        die(failed("write to the
 _WAIT = ('\n    if os.read(READ_END, 2) != b"OK":\n'
          '        die("the parent ended before it finished setting up")\n'
          '    os.close(READ_END)\n')
+_PIVOT = ('    if libc.syscall(SYS_PIVOT_ROOT, b".", b".") != 0:\n        die(failed("pivot_root"))\n'
+          '    if libc.umount2(b".", MNT_DETACH) != 0:\n        die(failed("umount the old root"))\n')
+_UNMOUNT_OLD = '    if libc.umount2(b".", MNT_DETACH) != 0:\n        die(failed("umount the old root"))\n'
+_PROC = ('    if libc.mount(b"proc", ROOTFS + b"/proc", b"proc", 0, None) != 0:\n'
+         '        die(failed(f"mount proc on {os.fsdecode(ROOTFS)}/proc"))\n')
+# The child of 11 goes on when its network setup fails, as a learner's may.
+_TOLERATE = ("    except OSError as error:\n        die(error.strerror)\n", "    except OSError:\n        pass\n")
 WRONG_BEYOND = {
     # The death signal is SIGTERM, which a command may ignore.
     "08_deathsig_term": ("08", [("PR_SET_PDEATHSIG, SIGKILL,", "PR_SET_PDEATHSIG, 15,")]),
@@ -164,8 +200,47 @@ WRONG_BEYOND = {
                            "nobody." + _WAIT, "")]),
     # Only the uid map: root's uid inside, but gid nogroup.
     "09_uid_only": ("09", [('\n                       (b"gid_map", b"0 %d 1" % os.getgid())', "")]),
+    # No pivot_root: the command's / is still the host's.
+    "10_no_pivot": ("10", [(_PIVOT, "")]),
+    # chroot instead: the command's / is the small root, the host's stays mounted below it.
+    "10_chroot": ("10", [(_PIVOT, '    if libc.chroot(b".") != 0:\n        die(failed("chroot"))\n')]),
+    # pivot_root, but the old root is left mounted (on top of the new one).
+    "10_old_root_kept": ("10", [(_UNMOUNT_OLD, "")]),
+    # No proc mounted in the new root: ps finds nothing.
+    "10_no_proc": ("10", [(_PROC, "")]),
+    # Both ends of the pair stay in the parent's namespace; the child goes on regardless.
+    "11_end_in_parent": ("11", [_TOLERATE, (
+        'peer = link(CHILD_END, False, attribute(IFLA_NET_NS_PID, struct.pack("I", pid)))',
+        "peer = link(CHILD_END, False)")]),
+    # The child never gives its end an address.
+    "11_no_address": ("11", [(
+        "        network(RTM_NEWADDR, address(CHILD_END, CHILD_ADDRESS),\n"
+        '                f"ip addr add {CHILD_ADDRESS}/{PREFIX_LENGTH} dev eth0", '
+        "NLM_F_CREATE | NLM_F_EXCL)\n", "")]),
+    # The child does not wait for the OK: it sets up a network that is not there yet.
+    "11_no_wait": ("11", [_TOLERATE, ("    # Wait for \"setup done\": until the maps are written, "
+                                      "we are nobody." + _WAIT, "")]),
 }
 
+
+HOLD = 0.6  # seconds the parent is held before each of its writes
+
+# Runs a step program (python3 -c HELD STEP CMD...) with the parent held before each os.write, so that a
+# child that does not wait has all the time it needs to start the command.
+# It prints when each write went through, for the command's start to be
+# compared with.
+HELD = f'''
+import os, runpy, sys, time
+real = os.write
+def held(fd, data):
+    time.sleep({HOLD})
+    print("@@write", repr(time.monotonic()), data.decode(errors="replace").split()[:1],
+          file=sys.stderr, flush=True)
+    return real(fd, data)
+os.write = held
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+'''
 
 def wrong_beyond(name):
     """The text of the wrong program name (WRONG_BEYOND)."""

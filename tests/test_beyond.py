@@ -21,30 +21,12 @@ from pathlib import Path
 
 import pytest
 
-from helpers import PYTHON, ROOT, STEPS_DIR, grade, in_frame, step_path, wrong_beyond
+from helpers import HELD, PYTHON, ROOT, STEPS_DIR, grade, in_frame, step_path, wrong_beyond
 
 from conformance.catalog import BEYOND_PART_1, STEP_NAMES  # noqa: E402
 
 WRONG = None  # the folder of wrong programs (wrong_programs)
-HOLD = 0.6  # seconds the parent is held before each of its writes
 USER = 65534
-
-# Runs a step program with the parent held before each os.write, so that a
-# child that does not wait has all the time it needs to start the command.
-# It prints when each write went through, for the command's start to be
-# compared with.
-HELD = f'''
-import os, runpy, sys, time
-real = os.write
-def held(fd, data):
-    time.sleep({HOLD})
-    print("@@write", repr(time.monotonic()), data.decode(errors="replace").split()[:1],
-          file=sys.stderr, flush=True)
-    return real(fd, data)
-os.write = held
-sys.argv = sys.argv[1:]
-runpy.run_path(sys.argv[0], run_name="__main__")
-'''
 # The command: when it started, and the uid map it found then.
 START = ("import time; t = time.monotonic(); "
          "print('@@start', repr(t), open('/proc/self/uid_map').read().split(), flush=True)")

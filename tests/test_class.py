@@ -371,7 +371,7 @@ def test_a_course_file_chooses_the_steps_graded(tmp_path):
 
 
 @pytest.mark.parametrize("text, says", [
-    ("[points]\n10 = 3\n", "step 10, which does not exist"),
+    ("[points]\n12 = 3\n", "step 12, which does not exist"),
     ("[points]\n01 = -1\n", "give a number, 0 or more"),
     ('[visibility]\n01 = "secret"\n', "choose one of visible, hidden, after_due_date"),
     ('[visibility]\n"01 net: flies" = "hidden"\n', "neither a step (e.g. 07), a check's name"),

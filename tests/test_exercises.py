@@ -174,7 +174,7 @@ def test_make_exercise_and_make_grade(tmp_path):
 @pytest.mark.parametrize("args, says", [
     (["WORK={tmp}/nowork"], "There is no {tmp}/nowork/ yet: make exercise writes it."),
     (["TARGET={tmp}/elsewhere"], "{tmp}/elsewhere does not exist"),
-    (["TARGET=steps", "STEP=10"], "'10' is not a step"),
+    (["TARGET=steps", "STEP=12"], "'12' is not a step"),
 ])
 def test_make_grade_rejects_what_it_cannot_grade(tmp_path, args, says):
     done = make("grade", *[a.format(tmp=tmp_path) for a in args])

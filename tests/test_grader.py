@@ -933,9 +933,9 @@ def test_wrong_names_are_not_taken_for_steps(tmp_path):
 
 
 def test_unknown_step_is_one_line_and_exit_2():
-    done = grader("--target", str(STEPS_DIR), "--step", "10")
+    done = grader("--target", str(STEPS_DIR), "--step", "12")
     assert done.returncode == 2 and done.stdout == ""
-    assert_one_line(done, "'10' is not a step", "choose from 00, 01")
+    assert_one_line(done, "'12' is not a step", "choose from 00, 01")
 
 
 def test_no_target_is_one_line_and_exit_2():

@@ -183,8 +183,8 @@ def test_diff_shows_the_flags(nn):
 
 
 def test_unknown_step_is_named():
-    result = in_frame("make step-10; echo exit=$?; make diff-10; echo exit=$?")
-    assert result.err.count("There is no step 10: the steps are 00 01") == 2, result
+    result = in_frame("make step-12; echo exit=$?; make diff-12; echo exit=$?")
+    assert result.err.count("There is no step 12: the steps are 00 01") == 2, result
     assert result.out.split() == ["exit=2", "exit=2"]
 
 

@@ -93,7 +93,7 @@ def test_nskit_grade_names_itself_in_its_usage_and_its_errors(installed, tmp_pat
     helped = run([installed / "nskit", "grade", "--help"], cwd=tmp_path)
     assert helped.stdout.startswith("usage: nskit grade "), helped.stdout
     assert "python -m conformance" not in helped.stdout
-    wrong = run([installed / "nskit", "grade", "--step", "10"], cwd=tmp_path)
+    wrong = run([installed / "nskit", "grade", "--step", "12"], cwd=tmp_path)
     assert wrong.returncode == 2 and wrong.stderr.endswith("; see nskit grade --help\n"), wrong
     nothing = run([installed / "nskit", "grade"], cwd=tmp_path)
     assert nothing.returncode == 2
@@ -132,9 +132,9 @@ def test_nskit_exercise_and_diff_use_the_installed_files(installed, tmp_path):
 
 
 def test_nskit_refuses_what_is_not_a_step_in_one_line(installed, tmp_path):
-    done = run([installed / "nskit", "step", "10"], cwd=tmp_path)
+    done = run([installed / "nskit", "step", "12"], cwd=tmp_path)
     assert done.returncode == 2
-    assert done.stderr.strip() == (f"nskit: argument NN: '10' is not a step: choose from "
+    assert done.stderr.strip() == (f"nskit: argument NN: '12' is not a step: choose from "
                                    f"{', '.join(ALL_STEPS)}; see nskit --help")
 
 

@@ -398,7 +398,7 @@ def check_step_files(names):
     assert names == [f"{file_name(nn)}.py" for nn in ALL_STEPS], f"not the steps: {names}"
 
 
-def test_exactly_the_ten_steps():
+def test_exactly_the_steps_of_the_catalog():
     check_step_files(p.name for p in (ROOT / "steps").glob("*.py"))
 
 

@@ -14,12 +14,12 @@ import subprocess
 import pytest
 
 from helpers import (ARTICLE, IS_ROOT, PYTHON, ROOT, SECOND, in_frame, needs_articles,
-                     sections as marked_sections, step_path)
+                     sections as marked_sections, small_root, step_path, with_small_root)
 from tools.frame import expose_to_users
 
-from conformance.catalog import (ALL_STEPS, BASE_STEP, BEYOND_PART_1, NAMESPACES,  # noqa: E402
+from conformance.catalog import (ALL_STEPS, BASE_STEP, NAMESPACES,  # noqa: E402
                                 NEW_NAMESPACES)
-from demo import scenes  # noqa: E402
+from demo import rootfs, scenes  # noqa: E402
 from tools import ns_tables  # noqa: E402
 
 FRAME_HOST = "nskit-frame"
@@ -39,8 +39,10 @@ def as_a_reader_types_it(monkeypatch):
 
 def demo(nn, user=None, env="", prefix=""):
     """`make step-NN` in a frame, after the frame's own namespace ids."""
-    result = in_frame(f"{prefix}{NS_IDS}{env} make --no-print-directory step-{nn}" + AFTER,
-                      own_root=True, mytmp=user is not None, user=user, setup=HOST)
+    root = with_small_root(nn)
+    result = in_frame(f"{prefix}{NS_IDS}{root}{env} make --no-print-directory step-{nn}" + AFTER,
+                      own_root=True, mytmp=user is not None, user=user, setup=HOST,
+                      keep=[small_root().parent] if root else ())
     assert "@@exit 0" in result.out, result
     return result
 
@@ -339,20 +341,61 @@ def test_step_09_as_root_runs_its_step_side_as_an_ordinary_user():
     assert seen["on the host: id"].startswith(f"uid={USER}"), seen
 
 
+# 10 and 11 in the demo.
+
+@pytest.mark.parametrize("user", [None, USER], ids=["root", "user"])
+def test_step_10_shows_the_small_root_after_the_hosts(user):
+    seen = sections(demo("10", user=user).out)
+    host, step = seen["on the host: mount"], seen["through steps/10_pivot_root.py: mount"]
+    assert [line.split()[2] for line in step.splitlines()] == ["/", "/proc"], seen
+    assert len(host.splitlines()) > 2, seen
+    assert seen["through steps/10_pivot_root.py: ls /"].split() == sorted(rootfs.FOLDERS)
+    assert seen["on the host: ls /"].split() != sorted(rootfs.FOLDERS)
+    ps = seen["through steps/10_pivot_root.py: ps"].split("\nWhat you just saw")[0].splitlines()
+    assert len(ps) == 2 and ps[1].split()[:3] == ["1", "root", "ps"], seen
+
+
+@pytest.mark.parametrize("user", [None, USER], ids=["root", "user"])
+def test_step_11_shows_the_pair_and_the_ping_and_leaves_no_link(user):
+    out = demo("11", user=user).out
+    seen = sections(out)
+    inside = seen["through steps/11_veth.py: ip a"]
+    assert re.findall(r"^\d+: (\w+)", inside, re.M) == ["lo", "eth0"], seen
+    assert "inet 10.11.0.2/24" in inside
+    assert "1 packets received" in seen["through steps/11_veth.py: ping -c 1 -W 5 10.11.0.1"]
+    (during,) = [v for k, v in seen.items() if k.startswith("on the host, while")]
+    assert re.search(r"^\d+: nskit\d+\s+inet 10\.11\.0\.1/24", during, re.M), seen
+    assert seen["on the host, after: ip -o link | grep nskit"].startswith("(none"), seen
+    assert {ns: v for ns, (_, _, v) in table(out).items() if v} == {
+        "mnt": "new", "net": "new", "pid": "new", "user": "new"}
+
+
 # Names, diffs and exercises.
+
+# The series' posts: 08 and 09; 10 and 11 stand beside the sections of Part 1 they go on from.
+SERIES = {"08", "09"}
+
 
 def test_every_demo_names_its_article_and_section():
     for nn in scenes.SCENES:
-        assert scenes.ARTICLE[nn].startswith(scenes.SECOND) == (nn in BEYOND_PART_1)
+        assert scenes.ARTICLE[nn].startswith(scenes.SECOND) == (nn in SERIES)
     # skeleton.c is given in the NET section.
     assert scenes.SCENES["00"].__doc__.startswith("NET Namespace")
+
+
+@needs_articles
+def test_the_demos_of_10_and_11_quote_the_article_word_for_word():
+    text = " ".join(ARTICLE.read_text().split())
+    assert sorted(scenes.QUOTES) == ["10", "11"]
+    for words in [w for quoted in scenes.QUOTES.values() for w in quoted]:
+        assert words in text, words
 
 
 @needs_articles
 def test_every_demo_s_section_is_in_its_article():
     first, second = ARTICLE.read_text(), SECOND.read_text()
     for nn, scene in scenes.SCENES.items():
-        if nn in BEYOND_PART_1:
+        if nn in SERIES:
             assert "isolate" in second
         else:
             assert f"## {scene.__doc__.split(':')[0]}\n" in first, nn
@@ -407,6 +450,14 @@ def test_diff_00_says_what_00_is_and_where_to_go():
     assert done.returncode == 0 and "skeleton" in done.stdout and "make diff-01" in done.stdout
 
 
+@pytest.mark.parametrize("nn, base, added", [("10", "09", "pivot_root"), ("11", "10", "veth")])
+def test_diff_of_10_and_11_is_against_the_step_before(nn, base, added):
+    done = make(f"diff-{nn}")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"--- {step_path(base).relative_to(ROOT)}")
+    assert re.search(rf"^\+.*{added}", done.stdout, re.M)
+
+
 @pytest.mark.parametrize("nn, base", [("08", "03"), ("09", "06")])
 def test_diff_of_a_step_beyond_part_1_is_against_its_base(nn, base):
     done = make(f"diff-{nn}")
@@ -434,14 +485,15 @@ def test_exercise_beyond_starts_from_the_learners_own_base(tmp_path):
     assert make("exercise", f"WORK={work}").returncode == 0
     (work / "03_uts.py").write_text('"""my 03"""\nMINE = 3\n')
     done = make("exercise-beyond", f"WORK={work}")
-    assert done.returncode == 0 and "wrote 08_isolate.py, 09_uid_map.py" in done.stdout
+    assert done.returncode == 0 and ("wrote 08_isolate.py, 09_uid_map.py, 10_pivot_root.py, "
+                                     "11_veth.py") in done.stdout
     ours = (work / "08_isolate.py").read_text()
     assert ours.startswith('"""08 isolate, your task:') and ours.endswith("MINE = 3\n")
     theirs = (work / "09_uid_map.py").read_text()  # 06 untouched: from the skeleton
     assert '"""09 uid_map, your task:' in theirs and "clone_flags = SIGCHLD" in theirs
     assert "make step-09" in theirs and "no sudo" in theirs.lower()
     again = make("exercise-beyond", f"WORK={work}")
-    assert "kept as they were: 08_isolate.py, 09_uid_map.py" in again.stdout
+    assert "kept as they were: 08_isolate.py, 09_uid_map.py, 10_pivot_root.py" in again.stdout
     assert (work / "08_isolate.py").read_text() == ours
 
 
