@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from . import course as courses
-from . import report, vm
+from . import report, shards, vm
 from .catalog import ALL_STEPS, BEYOND_PART_1
 from .commands import ran
 from .discover import NO_WORK, TargetError, find_programs, find_submissions
@@ -35,6 +35,14 @@ def step(text):
     text = text.zfill(2)
     if text not in ALL_STEPS:
         raise argparse.ArgumentTypeError(f"{text!r} is not a step: choose from {', '.join(ALL_STEPS)}")
+    return text
+
+
+def shard(text):
+    try:
+        shards.parse(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error))
     return text
 
 
@@ -87,6 +95,9 @@ def parser():
                    "(default scores.csv)")
     p.add_argument("--gradescope-dir", metavar="OUT", help="with --submissions: write "
                    "OUT/<learner>/results.json")
+    p.add_argument("--shard", metavar="K/N", type=shard, help="with --submissions: grade "
+                   "only share K of N of the learners (the same learner always in the same "
+                   "share), and write shard.json beside the scores for merge")
     p.add_argument("--course", metavar="FILE", help="a course file (TOML): the steps graded, "
                    "each step's points, each check's visibility in Gradescope; default: every "
                    "step, 10 points each")
@@ -147,6 +158,9 @@ class Progress:
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["merge"]:
+        return shards.main(argv[1:], ran().merge)
     args = parser().parse_args(argv)
     commands = ran()
     if not (args.target or args.submissions):
@@ -155,14 +169,16 @@ def main(argv=None):
                   f"{commands.exercise} writes it, or give --target DIR.", file=sys.stderr)
             return 2
         args.target = commands.default_target
-        # The command line a VM reruns says what was graded.
-        argv = [*(sys.argv[1:] if argv is None else argv), "--target", args.target]
     if args.submissions and (args.prairielearn or args.classroom):
         print("nskit: --prairielearn and --classroom grade one learner: use them with --target.",
               file=sys.stderr)
         return 2
     if args.roster and not args.submissions:
         print("nskit: --roster goes with --submissions.", file=sys.stderr)
+        return 2
+    if args.shard and not args.submissions:
+        print("nskit: --shard grades a share of a class: use it with --submissions.",
+              file=sys.stderr)
         return 2
     try:
         course = courses.load(args.course) if args.course else courses.Course()
@@ -179,14 +195,18 @@ def main(argv=None):
             return 2
     limits = Limits(timeout=args.timeout, processes=args.processes, memory=args.memory,
                     output=args.max_output, propagation=args.propagation)
+    share = _Share()
     try:
         if args.submissions:
             learners = find_submissions(args.submissions)
+            if args.shard:
+                share = _Share(args, learners, roster, course)
+                learners, roster = share.learners, share.roster
             targets = {p.name: find_programs(p, args.step) for p in learners}
         else:
             targets = {args.target: find_programs(args.target, args.step)}
         if args.vm == "always":
-            return _in_vm(argv, args, targets, "asked for (--vm always)", "")
+            return share.done(_in_vm(argv, args, targets, "asked for (--vm always)", ""))
         sandbox = Sandbox(limits, args.jobs)
         sandbox.probe_available()
         if not sandbox.cgroups and not sandbox.id_maps.privileged:
@@ -210,7 +230,8 @@ def main(argv=None):
         if args.vm == "never":
             print(sentence, file=sys.stderr)
             return 2
-        return _in_vm(argv, args, targets, "this machine refuses namespaces", sentence)
+        return share.done(_in_vm(argv, args, targets, "this machine refuses namespaces",
+                                 sentence))
     progress = Progress(len(targets)) if args.submissions else None
     results = grade(targets, sandbox, on_done=progress)
     if progress:
@@ -219,7 +240,7 @@ def main(argv=None):
     if args.json:
         report.write_json(args.json, report.full(results, course))
     if args.submissions:
-        return _report_class(args, results, course, roster)
+        return share.done(_report_class(args, results, course, roster))
     steps = results[args.target]
     print(report.table(steps, course))
     base = Path(args.target).absolute()
@@ -246,6 +267,38 @@ def _not_graded(args, why):
     a workflow's step."""
     if args.prairielearn:
         report.write_json(args.prairielearn, report.prairielearn_not_graded(LEARNERS_SENTENCE, why))
+
+
+class _Share:
+    """With --shard K/N, this machine's share of the class: its learners, the
+    roster's learners of the share, and the manifest merge reads, written
+    once the share is graded (here or in a VM)."""
+
+    def __init__(self, args=None, learners=(), roster=None, course=None):
+        self.args, self.course = args, course
+        if args is None:
+            return
+        self.k, self.n = shards.parse(args.shard)
+        self.class_names = [p.name for p in learners]
+        self.roster_names = None if roster is None else list(roster)
+        self.learners = [p for p in learners if shards.shard_of(p.name, self.n) == self.k]
+        self.roster = None if roster is None else {
+            name: who for name, who in roster.items() if shards.shard_of(name, self.n) == self.k}
+
+    def done(self, status):
+        if self.args is None or status != 0:
+            return status
+        args = self.args
+        csv_path = args.csv or "scores.csv"
+        shards.write_manifest(
+            Path(csv_path).parent, (self.k, self.n), self.class_names,
+            [p.name for p in self.learners], self.roster_names, self.course, args.step or [],
+            {"csv": csv_path, "json": args.json, "junit": args.junit,
+             "gradescope_dir": args.gradescope_dir})
+        print(f"shard {self.k}/{self.n}: {len(self.learners)} of the class's "
+              f"{len(self.class_names)} learners; then {ran().merge} --out DIR "
+              f"followed by every shard's folder")
+        return status
 
 
 def _in_vm(argv, args, targets, why, sentence):

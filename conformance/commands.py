@@ -25,6 +25,7 @@ class Commands:
     default_target: str = None   # what the grader grades when told nothing
     checkout: bool = False       # run in a checkout of the kit: steps/ is at hand
     first: str = None            # what must be done once before grading
+    merge: str = "python -m conformance merge"   # joins a class's shards
 
     def grade_step(self, nn, folder=WORK):
         """The command that grades step nn of folder."""
@@ -44,7 +45,8 @@ KINDS = {
                      checkout=True),
     "nskit": Commands(prog="nskit grade", help="nskit grade --help", grade="nskit grade",
                       step="nskit grade --step {nn}", target="nskit grade --target {target}",
-                      demo="nskit step {nn}", exercise="nskit exercise", default_target=WORK),
+                      demo="nskit step {nn}", exercise="nskit exercise", default_target=WORK,
+                      merge="nskit merge"),
     "python": Commands(prog="python -m conformance", help="python -m conformance --help",
                        grade="python -m conformance --target work",
                        step="python -m conformance --target work --step {nn}",

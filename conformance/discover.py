@@ -146,8 +146,10 @@ def find_programs(target, steps=None, search=True):
 
 
 def find_submissions(folder):
-    """Every subfolder of a class's submissions folder, one learner each."""
-    folder = Path(folder)
+    """Every subfolder of a class's submissions folder, one learner each, by
+    its absolute path: what is said of a learner's files is then said
+    relative to their folder, never to where the grader was run."""
+    folder = Path(folder).absolute()
     if not folder.is_dir():
         raise TargetError(f"{folder} is not a folder: give --submissions a folder with one "
                           f"subfolder per learner.")

@@ -5,6 +5,7 @@
     nskit exercise [--beyond] [DIR]         make exercise, make exercise-beyond [WORK=DIR]
     nskit grade [--target DIR] ...          make grade (work/ by default), with every option of
                                             python -m conformance
+    nskit merge --out DIR SHARD...          python -m conformance merge: a class graded in shards
     nskit gradescope-bundle [ZIP] [--course FILE]   make gradescope-bundle [COURSE=FILE]
 """
 import argparse
@@ -55,6 +56,9 @@ def parser():
     sub.add_parser("grade", add_help=False, prefix_chars="\0",
                    help="grade step programs, work/ by default: nskit grade --help lists the "
                         "grader's options")
+    sub.add_parser("merge", add_help=False, prefix_chars="\0",
+                   help="join the reports of a class graded in shards (nskit grade --shard "
+                        "K/N): nskit merge --out DIR SHARD...")
     b = sub.add_parser("gradescope-bundle", help="build the Gradescope autograder zip")
     b.add_argument("out", metavar="ZIP", nargs="?", default=BUNDLE,
                    help=f"where (default: {BUNDLE})")
@@ -79,10 +83,10 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     # Every message, the grader's and the exercises', names nskit's commands.
     os.environ[commands.VARIABLE] = "nskit"
-    if argv[:1] == ["grade"]:
+    if argv[:1] in (["grade"], ["merge"]):
         # Everything after `grade` is the grader's own: its options, its --help.
         from conformance.cli import main as grade
-        return grade(argv[1:])
+        return grade(argv[1:] if argv[0] == "grade" else argv)
     args = parser().parse_args(argv)
     if args.command == "step":
         from demo.__main__ import main as demo

@@ -552,17 +552,22 @@ def test_actionlint_passes_the_classroom_workflow(tmp_path):
     assert subprocess.run([*lint, str(wrong)], capture_output=True, timeout=120).returncode != 0
 
 
-@pytest.fixture(scope="module")
-def workflow():
+def read_workflow(path):
+    """A workflow file as data, read by the YAML reader that ships with perl."""
     done = subprocess.run(
         ["perl", "-MCPAN::Meta::YAML", "-MJSON::PP", "-e",
          "local $/; my $y = CPAN::Meta::YAML->read_string(<STDIN>) or die CPAN::Meta::YAML->errstr;"
          " print JSON::PP->new->encode($y->[0])"],
-        stdin=open(WORKFLOW), capture_output=True, text=True) if shutil.which("perl") else None
+        stdin=open(path), capture_output=True, text=True) if shutil.which("perl") else None
     if done is None or "Can't locate" in done.stderr:
         pytest.skip("no YAML reader here: perl with CPAN::Meta::YAML")
-    assert done.returncode == 0, f"{WORKFLOW} is not YAML: {done.stderr}"
+    assert done.returncode == 0, f"{path} is not YAML: {done.stderr}"
     return json.loads(done.stdout)
+
+
+@pytest.fixture(scope="module")
+def workflow():
+    return read_workflow(WORKFLOW)
 
 
 def test_the_classroom_workflow_reports_one_runner_of_points(workflow):

@@ -72,7 +72,7 @@ def test_the_wheel_holds_the_packages_the_steps_and_the_dependencies(wheel):
 def test_nskit_help_names_the_makefile_targets(installed, tmp_path):
     done = run([installed / "nskit", "--help"], cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    for command in ("step", "diff", "exercise", "grade", "gradescope-bundle"):
+    for command in ("step", "diff", "exercise", "grade", "merge", "gradescope-bundle"):
         assert f"    {command} " in done.stdout or f"    {command}\n" in done.stdout, command
 
 
@@ -99,6 +99,15 @@ def test_nskit_grade_names_itself_in_its_usage_and_its_errors(installed, tmp_pat
     assert nothing.returncode == 2
     assert nothing.stderr == ("nskit: there is no work/ here to grade: nskit exercise writes "
                               "it, or give --target DIR.\n"), nothing
+
+
+def test_nskit_merge_names_itself(installed, tmp_path):
+    done = run([installed / "nskit", "merge"], cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.startswith("nskit: usage: nskit merge --out DIR SHARD_FOLDER..."), done
+    none = run([installed / "nskit", "merge", "--out", "class", "nowhere"], cwd=tmp_path)
+    assert none.returncode == 2 and none.stderr.startswith("nskit: nowhere holds no shard's "
+                                                           "shard.json"), none
 
 
 def test_nskit_exercise_then_nskit_grade_grades_work_by_default(installed, tmp_path):
