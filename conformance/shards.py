@@ -9,10 +9,10 @@ never from its position: the same learner is in the same shard whatever
 else the class folder holds and in whatever order a machine lists it. Each
 shard writes a manifest, shard.json, beside its scores.csv: which shard it
 is, the whole class's names and those it graded, the course it was graded
-with, and where its reports are. merge refuses shards
-that are not all N of one class graded alike, or that overlap or miss a
-learner, with one sentence; otherwise it writes the class's scores.csv,
-JSON, JUnit XML and Gradescope folders as one run would have.
+with, and where its reports are. merge refuses shards that are not all N
+of one class graded alike, or that overlap or miss a learner, with one
+sentence; otherwise it writes the class's scores.csv, JSON, JUnit XML and
+Gradescope folders as one run would have.
 """
 import csv
 import hashlib
@@ -26,8 +26,6 @@ from pathlib import Path
 from . import report
 
 MANIFEST = "shard.json"
-# The reports a shard's manifest may name, by the grader's option.
-REPORTS = ("csv", "json", "junit", "gradescope_dir")
 
 
 class ShardError(Exception):
@@ -228,6 +226,7 @@ def _join_gradescope(shards, learners, target):
                 shutil.copyfile(results, target / label / "results.json")
 
 
+# How each report a shard's manifest may name, by the grader's option, is joined.
 JOIN = {"csv": _join_csv, "json": _join_json, "junit": _join_junit,
         "gradescope_dir": _join_gradescope}
 

@@ -103,7 +103,8 @@ def graded(tmp_path_factory):
     one.mkdir()
     done = conformance("--submissions", root / "class", "--course", root / "course.toml",
                        "--roster", root / "roster.csv", "--csv", one / "scores.csv",
-                       "--json", one / "class.json", "--gradescope-dir", one / "gradescope")
+                       "--json", one / "class.json", "--junit", one / "class.xml",
+                       "--gradescope-dir", one / "gradescope")
     assert done.returncode == 0, done.stderr
     return root, names
 
@@ -138,6 +139,10 @@ def assert_same_as_one_run(merged, one, names, graded_as=()):
     merged_json = json.loads(text)
     assert list(merged_json) == sorted(names)
     assert untimed(merged_json) == untimed(json.loads((one / "class.json").read_text()))
+    if (merged / "class.xml").exists():
+        suites = [re.sub(r' time="[0-9.]+"', "", (d / "class.xml").read_text())
+                  for d in (merged, one)]
+        assert suites[0] == suites[1] and suites[0].count("<testsuite ") == len(names)
     folders = sorted(p.name for p in (merged / "gradescope").iterdir())
     assert folders == sorted(names)
     for name in names:
