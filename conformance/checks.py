@@ -19,7 +19,8 @@ import re
 from dataclasses import dataclass
 
 from .catalog import BEYOND_PART_1, CLONE_FLAG_NAME, NAMESPACES, NEW_NAMESPACES, SIGCHLD
-from .journal import OVERFLOW_ID, mapped
+from .journal import (OVERFLOW_ID, Blocked, Clone, Exec, Follow, Observation, Write, mapped,
+                      shown)
 
 NOT_RUN = "the command never ran"
 SKIPPED = "skipped: needs "
@@ -45,6 +46,7 @@ class Evidence:
     propagation: str = "shared"
     language: str = "python"  # "python", "c" or "other": the words a hint uses
     program: str = ""     # the program's path as the learner knows it
+    journal: object = None    # every event of the run, in order (journal.Journal)
 
 
 @dataclass(frozen=True, eq=False)
@@ -96,6 +98,20 @@ def _mounted_on(mounts, point):
 
 def _mountinfo_lines(mountinfo, point):
     return [line for line in mountinfo.splitlines() if line.split()[4:5] == [point]]
+
+
+def _moments(ev):
+    """The run's host at every moment the grader looked: when the command was
+    observed, and at the end (after everything the program left had ended)."""
+    return [(m.get("moment", "during the run"), m) for m in ev.watch.get("moments", [])] + \
+        [("at the end", ev.after)]
+
+
+def _when(moment, changes):
+    """When a change was seen, said where it was undone by the end."""
+    if any(when == "at the end" for when, _ in changes):
+        return ""
+    return f" ({moment}, undone by the end)"
 
 
 def _made_private(ev):
@@ -153,12 +169,62 @@ def _locked_proc(words):
         "Invalid argument" in words or "EINVAL" in words)
 
 
+def _where(ev, run):
+    """Where a copy of the command ran: "in new uts and pid", "in the host's"."""
+    host = ev.watch.get("host", {}).get("ns", {})
+    new = sorted(n for n in NAMESPACES if run.ns.get(n) and run.ns.get(n) != host.get(n))
+    return f"in new {' and '.join(new)}" if new else "in the host's"
+
+
+TIMES = {2: "twice", 3: "three times"}
+
+
+def _as_given(run):
+    """Whether a copy is the command as it was given: the witness, alone."""
+    return run.runs == "witness" and (run.argv is None or len(run.argv) == 1)
+
+
+def _command_line(run):
+    return " ".join(shown(a) for a in (run.argv or [run.path or b"?"]))[:200]
+
+
+def _copies(ev):
+    """Every copy of the command the journal saw: each process that ran the
+    witness's shell, however it was started."""
+    if ev.journal is None:
+        return []
+    return [e for e in ev.journal.of(Exec) if e.runs in ("witness", "shell")]
+
+
+def _wrong_copies(ev):
+    """The Failure of a program that ran the command more than once, or with
+    other arguments; None when it ran it once, as it was given."""
+    copies = _copies(ev)
+    if len(copies) > 1:
+        places = ", ".join(f"once {_where(ev, run)}" if _as_given(run) else
+                           f"once as {_command_line(run)} {_where(ev, run)}"
+                           for run in copies[:4])
+        return Failure(f"ran the command {TIMES.get(len(copies), f'{len(copies)} times')}: "
+                       f"{places}", (
+            "The program is given one command and runs it once: " + runs_command(ev) +
+            ", and nothing else runs it, before or after."))
+    other = [run for run in copies if not _as_given(run)]
+    if other:
+        run = other[0]
+        name = shown(run.path or b"?") if run.runs == "witness" else "/nskit/sh"
+        return Failure(f"ran {name} with other arguments: {_command_line(run)}", (
+            "Run the command exactly as it was given, with its arguments and nothing else: "
+            + runs_command(ev) + "."))
+    return None
+
+
 @check("runs the command it is given", needs_outcome=True)
 def ran(ev):
     if ev.witness is not None:
-        copies = ev.watch.get("copies", 1)
-        return "it ran, and was observed" + (
-            f" (the first of {copies} copies)" if copies > 1 else "")
+        wrong = _wrong_copies(ev)
+        if wrong:
+            raise wrong
+        return "it ran, and was observed"
     if ev.watch.get("error"):
         raise Failure(f"{NOT_RUN}: {ev.watch['error']}",
                       "The command was started but could not be observed: it must keep "
@@ -329,11 +395,14 @@ def tmpfs_inside(ev):
 
 @check("the tmpfs never shows on the host", needs=[tmpfs_inside], watches_host=True)
 def tmpfs_not_on_host(ev):
-    leaked = len(_mountinfo_lines(ev.after["mounts"], "/mytmp")) - \
-        len(_mountinfo_lines(ev.before["mounts"], "/mytmp"))
-    if leaked <= 0:
+    first = len(_mountinfo_lines(ev.before["mounts"], "/mytmp"))
+    leaks = [(moment, len(_mountinfo_lines(host["mounts"], "/mytmp")) - first)
+             for moment, host in _moments(ev)]
+    leaks = [(moment, leaked) for moment, leaked in leaks if leaked > 0]
+    if not leaks:
         return "nothing"
-    raise _reached_host(ev, f"{leaked} new mount(s) on the host's /mytmp",
+    moment, leaked = leaks[0]
+    raise _reached_host(ev, f"{leaked} new mount(s) on the host's /mytmp{_when(moment, leaks)}",
                         "mounted the tmpfs", "mount the tmpfs")
 
 
@@ -365,10 +434,13 @@ def myhostname(ev):
 
 @check("the host's hostname is unchanged", needs=[myhostname], watches_host=True)
 def host_hostname_kept(ev):
-    before, after = ev.before["hostname"], ev.after["hostname"]
-    if before == after:
+    before = ev.before["hostname"]
+    changes = [(moment, host["hostname"]) for moment, host in _moments(ev)
+               if host["hostname"] != before]
+    if not changes:
         return "unchanged"
-    seen = f"{before!r} became {after!r}"
+    moment, after = changes[0]
+    seen = f"{before!r} became {after!r}{_when(moment, changes)}"
     if after == ev.witness["hostname"]:
         raise Failure(seen, (
             "sethostname ran in the parent, before clone: the host took the name, and the "
@@ -418,10 +490,13 @@ def pid1_alone(ev):
 
 @check("the host's /proc is untouched", needs=[pid1_alone], watches_host=True)
 def host_proc_kept(ev):
-    if ev.after["proc"] and (_mountinfo_lines(ev.after["mounts"], "/proc")
-                             == _mountinfo_lines(ev.before["mounts"], "/proc")):
+    first = _mountinfo_lines(ev.before["mounts"], "/proc")
+    changes = [(moment, host) for moment, host in _moments(ev)
+               if not host.get("proc", True) or _mountinfo_lines(host["mounts"], "/proc") != first]
+    if not changes:
         return "unchanged"
-    raise _reached_host(ev, "the host's /proc was unmounted or replaced",
+    raise _reached_host(ev, f"the host's /proc was unmounted or replaced"
+                        f"{_when(changes[0][0], changes)}",
                         "unmounted or mounted /proc", "remount /proc")
 
 
@@ -457,21 +532,81 @@ def ls_nobody(ev):
 
 # -- beyond Part 1: a parent in charge of its child ---------------------------------
 
+def _chain(journal, pid, top):
+    """pid and its ancestors up to (not with) top, from the journal's clones and execs."""
+    parents = {}
+    for event in journal.events:
+        if isinstance(event, Clone) and event.child is not None:
+            parents[event.child] = event.parent
+        elif isinstance(event, Exec) and event.ppid is not None:
+            parents.setdefault(event.pid, event.ppid)
+    chain = []
+    while pid is not None and pid != top and pid not in chain and len(chain) < 64:
+        chain.append(pid)
+        pid = parents.get(pid)
+    return chain
+
+
+def _same_channel(read, written):
+    """Whether a write went to what a child read: the same pipe, or (a
+    socket's peer cannot be named from /proc) another socket."""
+    if read is None or written is None:
+        return False
+    if read.startswith(b"pipe:"):
+        return read == written
+    return read.startswith(b"socket:") and written.startswith(b"socket:") and read != written
+
+
+def ok_delivered(journal):
+    """Whether the journal shows the parent's OK: the command's process (or
+    the child it came from) asleep reading a pipe whose write end the
+    followed parent holds, then the parent's write to that pipe, then the
+    command's execve. Returns (True, seen) or (False, seen)."""
+    parent = next((e.pid for e in journal.of(Follow)), None)
+    witness = next((e.pid for e in journal.of(Observation)), None)
+    if parent is None or witness is None:
+        return False, "the grader could not follow the parent and its child"
+    chain = set(_chain(journal, witness, parent))
+    waiting, last, wrote = None, None, None
+    for event in journal.events:
+        if isinstance(event, Blocked) and event.pid in chain:
+            last = event
+            waiting = event if event.parent_holds else None
+        elif isinstance(event, Write) and event.pid == parent and waiting is not None \
+                and _same_channel(waiting.target, event.target):
+            wrote = event
+        elif isinstance(event, Exec) and event.pid == witness and event.runs == "witness":
+            break
+    if wrote is not None:
+        kind = "pipe" if wrote.target.startswith(b"pipe:") else "socket"
+        return True, f"the command started after its parent wrote to the {kind} its child was reading"
+    if last is None:
+        return False, ("the command started while its parent was held at clone, before it "
+                       "could write anything")
+    if last.call not in ("read", "readv", "pread64", "recvfrom", "recvmsg"):
+        return False, (f"the child waited in {last.call}, not reading a pipe of its parent's, "
+                       "and the command started without the parent's OK")
+    if not last.parent_holds:
+        return False, (f"the child read {shown(last.target or b'?')}, which its parent does "
+                       "not write to, and the command started without the parent's OK")
+    return False, ("the child read a pipe of its parent's, but the command started before "
+                   "the parent wrote to it")
+
+
 @check("the command starts only after the parent's OK", outcome=True)
 def starts_after_ok(ev):
-    start = ev.watch.get("start")
-    if start is None:
+    if ev.watch.get("start") is None or ev.journal is None:
         raise Failure("the grader could not follow the parent and its child: " + (
             ev.watch.get("trace_error") or "no child of the program ran the command"),
             "The parent clones the child and writes \"OK\" to the pipe once it has set it up "
             "(Deep dive into Linux namespaces: main).")
-    if start["early"]:
-        raise Failure(
-            "the command started while its parent was held, before it could write anything",
-            "The child ran the command without waiting: before it execs, it must block "
-            "reading the pipe until the parent writes \"OK\", so that the parent can set it "
-            "up first (Deep dive into Linux namespaces: cmd_exec, await_setup).")
-    return "the command started only once its parent went on"
+    delivered, seen = ok_delivered(ev.journal)
+    if not delivered:
+        raise Failure(seen, (
+            "The child ran the command without waiting for the parent: before it execs, it "
+            "must block reading the pipe until the parent writes \"OK\", so that the parent "
+            "can set it up first (Deep dive into Linux namespaces: cmd_exec, await_setup)."))
+    return seen
 
 
 @check("the command dies with its parent", needs=[waits])
@@ -582,9 +717,12 @@ HOST_PARTS = ("hostname", "mounts", "queues", "links", "proc")
 
 
 def _host_kept(ev, parts=HOST_PARTS):
-    changed = [key for key in parts if ev.before[key] != ev.after[key]]
-    if changed:
-        raise Failure(f"changed: {_names(changed)}", (
+    changes = [(moment, [key for key in parts if key in host and ev.before[key] != host[key]])
+               for moment, host in _moments(ev)]
+    changes = [(moment, keys) for moment, keys in changes if keys]
+    if changes:
+        changed = list(dict.fromkeys(key for _, keys in changes for key in keys))
+        raise Failure(f"changed: {_names(changed)}{_when(changes[0][0], changes)}", (
             "The host's hostname, mounts, queues, links or /proc changed: whatever the child "
             "changes must happen in namespaces of its own."))
     return "unchanged"

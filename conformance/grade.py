@@ -112,7 +112,8 @@ def judge(program, result, propagation="shared"):
     watch = result.witness or {}
     language = "python" if program.is_python else "c" if program.is_c else "other"
     evidence = Evidence(watch.get("facts"), watch, result.before, result.after,
-                        result.leftover, output, propagation, language, shown)
+                        result.leftover, output, propagation, language, shown,
+                        watch.get("journal"))
     checks = [CheckResult(step, title, v.status == "passed", v.seen, v.hint, v.status)
               for title, v in verdicts(step, evidence).items()]
     return StepResult(step, path, checks, output, result.seconds)

@@ -1,11 +1,18 @@
 """What the grader learns about a run, as the checks read it: the kernel's
 facts about the witness, how it started and ended. Names are bytes as the
-kernel gave them (procfs.shown turns them into text for a report).
+kernel gave them (shown() turns them into text for a report).
 
 Plain data only: the checks import this module, never the code that reads
 /proc, answers seccomp or ptraces (observe, seccomp, ptrace, watch).
 """
 from dataclasses import dataclass, field
+
+
+def shown(name):
+    """Bytes as text for a report: UTF-8 where it is, \\xff where it is not."""
+    if isinstance(name, str):
+        return name
+    return bytes(name).decode(errors="backslashreplace")
 
 
 OVERFLOW_ID = 65534  # what an id without a mapping shows as (kernel.overflowuid)
@@ -84,3 +91,103 @@ class HostView:
     """Where the run's host is: its namespaces and its / (device, inode)."""
     ns: dict
     root: tuple
+
+
+# -- the journal: what happened in a run, in the order the grader learnt it ----------
+
+@dataclass
+class Exec:
+    """An execve, held at its seccomp notification: who, what, and where."""
+    pid: int
+    ppid: int
+    path: bytes
+    argv: list               # bytes each; None where they could not be read
+    ns: dict                 # the caller's namespaces (an execve keeps them)
+    # What the file it runs is: "witness" (the command it was given),
+    # "shell" (the witness's shell otherwise: /nskit/sh, or a script of it),
+    # "script" (/nskit/ready or /nskit/done, run by a copy of the witness),
+    # or None: anything else.
+    runs: str = None
+
+
+@dataclass
+class Clone:
+    """A clone, fork or vfork, at its seccomp notification (beyond Part 1)."""
+    parent: int
+    flags: int = None        # clone's flags, exit signal in the low byte; None for clone3
+    child: int = None        # once it exists (the followed parent's own)
+
+
+@dataclass
+class Follow:
+    """Beyond Part 1: the first process that clones, followed from then on (ptrace.Trace)."""
+    pid: int
+
+
+@dataclass
+class Blocked:
+    """A child of the followed parent asleep, while its parent was held (see
+    ptrace.Trace), and on what: the call, and what the fd it reads names."""
+    pid: int
+    call: str                # "read", "nanosleep", ... or "running" (not asleep)
+    fd: int = None
+    target: bytes = None     # b"pipe:[123]", b"socket:[45]"
+    parent_holds: bool = False  # the followed parent holds the pipe's write end (the socket's peer)
+
+
+@dataclass
+class Write:
+    """The followed parent about to write (write, writev, send...) to an fd."""
+    pid: int
+    fd: int
+    target: bytes
+    size: int
+
+
+@dataclass
+class Wait:
+    """The parent of the observed witness found waiting for it (or ended)."""
+    pid: int
+    waited: bool
+
+
+@dataclass
+class Exit:
+    pid: int
+
+
+@dataclass
+class HostSnapshot:
+    """The run's host at one moment: what the checks compare with its first."""
+    moment: str              # "the command observed", ...
+    hostname: bytes
+    mounts: bytes            # its mountinfo
+    queues: list
+    links: dict
+
+
+@dataclass
+class Observation:
+    """The witness observed: its facts, and the run's host at that moment."""
+    pid: int
+    facts: Facts
+    host: HostSnapshot = None
+
+
+@dataclass
+class Journal:
+    """Every event of a run, in order. A run may make any number of
+    processes: past LIMIT events, only those that may change a verdict
+    (copies of the command, observations) are kept."""
+    events: list = field(default_factory=list)
+    LIMIT = 4096
+
+    def add(self, event):
+        if len(self.events) < self.LIMIT or (
+                isinstance(event, Exec) and event.runs in ("witness", "shell")) \
+                or isinstance(event, Observation):
+            self.events.append(event)
+        return event
+
+    def of(self, kind):
+        return [e for e in self.events if isinstance(e, kind)]

@@ -16,6 +16,7 @@ from .procfs import BOUND
 from .syscalls import libc
 
 CLONE_NEW = {"ipc": 0x08000000, "net": 0x40000000, "uts": 0x04000000}
+CLONE_NEWNS = 0x00020000
 PR_SET_DUMPABLE = 4
 NS_GET_USERNS = 0xB701
 
@@ -32,16 +33,26 @@ def _to_wire(seen):
     """inside()'s answer as JSON, its bytes kept whole (latin-1 maps every byte to one character)."""
     return json.dumps({"hostname": seen["hostname"].decode("latin-1"),
                        "links": [[name.decode("latin-1"), state] for name, state in seen["links"].items()],
-                       "queues": seen["queues"]}).encode()
+                       "queues": seen["queues"],
+                       **({"mounts": seen["mounts"].decode("latin-1")} if "mounts" in seen else {}),
+                       }).encode()
 
 
 def _from_wire(data):
+    """The answers of a reader: a list of what inside() said, or its error."""
     out = json.loads(data)
-    if "error" in out:
-        raise OSError(errno.EPERM, str(out["error"]))
-    return {"hostname": str(out["hostname"]).encode("latin-1"),
+    if isinstance(out, dict):
+        raise OSError(errno.EPERM, str(out.get("error")))
+    return [_seen(one) for one in out]
+
+
+def _seen(out):
+    seen = {"hostname": str(out["hostname"]).encode("latin-1"),
             "links": {str(name).encode("latin-1"): str(state) for name, state in out["links"]},
             "queues": [int(key) for key in out["queues"]]}
+    if "mounts" in out:
+        seen["mounts"] = str(out["mounts"]).encode("latin-1")
+    return seen
 
 
 class Namespaces:
@@ -55,27 +66,30 @@ class Namespaces:
         self.in_place = os.geteuid() == 0 and owns_its_namespaces()
         self.own = {}
 
-    def read(self, pid, user_fd):
+    def read(self, targets, user_fd, host_mounts=None):
+        """What inside() says in each of targets ({kind: an fd of its
+        namespace}, as namespace_fds opens them), in order; where a target
+        has a "mnt" fd, its mount table too (as root, read from host_mounts:
+        the pid of a process in that mount namespace)."""
         if self.in_place:
-            return self._in_place(pid)
-        return self._forked(pid, user_fd)
+            out = [self._in_place(fds) for fds in targets]
+            if "mnt" in targets[-1]:
+                out[-1]["mounts"] = procfs.mountinfo(host_mounts)
+            return out
+        return self._forked(targets, user_fd)
 
     @staticmethod
     def _setns(fd, kind):
-        if libc.setns(fd, CLONE_NEW.get(kind, 0)) != 0:
+        if libc.setns(fd, CLONE_NEW.get(kind, CLONE_NEWNS if kind == "mnt" else 0)) != 0:
             raise OSError(ctypes.get_errno(), f"setns {kind}: {os.strerror(ctypes.get_errno())}")
 
-    def _in_place(self, pid):
+    def _in_place(self, fds):
         if not self.own:
             self.own = {k: os.open(f"/proc/self/ns/{k}", os.O_RDONLY) for k in CLONE_NEW}
         entered = []
         try:
             for kind in CLONE_NEW:
-                fd = os.open(f"/proc/{pid}/ns/{kind}", os.O_RDONLY)
-                try:
-                    self._setns(fd, kind)
-                finally:
-                    os.close(fd)
+                self._setns(fds[kind], kind)
                 entered.append(kind)
             return inside()
         finally:
@@ -87,8 +101,10 @@ class Namespaces:
                     raise SystemExit(f"nskit: cannot return to the grader's {kind} namespace: "
                                      f"{error.strerror}") from None
 
-    def _forked(self, pid, user_fd):
-        fds = [os.open(f"/proc/{pid}/ns/{k}", os.O_RDONLY) for k in CLONE_NEW]
+    def _forked(self, targets, user_fd):
+        """The same, read by a fork that enters the run's user namespace; a
+        mount table from inside its mount namespace, through the reader's
+        own /proc/self."""
         r, w = os.pipe()
         child = os.fork()
         if child == 0:
@@ -97,15 +113,21 @@ class Namespaces:
                 libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)  # not the run's to read
                 if user_fd is not None:
                     self._setns(user_fd, "user")
-                for fd, kind in zip(fds, CLONE_NEW):
-                    self._setns(fd, kind)
-                os.write(w, _to_wire(inside()))
+                seen = []
+                own = os.open("/proc/self", os.O_DIRECTORY)
+                for fds in targets:
+                    for kind in CLONE_NEW:
+                        self._setns(fds[kind], kind)
+                    found = inside()
+                    if "mnt" in fds:
+                        self._setns(fds["mnt"], "mnt")
+                        found["mounts"] = procfs.mountinfo(dir_fd=own)
+                    seen.append(_to_wire(found))
+                os.write(w, b"[" + b",".join(seen) + b"]")
             except BaseException as error:  # noqa: BLE001 - reported on the pipe
                 os.write(w, json.dumps({"error": str(error)}).encode())
             os._exit(0)
         os.close(w)
-        for fd in fds:
-            os.close(fd)
         data = b""
         while chunk := os.read(r, 1 << 16):
             data += chunk
@@ -113,7 +135,7 @@ class Namespaces:
         os.waitpid(child, 0)
         try:
             return _from_wire(data or b'{"error": "the reader died"}')
-        except (ValueError, KeyError, TypeError) as error:
+        except (ValueError, KeyError, TypeError, AttributeError) as error:
             raise OSError(errno.EPERM, f"the reader's answer was garbled: {error}") from None
 
 
@@ -140,12 +162,32 @@ def owns_its_namespaces():
     return True
 
 
+def namespace_fds(pid, kinds=tuple(CLONE_NEW)):
+    """{kind: an fd of pid's namespace of that kind}."""
+    out = {}
+    try:
+        for kind in kinds:
+            out[kind] = os.open(f"/proc/{pid}/ns/{kind}", os.O_RDONLY)
+    except OSError:
+        close_all(out)
+        raise
+    return out
+
+
+def close_all(fds):
+    for fd in fds.values():
+        os.close(fd)
+
+
 NAMESPACE_READER = None
 
 
-def observe(pid, shell_id, user_fd, helper=None):
-    """The kernel's facts about a witness process; helper: its child held in
-    /nskit/ready, not counted among its processes."""
+def observe(pid, shell_id, user_fd, helper=None, host=None):
+    """The kernel's facts about a witness process, and what inside() says of
+    the run's host at the same moment (host: (fds of its namespaces, as
+    namespace_fds opens them with "mnt", and the pid of a process in them));
+    helper: the witness's child held in /nskit/ready, not counted among its
+    processes."""
     global NAMESPACE_READER
     NAMESPACE_READER = NAMESPACE_READER or Namespaces()
     ns = {n: os.readlink(f"/proc/{pid}/ns/{n}") for n in NAMESPACES}
@@ -168,13 +210,19 @@ def observe(pid, shell_id, user_fd, helper=None):
     except (OSError, KeyError, IndexError):
         hidden = set()
     nspid = status["NSpid"]
-    seen = NAMESPACE_READER.read(pid, user_fd)
+    fds = namespace_fds(pid)
+    try:
+        seen, *at_host = NAMESPACE_READER.read([fds] + ([host[0]] if host else []), user_fd,
+                                               host and host[1])
+    finally:
+        close_all(fds)
     return Facts(ns=ns, nspid=nspid, uid=status["Uid"][0], gid=status["Gid"][0],
                  uid_map=procfs.id_map(pid, "uid_map"), gid_map=procfs.id_map(pid, "gid_map"),
                  mounts=mounts, shared=[m.point for m in mounts if m.shared],
                  root=(st.st_dev, st.st_ino), root_entries=sorted(owners),
                  proc=proc_view(root, nspid[-1], mounts, shell_id, hidden),
-                 hostname=seen["hostname"], links=seen["links"], queues=seen["queues"])
+                 hostname=seen["hostname"], links=seen["links"], queues=seen["queues"]), \
+        (at_host[0] if at_host else None)
 
 
 def proc_view(root, inner_pid, mounts, shell_id, hidden=()):

@@ -13,20 +13,13 @@ import re
 import socket
 import struct
 
-from .journal import Mount
+from .journal import Mount, shown  # noqa: F401 - shown: the readers' names, for people
 from .syscalls import native
 
 BOUND = 256          # processes, mounts, links, queues, entries kept per read
 MOUNTINFO_TEXT = 64 << 10
 SIOCGIFFLAGS, IFF_UP = 0x8913, 0x1
 OCTAL = re.compile(rb"\\([0-7]{3})")
-
-
-def shown(name):
-    """Bytes as text for a report: UTF-8 where it is, \\xff where it is not."""
-    if isinstance(name, str):
-        return name
-    return bytes(name).decode(errors="backslashreplace")
 
 
 def _read(path, size=-1):
@@ -242,6 +235,19 @@ def fd_target(pid, fd):
         return os.readlink(os.fsencode(f"/proc/{pid}/fd/{fd}"))
     except OSError:
         return None
+
+
+def writable(pid, fd):
+    """Whether a process's fd was opened for writing (its fdinfo's flags)."""
+    raw = _read(f"/proc/{pid}/fdinfo/{fd}", 4096) or b""
+    for line in raw.split(b"\n"):
+        key, _, value = line.partition(b":")
+        if key == b"flags":
+            try:
+                return int(value.strip(), 8) & 3 in (1, 2)  # O_WRONLY, O_RDWR
+            except ValueError:
+                return False
+    return False
 
 
 def fds(pid):

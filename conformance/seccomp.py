@@ -86,17 +86,27 @@ NAMES = {(arch, nr): name for arch, calls in ABIS.items()
          for name, numbers in calls.items() for nr in numbers}
 
 
+# The ABIs whose pointers are 4 bytes: i386, and x32 (x86_64's, with bit 30 set).
+POINTER_4 = {0x40000003}
+X32_BIT = 0x40000000
+
+
 @dataclass
 class Notification:
     id: int
     pid: int
     call: str          # execve, execveat, exit_group, clone, fork, vfork or clone3
     args: tuple
+    pointer: int = 8   # bytes in a pointer of the caller's ABI
 
     @property
     def path_address(self):
         """Where the file name of an execve or execveat is, in the caller's memory."""
         return self.args[1] if self.call == "execveat" else self.args[0]
+
+    @property
+    def argv_address(self):
+        return self.args[2] if self.call == "execveat" else self.args[1]
 
 
 class Listener:
@@ -131,7 +141,9 @@ class Listener:
                 self.close()
             return None
         notif_id, pid, _, nr, arch, _, *args = NOTIF.unpack(buf)
-        return Notification(notif_id, pid, NAMES.get((arch, nr), f"{arch:x}:{nr}"), tuple(args))
+        pointer = 4 if arch in POINTER_4 or nr & X32_BIT else 8
+        return Notification(notif_id, pid, NAMES.get((arch, nr), f"{arch:x}:{nr}"), tuple(args),
+                            pointer)
 
     def valid(self, notif_id):
         """Whether the caller is still stopped in that call (and its pid still its)."""
@@ -141,23 +153,24 @@ class Listener:
         except OSError:
             return False
 
-    def read_string(self, notification, address, size=PATH_MAX):
-        """A NUL-terminated string from the stopped caller's memory, as bytes;
-        None where it cannot be read, or the caller is no longer the one
-        that was stopped."""
+    def read_exec(self, notification, max_args=64, room=16 << 10):
+        """(path, argv) an execve is about to run, as bytes, read from the
+        stopped caller's memory; (None, None) where it cannot be read, or the
+        caller is no longer the one that was stopped. argv is None where
+        only the path could be read; at most max_args arguments and room
+        bytes of them."""
         try:
             fd = os.open(f"/proc/{notification.pid}/mem", os.O_RDONLY)
         except OSError:
-            return None
+            return None, None
         try:
-            raw = os.pread(fd, size, address)
-        except (OSError, OverflowError, ValueError):
-            return None
+            path = _string(fd, notification.path_address, PATH_MAX)
+            argv = _strings(fd, notification.argv_address, notification.pointer, max_args, room)
         finally:
             os.close(fd)
         if not self.valid(notification.id):
-            return None
-        return raw.split(b"\0", 1)[0]
+            return None, None
+        return path, argv
 
     def answer(self, notif_id):
         """Let the caller's call go on."""
@@ -172,3 +185,30 @@ class Listener:
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
+
+
+def _string(fd, address, size):
+    try:
+        raw = os.pread(fd, size, address)
+    except (OSError, OverflowError, ValueError):
+        return None
+    return raw.split(b"\0", 1)[0]
+
+
+def _strings(fd, address, pointer, max_args, room):
+    """A NULL-ended array of string pointers; None where it cannot be read."""
+    try:
+        table = os.pread(fd, pointer * max_args, address)
+    except (OSError, OverflowError, ValueError):
+        return None
+    out = []
+    for at in range(0, len(table) - pointer + 1, pointer):
+        item = int.from_bytes(table[at:at + pointer], "little")
+        if item == 0 or room <= 0:
+            break
+        text = _string(fd, item, min(room, PATH_MAX))
+        if text is None:
+            return None
+        out.append(text)
+        room -= len(text) + 1
+    return out

@@ -18,12 +18,18 @@ NATIVE = {
     "x86_64": {"read": 0, "write": 1, "readv": 19, "writev": 20, "sendto": 44, "recvfrom": 45,
                "sendmsg": 46, "recvmsg": 47, "clone": 56, "fork": 57, "vfork": 58, "execve": 59,
                "wait4": 61, "pivot_root": 155, "exit_group": 231, "waitid": 247,
-               "seccomp": 317, "execveat": 322, "clone3": 435},
+               "seccomp": 317, "execveat": 322, "clone3": 435, "pread64": 17,
+               "pause": 34, "nanosleep": 35, "select": 23, "poll": 7, "futex": 202,
+               "clock_nanosleep": 230, "epoll_wait": 232, "pselect6": 270, "ppoll": 271,
+               "epoll_pwait": 281},
     "aarch64": {"read": 63, "write": 64, "readv": 65, "writev": 66, "sendto": 206,
                 "recvfrom": 207, "sendmsg": 211, "recvmsg": 212, "clone": 220, "execve": 221,
                 "wait4": 260, "pivot_root": 41, "exit_group": 94, "waitid": 95,
-                "seccomp": 277, "execveat": 281, "clone3": 435},
+                "seccomp": 277, "execveat": 281, "clone3": 435, "pread64": 67,
+                "nanosleep": 101, "futex": 98, "clock_nanosleep": 115, "pselect6": 72,
+                "ppoll": 73, "epoll_pwait": 22},
 }.get(ARCH, {})
+NAME_OF = {nr: name for name, nr in NATIVE.items()}
 # Every ABI a program of this machine may call the kernel through, as seccomp
 # tells them apart (audit arch), and the numbers there of the calls the
 # grader holds: x32 shares x86_64's audit arch, its numbers with bit 30 set.

@@ -16,8 +16,9 @@ from dataclasses import asdict
 
 from . import procfs
 from .catalog import NAMESPACES, SIGCHLD
-from .journal import Death, HostView
-from .observe import death_signal_hint, in_charge_facts, observe, sigkill_pending, start_facts
+from .journal import Clone, Death, Exec, HostSnapshot, HostView, Journal, Observation, Wait
+from .observe import (close_all, death_signal_hint, in_charge_facts, namespace_fds, observe,
+                      sigkill_pending, start_facts)
 from .procfs import BOUND, shown
 from .protocol import PROGRAM_ENDED, TEAR_DOWN
 from .ptrace import EXITS, WAITS, Step, Trace
@@ -25,6 +26,7 @@ from .seccomp import Listener
 from .syscalls import native
 from .witness import DONE, READY, SHELL, WITNESS
 
+AT_FDCWD = -100 & 0xFFFFFFFF  # as the low half of a system call's argument
 KILLED_WITHIN = 2.0   # seconds a process killed with SIGKILL may take to end: a bound, not a verdict
 EXECS = ("execve", "execveat")
 CLONES = ("clone", "fork", "vfork", "clone3")
@@ -83,6 +85,9 @@ class Watch:
         self.error = None
         self.ended = False      # the program has ended, and PID 1 waits for a word
         self.torn_down = False
+        self.journal = Journal()
+        self.ids = {}           # the witness's files in the run: (device, inode) -> its name
+        self.host_fds = {}      # the run's host's namespaces, as its program first had them
 
     def after_fork(self):
         """In the grader, once the run's first stage is forked."""
@@ -132,11 +137,22 @@ class Watch:
             return
         notif_id, pid, call = notification.id, notification.pid, notification.call
         if call in CLONES:
+            if self.in_charge:
+                flags = notification.args[0] if call == "clone" else None
+                self.journal.add(Clone(pid, flags))
             self._cloning(notif_id, pid)
             return
-        if self.trace and pid == self.trace.child and call in EXECS:
+        if call in EXECS:
+            try:
+                if self.program is None:
+                    self._first(pid)
+                path = self._record(notification)
+            except BaseException:
+                self._answer(notif_id)
+                raise
+        if self.trace and pid in self.trace.children and call in EXECS:
             # Held until the parent is stopped again (Trace.step).
-            self.trace.child_exec = (notif_id, self._path(notification))
+            self.trace.child_exec[pid] = (notif_id, path)
             return
         if call == "exit_group":
             if pid == self.program and self.observed is None:
@@ -148,28 +164,44 @@ class Watch:
             self._answer(notif_id)  # not one the filter holds: never keep it waiting
             return
         if self.in_charge_of is not None and self.death is None:
-            path = self._path(notification)
             fields = procfs.stat_fields(pid)
             if path == DONE and fields and fields[1] == self.observed:
                 self.death_test(notif_id, pid)
                 return
         if self.observed is not None and self.parent is None:
-            self._answer(notif_id)  # seen and released: what runs now changes no verdict
+            self._answer(notif_id)  # seen, released and written down: it goes on
             return
-        try:
-            if self.program is None:
-                self._first(pid)
-            path = self._path(notification)
-        except BaseException:
-            self._answer(notif_id)
-            raise
         self._exec(notif_id, pid, path)
 
-    def _path(self, notification):
-        """The file an execve is about to run, as text (only ever compared
-        with the witness's names: the kernel tells the witness by its inode)."""
-        raw = self.listener.read_string(notification, notification.path_address)
+    def _record(self, notification):
+        """Into the journal: an execve, what it runs and where; the file's
+        name as text, for the phases below (only ever compared with the
+        witness's names)."""
+        pid = notification.pid
+        raw, argv = self.listener.read_exec(notification)
+        fields = procfs.stat_fields(pid)
+        try:
+            ns = {n: os.readlink(f"/proc/{pid}/ns/{n}") for n in NAMESPACES}
+        except OSError:
+            ns = {}
+        dirfd = notification.args[0] if notification.call == "execveat" else None
+        self.journal.add(Exec(pid, fields[1] if fields else None, raw, argv, ns,
+                              self._runs(pid, raw, dirfd)))
         return None if raw is None else shown(raw)
+
+    def _runs(self, pid, path, dirfd=None):
+        """What an execve by pid of path runs, as journal.Exec says."""
+        found = self.ids.get(_file_id(pid, path, dirfd))
+        if found is None:
+            interpreter = _interpreter(pid, path, dirfd)
+            if interpreter is not None and self.ids.get(_file_id(pid, interpreter)) == SHELL:
+                return "shell"
+            return None
+        if found == WITNESS:
+            return "witness"
+        if found in (READY, DONE) and procfs.exe(pid) == self.shell_id:
+            return "script"
+        return "shell"
 
     def _exec(self, notif_id, pid, path, hold=False):
         """An execve of path by pid, held: seen, and answered now or later
@@ -203,7 +235,7 @@ class Watch:
         if (self.in_charge and self.trace is None and self.start is None
                 and self.observed is None and self.trace_error is None):
             try:
-                self.trace = Trace(pid)
+                self.trace = Trace(pid, self.journal)
             except OSError as error:
                 self.trace_error = (f"ptrace refused ({error.strerror}): the grader must run "
                                     f"as root, or where ptrace is allowed")
@@ -218,20 +250,24 @@ class Watch:
             self.trace_error = f"following the parent failed: {error.strerror or error}"
             step = Step.DONE
         if step is Step.EXEC:
-            (notif_id, path), trace.child_exec = trace.child_exec, None
+            notif_id, path = trace.child_exec.pop(trace.child)
             self._exec(notif_id, trace.child, path)
             return
         if step is Step.FOLLOWING:
             return
+        self._followed(trace)
+
+    def _followed(self, trace):
+        """The parent is let go: the execs its children made meanwhile go on."""
         self.trace = None
-        if trace.child_exec is not None:
-            notif_id, path = trace.child_exec
-            if path == WITNESS and self.start is None:
+        for child, (notif_id, path) in trace.child_exec.items():
+            if path == WITNESS and self.start is None and child == trace.child:
                 self.start = trace.start
             # A witness that did not wait: its parent now runs free, and
             # what it does (its write to a pipe the exec would close, say)
             # must not race the exec: it goes once the parent waits or ends.
-            self._exec(notif_id, trace.child, path, hold=path == WITNESS and bool(trace.start and trace.start.early))
+            early = child == trace.child and bool(trace.start and trace.start.early)
+            self._exec(notif_id, child, path, hold=path == WITNESS and early)
 
     def _first(self, pid):
         """The program's own execve, from code that is still the grader's:
@@ -244,10 +280,18 @@ class Watch:
         root = f"/proc/{pid}/root"
         st = os.stat(f"{root}{SHELL}")
         self.shell_id = (st.st_dev, st.st_ino)
+        for name in (SHELL, WITNESS, READY, DONE):
+            try:
+                st = os.stat(f"{root}{name}")
+                self.ids[st.st_dev, st.st_ino] = name
+            except OSError:
+                pass
         rst = os.stat(root)
         self.host = HostView({n: os.readlink(f"/proc/{pid}/ns/{n}") for n in NAMESPACES},
                              (rst.st_dev, rst.st_ino))
         self.user_fd = os.open(f"/proc/{pid}/ns/user", os.O_RDONLY)
+        # The host's, held from here: the run's PID 1 cannot be read, its program can.
+        self.host_fds = namespace_fds(pid, ("ipc", "net", "uts", "mnt"))
 
     def _answer(self, notif_id):
         if self.listener is not None:
@@ -266,6 +310,10 @@ class Watch:
         fields = procfs.stat_fields(witness)
         self.observed, self.release, self.helper = witness, notif_id, helper
         self.parent = fields[1] if fields else self.init
+        if self.trace:
+            # Its start is in the journal: the parent goes on, to wait for it.
+            trace, _ = self.trace, self.trace._let_go()
+            self._followed(trace)
         return True
 
     def tick(self):
@@ -296,8 +344,13 @@ class Watch:
                 # Read once the parent has done all it does before it waits
                 # (or has ended): what it changes after clone counts too.
                 parent, self.parent = self.parent, None
+                self.journal.add(Wait(parent, self.waited))
                 try:
-                    self.facts = observe(self.observed, self.shell_id, self.user_fd, self.helper)
+                    self.facts, host = observe(self.observed, self.shell_id, self.user_fd,
+                                               self.helper, (self.host_fds, self.init))
+                    self.journal.add(Observation(self.observed, self.facts, HostSnapshot(
+                        "when the command was observed", host["hostname"], host["mounts"],
+                        host["queues"], host["links"])))
                     if self.in_charge:
                         in_charge_facts(self.facts, self.observed, parent)
                         if self.waited and self.observed != self.program:
@@ -391,16 +444,68 @@ class Watch:
             self.listener.close()
         if self.user_fd is not None:
             os.close(self.user_fd)
+        close_all(self.host_fds)
         self.grader_end.close()
         self.run_end.close()
 
     def result(self):
         """What the checks read: the witness's facts and how it was started."""
+        moments = [{"hostname": e.host.hostname, "mounts": e.host.mounts, "queues": e.host.queues,
+                    "links": e.host.links, "moment": e.host.moment}
+                   for e in self.journal.of(Observation) if e.host]
         return {"facts": as_read(self.facts), "host": self.host and _plain(asdict(self.host)),
+                "journal": self.journal, "moments": _plain(moments),
                 "waited": self.waited, "death": self.death and asdict(self.death),
                 "start": self.start and _plain(asdict(self.start)), "trace_error": self.trace_error,
                 "exit_signal": self.exit_signal, "copies": self.copies, "error": self.error,
                 "seen": self.observed is not None}
+
+
+def _file_id(pid, path, dirfd=None):
+    """(device, inode) of the file an execve by pid names, as pid sees it;
+    None where it cannot be found."""
+    if path is None:
+        return None
+    for alias in (b"/proc/self/", b"/proc/thread-self/", b"/dev/fd/"):
+        if path.startswith(alias):
+            path = (f"/proc/{pid}/" if alias != b"/dev/fd/" else f"/proc/{pid}/fd/").encode() \
+                + path[len(alias):]
+            break
+    else:
+        if path.startswith(b"/"):
+            path = f"/proc/{pid}/root".encode() + path
+        elif dirfd is not None and dirfd & 0xFFFFFFFF != AT_FDCWD:
+            path = f"/proc/{pid}/fd/{dirfd & 0xFFFFFFFF}".encode() + (b"/" + path if path else b"")
+        else:
+            path = f"/proc/{pid}/cwd/".encode() + path
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _interpreter(pid, path, dirfd=None):
+    """The #! interpreter of a script an execve names, or None."""
+    if path is None:
+        return None
+    where = _file_id(pid, path, dirfd)
+    if where is None:
+        return None
+    for alias in (b"/proc/self/", b"/proc/thread-self/", b"/dev/fd/"):
+        if path.startswith(alias):
+            return None  # read through the process's own fds: not followed
+    full = (f"/proc/{pid}/root".encode() + path if path.startswith(b"/")
+            else f"/proc/{pid}/cwd/".encode() + path)
+    try:
+        with open(full, "rb") as fh:
+            head = fh.read(256)
+    except (OSError, ValueError):
+        return None
+    if not head.startswith(b"#!"):
+        return None
+    words = head[2:].split(b"\n", 1)[0].split()
+    return words[0] if words else None
 
 
 def _plain(value):

@@ -10,6 +10,7 @@ from conformance.catalog import ALL_STEPS, BEYOND_PART_1, NAMESPACES, NEW_NAMESP
 from conformance.checks import SKIPPED, Evidence, Failure, checks_for, needs_of, verdicts
 from conformance.grade import CheckResult, StepResult
 from conformance.report import full, junit, table
+from conformance.journal import Blocked, Clone, Exec, Follow, Journal, Observation, Write
 
 HOST_NS = {name: f"{name}:[4026531{i}]" for i, name in enumerate(NAMESPACES)}
 HOST_ROOT = [2049, 2]
@@ -54,7 +55,27 @@ def good(step):
              "exit_signal": 17, "copies": 1, "error": None,
              "start": {"early": False, "uid_map": maps, "gid_map": maps},
              "death": {"died": True, "seen": "it was killed with its parent"}}
-    return Evidence(witness, watch, before, host(), [], "$ hostname\n")
+    return Evidence(witness, watch, before, host(), [], "$ hostname\n",
+                    journal=journal(step, witness["ns"]))
+
+
+PROGRAM, CHILD = 100, 101
+WITNESS_RUN = [b"/nskit/witness"]
+
+
+def journal(step, ns):
+    """The journal of a run that did everything right: the program, its
+    child (beyond Part 1: asleep on the pipe, then the parent's OK), the
+    command exec'd once, as given, and observed."""
+    events = [Exec(PROGRAM, 1, b"/usr/bin/python3", [b"python3", b"-S", b"prog.py"] + WITNESS_RUN,
+                   dict(HOST_NS))]
+    if step in BEYOND_PART_1:
+        events += [Follow(PROGRAM), Clone(PROGRAM, 0x04000011, CHILD),
+                   Blocked(CHILD, "read", 3, b"pipe:[9]", True),
+                   Write(PROGRAM, 4, b"pipe:[9]", 2)]
+    events += [Exec(CHILD, PROGRAM, b"/nskit/witness", list(WITNESS_RUN), dict(ns), "witness"),
+               Observation(CHILD, None)]
+    return Journal(events)
 
 
 def wrong(step, change, **fields):
@@ -101,6 +122,42 @@ def _never_ran(output):
     return change
 
 
+def _without(*kinds):
+    def change(ev):
+        ev.journal.events = [e for e in ev.journal.events if not isinstance(e, kinds)]
+    return change
+
+
+def _asleep(call):
+    def change(ev):
+        for event in ev.journal.of(Blocked):
+            event.call, event.fd, event.target, event.parent_holds = call, None, None, False
+    return change
+
+
+def _decoy(ev):
+    """A throwaway copy in the right namespaces first, then the command in the host's."""
+    decoy = Exec(CHILD, PROGRAM, b"/nskit/sh", [b"/nskit/sh", b"-c", b"/nskit/ready; :"],
+                 dict(ev.witness["ns"]), "shell")
+    real = Exec(PROGRAM, 1, b"/nskit/witness", list(WITNESS_RUN), dict(HOST_NS), "witness")
+    ev.journal.events = [e for e in ev.journal.events if not (isinstance(e, Exec) and e.runs)]
+    ev.journal.events[1:1] = [decoy]
+    ev.journal.events.append(real)
+
+
+def _other_arguments(ev):
+    for event in ev.journal.of(Exec):
+        if event.runs == "witness":
+            event.argv = [b"/nskit/witness", b"--quiet"]
+
+
+def _moment(**changed):
+    """The host changed when the command was observed, and was set back by the end."""
+    def change(ev):
+        ev.watch["moments"] = [{**host(), "moment": "when the command was observed", **changed}]
+    return change
+
+
 def _proc_unmounted(ev):
     ev.after["mounts"] = ROOT
 
@@ -139,7 +196,14 @@ FAILING = [
     ("06", checks.id_nobody, _many(_set("witness", "uid_map", IDENTITY),
                                    _set("witness", "gid_map", IDENTITY)), "nobody", ""),
     ("06", checks.ls_nobody, _set("witness", "uid_map", IDENTITY), "nobody/nogroup", ""),
-    ("08", checks.starts_after_ok, _set("watch.start", "early", True), "await_setup", "article"),
+    ("08", checks.starts_after_ok, _without(Blocked, Write), "await_setup", "article"),
+    ("08", checks.starts_after_ok, _asleep("clock_nanosleep"), "await_setup", "article"),
+    ("08", checks.starts_after_ok, _without(Write), "await_setup", "article"),
+    ("03", checks.ran, _decoy, "runs it once", ""),
+    ("03", checks.ran, _other_arguments, "exactly as it was given", ""),
+    ("02", checks.tmpfs_not_on_host, _moment(mounts=ROOT + PROC + TMPFS), "reached the host", ""),
+    ("03", checks.host_hostname_kept, _moment(hostname="forged"), "in the parent", ""),
+    ("05", checks.host_proc_kept, _moment(mounts=ROOT), "reached the host", ""),
     ("08", checks.dies_with_parent,
      _set("watch", "death", {"died": False, "seen": "it still ran after its parent was killed"}),
      "PR_SET_PDEATHSIG", "article"),

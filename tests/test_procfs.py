@@ -89,9 +89,9 @@ def test_cmdline_gives_the_arguments_back(args):
        queues=st.lists(st.integers(-2**31, 2**31 - 1), max_size=4))
 def test_what_a_namespace_reader_sends_arrives_as_the_same_bytes(hostname, links, queues):
     seen = {"hostname": hostname, "links": links, "queues": queues}
-    wire = observe._to_wire(seen)
+    wire = b"[" + observe._to_wire(seen) + b"]"
     json.loads(wire)
-    assert observe._from_wire(wire) == seen
+    assert observe._from_wire(wire) == [seen]
 
 
 @BOUNDED
