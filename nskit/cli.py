@@ -83,6 +83,15 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     # Every message, the grader's and the exercises', names nskit's commands.
     os.environ[commands.VARIABLE] = "nskit"
+    if argv[:1] == ["grade"]:
+        # Started as python -m conformance starts: in a scope systemd delegates
+        # (an ordinary user's cgroup), its launcher forked before anything of a
+        # learner is read (see conformance/__main__.py); imported only here,
+        # as the other commands need none of the grader.
+        from conformance.cgroups import in_a_delegated_scope
+        from conformance.launcher import start_early
+        in_a_delegated_scope(["-m", "nskit", *argv])
+        start_early()
     if argv[:1] in (["grade"], ["merge"]):
         # Everything after `grade` is the grader's own: its options, its --help.
         from conformance.cli import main as grade

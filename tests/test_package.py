@@ -128,6 +128,20 @@ def test_nskit_exercise_then_nskit_grade_grades_work_by_default(installed, tmp_p
     assert again.returncode == 0 and "points: 10/10" in again.stdout, again
 
 
+def test_nskit_grade_starts_as_python_m_conformance_does(installed, tmp_path):
+    """Its launcher is forked before anything of a learner is read, not a
+    fresh interpreter started later (conformance/launcher.py)."""
+    if not shutil.which("strace"):
+        pytest.skip("no strace here to see which programs nskit grade starts")
+    assert run([installed / "nskit", "exercise"], cwd=tmp_path).returncode == 0
+    trace = tmp_path / "trace"
+    done = run(["strace", "-f", "-qq", "-s", "400", "-e", "trace=execve", "-e", "signal=none",
+                "-o", trace, installed / "nskit", "grade", "--step", "00"], cwd=tmp_path)
+    assert done.returncode == 0 and "points: 10/10" in done.stdout, done
+    started = trace.read_text()
+    assert "nskit" in started and "conformance.launcher import serve" not in started
+
+
 def test_nskit_exercise_and_diff_use_the_installed_files(installed, tmp_path):
     done = run([installed / "nskit", "exercise", "mine"], cwd=tmp_path)
     assert done.returncode == 0, done.stderr
