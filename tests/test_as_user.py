@@ -38,6 +38,7 @@ def test_as_user_refuses_an_ordinary_user_in_one_sentence():
     assert done.err.startswith("as-user: run it as root") and len(done.err.splitlines()) == 1
 
 
+@pytest.mark.slow  # a pytest session of its own, in a frame
 def test_where_user_namespaces_are_refused_framed_tests_skip_saying_why():
     inner = (f"{quote(PYTHON)} -m pytest -q -p no:cacheprovider -p no:xdist "
              f"--basetemp /tmp/inner tests/test_guard.py")

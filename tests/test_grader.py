@@ -961,7 +961,7 @@ def case(nn, title):
     return f"test_check[{nn} {STEP_NAMES[nn]}: {title}]"
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # a pytest session of its own, with two workers
 def test_pytest_plugin_passes_steps_in_parallel(tmp_path):
     done, cases = pytest_conformance(STEPS_DIR, tmp_path / "j.xml", "-n", "2")
     assert done.returncode == 0, done.stdout
@@ -969,6 +969,7 @@ def test_pytest_plugin_passes_steps_in_parallel(tmp_path):
     assert cases == {case(nn, t): True for nn in STEP_NAMES for t in TITLES[nn]}
 
 
+@pytest.mark.slow  # a pytest session of its own
 def test_pytest_plugin_step_marker_on_the_skeleton(gallery, tmp_path):
     done, cases = pytest_conformance(gallery["folder"] / "skeleton", tmp_path / "j.xml",
                                      "-m", "step04")
@@ -977,6 +978,7 @@ def test_pytest_plugin_step_marker_on_the_skeleton(gallery, tmp_path):
     assert cases == {case("04", t): t not in EXPECTED["skeleton"]["04"] for t in TITLES["04"]}
 
 
+@pytest.mark.slow  # a pytest session of its own
 def test_pytest_plugin_keyword_on_the_renamer_scenario(gallery, tmp_path):
     done, cases = pytest_conformance(gallery["folder"] / "renamer", tmp_path / "j.xml",
                                      "-k", "hostname")
