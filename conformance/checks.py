@@ -19,8 +19,8 @@ import re
 from dataclasses import dataclass
 
 from .catalog import BEYOND_PART_1, CLONE_FLAG_NAME, NAMESPACES, NEW_NAMESPACES, SIGCHLD
-from .journal import (OVERFLOW_ID, Blocked, Clone, Exec, Follow, Observation, Write, mapped,
-                      shown)
+from .journal import (OVERFLOW_ID, Blocked, Clone, Exec, Facts, Follow, Observation, Watched,
+                      Write, mapped, shown)
 
 NOT_RUN = "the command never ran"
 SKIPPED = "skipped: needs "
@@ -37,8 +37,8 @@ class Failure(Exception):
 
 @dataclass
 class Evidence:
-    witness: dict         # the kernel's facts about the command (observe.observe), or None
-    watch: dict           # how it was started and released (watch.Watch.result), or {}
+    witness: Facts        # the kernel's facts about the command (journal.Facts), or None
+    watch: Watched        # how it was started and released (journal.Watched)
     before: dict          # the run's host before the run (runinit.snapshot)
     after: dict
     leftover: list
@@ -92,8 +92,8 @@ def _names(items):
 
 
 def _mounted_on(mounts, point):
-    """The file system type on top at a mount point, or None."""
-    return next((fs for _, target, fs in reversed(mounts) if target == point), None)
+    """The file system type on top at a mount point (bytes), or None."""
+    return next((m.fstype for m in reversed(mounts) if m.point == point), None)
 
 
 def _mountinfo_lines(mountinfo, point):
@@ -103,7 +103,7 @@ def _mountinfo_lines(mountinfo, point):
 def _moments(ev):
     """The run's host at every moment the grader looked: when the command was
     observed, and at the end (after everything the program left had ended)."""
-    return [(m.get("moment", "during the run"), m) for m in ev.watch.get("moments", [])] + \
+    return [(m.get("moment", "during the run"), m) for m in ev.watch.moments] + \
         [("at the end", ev.after)]
 
 
@@ -117,7 +117,7 @@ def _when(moment, changes):
 def _made_private(ev):
     """Whether the command's own / is no longer shared: the child did make
     its mounts private (observe.observe's "shared" lists the others)."""
-    return "/" not in ev.witness.get("shared", ["/"])
+    return b"/" not in ev.witness.shared
 
 
 PRIVATE_CALL = 'mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL)'
@@ -171,7 +171,7 @@ def _locked_proc(words):
 
 def _where(ev, run):
     """Where a copy of the command ran: "in new uts and pid", "in the host's"."""
-    host = ev.watch.get("host", {}).get("ns", {})
+    host = ev.watch.host.ns if ev.watch.host else {}
     new = sorted(n for n in NAMESPACES if run.ns.get(n) and run.ns.get(n) != host.get(n))
     return f"in new {' and '.join(new)}" if new else "in the host's"
 
@@ -225,8 +225,8 @@ def ran(ev):
         if wrong:
             raise wrong
         return "it ran, and was observed"
-    if ev.watch.get("error"):
-        raise Failure(f"{NOT_RUN}: {ev.watch['error']}",
+    if ev.watch.error:
+        raise Failure(f"{NOT_RUN}: {ev.watch.error}",
                       "The command was started but could not be observed: it must keep "
                       "running until it ends by itself.")
     words = last_words(ev.output)
@@ -250,9 +250,9 @@ def ran(ev):
 @check("waits for its command", needs_outcome=True)
 def waits(ev):
     watch = ev.watch
-    if watch.get("waited"):
+    if watch.waited:
         return "its parent waited for it"
-    signal = watch.get("exit_signal")
+    signal = watch.exit_signal
     if signal is not None and signal != SIGCHLD:
         raise Failure(
             f"the program ended before its command started: the child was cloned with exit "
@@ -326,8 +326,8 @@ def _namespace_title(step):
 
 def _namespaces_judge(step):
     def judge(ev):
-        host = ev.watch["host"]["ns"]
-        new = {name for name in NAMESPACES if ev.witness["ns"][name] != host[name]}
+        host = ev.watch.host.ns
+        new = {name for name in NAMESPACES if ev.witness.ns[name] != host[name]}
         want = NEW_NAMESPACES[step]
         seen = f"new: {_names(sorted(new))}"
         if new == want:
@@ -359,13 +359,14 @@ NAMESPACE_CHECK = {nn: Check(_namespace_title(nn), _namespaces_judge(nn), outcom
 def sees_the_host(ev):
     w, host = ev.witness, ev.before
     wrong = []
-    if w["hostname"] != host["hostname"]:
-        wrong.append(f"hostname {w['hostname']!r}, not the host's {host['hostname']!r}")
-    if sorted(w["links"]) != sorted(host["links"]):
-        wrong.append(f"links {_names(w['links'])}, not the host's {_names(host['links'])}")
-    if not set(host["queues"]) <= set(w["queues"]):
+    if shown(w.hostname) != host["hostname"]:
+        wrong.append(f"hostname {shown(w.hostname)!r}, not the host's {host['hostname']!r}")
+    links = sorted(map(shown, w.links))
+    if links != sorted(host["links"]):
+        wrong.append(f"links {_names(links)}, not the host's {_names(host['links'])}")
+    if not set(host["queues"]) <= set(w.queues):
         wrong.append("not the host's SysV queue")
-    if w["root"] != ev.watch["host"]["root"]:
+    if w.root != ev.watch.host.root:
         wrong.append("not the host's /")
     if wrong:
         raise Failure("; ".join(wrong), "The skeleton adds no namespace: the command should "
@@ -375,9 +376,9 @@ def sees_the_host(ev):
 
 @check("ip a lists only lo, DOWN", outcome=True)
 def only_lo_down(ev):
-    links = ev.witness["links"]
-    seen = "links: " + _names(f"{name} {state}" for name, state in links.items())
-    if links != {"lo": "DOWN"}:
+    links = ev.witness.links
+    seen = "links: " + _names(f"{shown(name)} {state}" for name, state in links.items())
+    if links != {b"lo": "DOWN"}:
         raise Failure(seen, "The command's network namespace should hold only its own lo, "
                       "still down (article: NET Namespace).")
     return seen
@@ -385,9 +386,9 @@ def only_lo_down(ev):
 
 @check("a tmpfs is mounted on /mytmp inside", outcome=True)
 def tmpfs_inside(ev):
-    found = _mounted_on(ev.witness["mounts"], "/mytmp")
-    if found != "tmpfs":
-        raise Failure(f"/mytmp: {found}" if found else "nothing mounted on /mytmp",
+    found = _mounted_on(ev.witness.mounts, b"/mytmp")
+    if found != b"tmpfs":
+        raise Failure(f"/mytmp: {shown(found)}" if found else "nothing mounted on /mytmp",
                       f"Nothing on /mytmp inside: {in_child(ev)} mounts a tmpfs there "
                       "(article: MNT Namespace).")
     return "/mytmp: tmpfs"
@@ -409,9 +410,9 @@ def tmpfs_not_on_host(ev):
 @check("ls / still shows the host's files", outcome=True)
 def no_jail(ev):
     w = ev.witness
-    if w["root"] == ev.watch["host"]["root"]:
+    if w.root == ev.watch.host.root:
         return "the host's /"
-    inside = {name for name, _, _ in w["root_entries"]}
+    inside = {shown(name) for name, _, _ in w.root_entries}
     missing = sorted(set(ev.before["root"]) - inside)
     raise Failure(f"/ is another folder; missing: {_names(missing[:8])}",
                   "A mount namespace is not a jail: the command should still see the host's "
@@ -420,8 +421,8 @@ def no_jail(ev):
 
 @check("hostname prints myhostname inside", outcome=True)
 def myhostname(ev):
-    seen = f"hostname {ev.witness['hostname']!r}"
-    if ev.witness["hostname"] == "myhostname":
+    seen = f"hostname {shown(ev.witness.hostname)!r}"
+    if ev.witness.hostname == b"myhostname":
         return seen
     if ev.after["hostname"] == "myhostname":
         raise Failure(f"{seen}, and the host's became 'myhostname'", (
@@ -441,7 +442,7 @@ def host_hostname_kept(ev):
         return "unchanged"
     moment, after = changes[0]
     seen = f"{before!r} became {after!r}{_when(moment, changes)}"
-    if after == ev.witness["hostname"]:
+    if after == shown(ev.witness.hostname):
         raise Failure(seen, (
             "sethostname ran in the parent, before clone: the host took the name, and the "
             "child's new UTS namespace began as a copy of the host's. Call sethostname in "
@@ -452,7 +453,7 @@ def host_hostname_kept(ev):
 
 @check("ipcs -q inside lists no queue", outcome=True)
 def no_queue(ev):
-    queues = ev.witness["queues"]
+    queues = ev.witness.queues
     seen = f"queues: {_names(hex(k) for k in queues)}"
     if queues or ev.before["queues"] == []:
         raise Failure(seen, "ipcs -q inside still lists a queue: which namespace gives the "
@@ -463,24 +464,24 @@ def no_queue(ev):
 @check("ps shows the command as PID 1, alone", outcome=True)
 def pid1_alone(ev):
     w = ev.witness
-    inner, proc = w["nspid"][-1], w["proc"]
+    inner, proc = w.nspid[-1], w.proc
     if inner != 1:
         raise Failure(f"the command is PID {inner} of its PID namespace, not 1", (
             "The command must be the first process of its new PID namespace: the child that "
             "clone makes runs it, and nothing runs before it there (article: PID Namespace)."))
-    if proc["kind"] == "other":
+    if proc.kind == "other":
         raise Failure(
             f"PID 1 of a new PID namespace, but its /proc is the host's: ps lists the "
-            f"host's {proc['count']} processes",
+            f"host's {proc.count} processes",
             f"ps reads /proc, and the command's /proc is still the host's: {in_child(ev)} "
             "remounts /proc, in its own mount namespace (article: PID Namespace).")
-    if proc["kind"] != "own":
+    if proc.kind != "own":
         raise Failure(
-            f"PID 1, but no proc on its /proc ({proc.get('fstype') or 'nothing'}): ps lists "
+            f"PID 1, but no proc on its /proc ({shown(proc.fstype or b'nothing')}): ps lists "
             f"nothing",
             f"ps reads /proc, and nothing is mounted there: {in_child(ev)} mounts a fresh "
             "proc on /proc, in its own mount namespace (article: PID Namespace).")
-    others = proc["count"] - 1
+    others = proc.count - 1
     if others:
         raise Failure(f"PID 1, and {others} other process(es) in its PID namespace",
                       "The command should be alone in its PID namespace: start nothing else "
@@ -509,7 +510,7 @@ def _id_names(uid, gid):
 @check("id shows nobody/nogroup", outcome=True)
 def id_nobody(ev):
     w = ev.witness
-    uid, gid = mapped(w["uid_map"], w["uid"]), mapped(w["gid_map"], w["gid"])
+    uid, gid = mapped(w.uid_map, w.uid), mapped(w.gid_map, w.gid)
     seen = f"id: {_id_names(uid, gid)}"
     if uid == gid == OVERFLOW_ID:
         return seen
@@ -520,9 +521,9 @@ def id_nobody(ev):
 @check("ls -la shows nobody/nogroup", outcome=True)
 def ls_nobody(ev):
     w = ev.witness
-    owners = {f"{'nobody' if mapped(w['uid_map'], u) == OVERFLOW_ID else mapped(w['uid_map'], u)}/"
-              f"{'nogroup' if mapped(w['gid_map'], g) == OVERFLOW_ID else mapped(w['gid_map'], g)}"
-              for _, u, g in w["root_entries"]}
+    owners = {f"{'nobody' if mapped(w.uid_map, u) == OVERFLOW_ID else mapped(w.uid_map, u)}/"
+              f"{'nogroup' if mapped(w.gid_map, g) == OVERFLOW_ID else mapped(w.gid_map, g)}"
+              for _, u, g in w.root_entries}
     seen = f"owners in ls -la /: {_names(sorted(owners)[:6])}"
     if owners == {"nobody/nogroup"}:
         return seen
@@ -595,9 +596,9 @@ def ok_delivered(journal):
 
 @check("the command starts only after the parent's OK", outcome=True)
 def starts_after_ok(ev):
-    if ev.watch.get("start") is None or ev.journal is None:
+    if ev.watch.start is None or ev.journal is None:
         raise Failure("the grader could not follow the parent and its child: " + (
-            ev.watch.get("trace_error") or "no child of the program ran the command"),
+            ev.watch.trace_error or "no child of the program ran the command"),
             "The parent clones the child and writes \"OK\" to the pipe once it has set it up "
             "(Deep dive into Linux namespaces: main).")
     delivered, seen = ok_delivered(ev.journal)
@@ -611,14 +612,14 @@ def starts_after_ok(ev):
 
 @check("the command dies with its parent", needs=[waits])
 def dies_with_parent(ev):
-    death = ev.watch.get("death")
+    death = ev.watch.death
     if death is None:
         raise Failure("the command was not seen at its end with its parent alive",
                       "The command must still be the parent's child when it ends: the parent "
                       "waits for it (Deep dive into Linux namespaces: main).")
-    if death["died"]:
-        return death["seen"]
-    raise Failure(death["seen"], (
+    if death.died:
+        return death.seen
+    raise Failure(death.seen, (
         "The command must die with its parent whatever it does: before it execs, the child "
         "asks the kernel for a death signal that nothing can catch or ignore, prctl("
         "PR_SET_PDEATHSIG, SIGKILL) (Deep dive into Linux namespaces: cmd_exec)."))
@@ -631,17 +632,17 @@ def _map_text(id_map):
 @check("id shows root inside, the parent's own ids outside", outcome=True)
 def root_inside(ev):
     w = ev.witness
-    parent = w.get("parent") or {}
-    uid, gid = mapped(w["uid_map"], w["uid"]), mapped(w["gid_map"], w["gid"])
-    seen = (f"id: {_id_names(uid, gid)}; uid_map {_map_text(w['uid_map'])}, gid_map "
-            f"{_map_text(w['gid_map'])}; the parent is uid {parent.get('uid')} gid "
+    parent = w.parent or {}
+    uid, gid = mapped(w.uid_map, w.uid), mapped(w.gid_map, w.gid)
+    seen = (f"id: {_id_names(uid, gid)}; uid_map {_map_text(w.uid_map)}, gid_map "
+            f"{_map_text(w.gid_map)}; the parent is uid {parent.get('uid')} gid "
             f"{parent.get('gid')} outside")
     want_uid = [(0, parent.get("uid"), 1)]
     want_gid = [(0, parent.get("gid"), 1)]
-    if w["uid_map"] == want_uid and w["gid_map"] == want_gid and uid == gid == 0:
+    if w.uid_map == want_uid and w.gid_map == want_gid and uid == gid == 0:
         return seen
-    if not w["uid_map"] or not w["gid_map"]:
-        missing = " and ".join(n for n in ("uid_map", "gid_map") if not w[n])
+    if not w.uid_map or not w.gid_map:
+        missing = " and ".join(n for n in ("uid_map", "gid_map") if not getattr(w, n))
         raise Failure(seen, (
             f"The child's {missing} is empty: the parent writes \"0 <its uid> 1\" to "
             f"/proc/CHILD/uid_map and \"0 <its gid> 1\" to gid_map, from outside the new user "
@@ -654,7 +655,7 @@ def root_inside(ev):
 
 @check("setgroups is denied in the command's user namespace", needs=[root_inside])
 def setgroups_denied(ev):
-    state = ev.witness.get("setgroups")
+    state = ev.witness.setgroups
     if state == "deny":
         return "setgroups: deny"
     raise Failure(f"setgroups: {state}", (
@@ -665,12 +666,12 @@ def setgroups_denied(ev):
 
 @check("the maps are written before the command starts", needs=[root_inside, starts_after_ok])
 def maps_before_start(ev):
-    start = ev.watch.get("start")
+    start = ev.watch.start
     if start is None:
         raise Failure("the grader could not see the command start",
                       "The parent writes the maps, then \"OK\" (Deep dive into Linux "
                       "namespaces: User namespaces).")
-    empty = [n for n in ("uid_map", "gid_map") if not start[n]]
+    empty = [n for n in ("uid_map", "gid_map") if not getattr(start, n)]
     if empty:
         raise Failure(
             f"when the command started its {' and '.join(empty)} "
@@ -686,21 +687,21 @@ def maps_before_start(ev):
 @check("/ is a root of its own, not the host's", outcome=True)
 def root_of_its_own(ev):
     w = ev.witness
-    if w["root"] == ev.watch["host"]["root"]:
+    if w.root == ev.watch.host.root:
         raise Failure("/ is the host's", (
             f"The command's / is still the host's: {in_child(ev)} binds the root filesystem "
             "NSKIT_ROOTFS names onto itself and pivots into it (pivot_root), in a mount "
             "namespace of its own."))
-    entries = sorted(name for name, _, _ in w["root_entries"])
+    entries = sorted(shown(name) for name, _, _ in w.root_entries)
     return f"/ is another root: {_names(entries[:10])}"
 
 
 @check("ip a lists lo and the veth end, both UP", outcome=True)
 def lo_and_its_end_up(ev):
-    links = ev.witness["links"]
-    seen = "links: " + _names(f"{name} {state}" for name, state in links.items())
-    ends = [name for name in links if name != "lo"]
-    if len(ends) != 1 or "lo" not in links:
+    links = ev.witness.links
+    seen = "links: " + _names(f"{shown(name)} {state}" for name, state in links.items())
+    ends = [name for name in links if name != b"lo"]
+    if len(ends) != 1 or b"lo" not in links:
         raise Failure(seen, (
             "The command's network namespace should hold lo and one end of a veth pair that "
             "the parent made and put there (ip link add ... type veth peer ...; ip link set "

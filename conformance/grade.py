@@ -8,6 +8,7 @@ from pathlib import Path
 from . import probe
 from .discover import c_argv, compile_error, compiler
 from .catalog import ALL_STEPS, BEYOND_PART_1, OWN_ROOT
+from .journal import Watched
 from .checks import NOT_RUN, Evidence, checks_for, verdicts
 from .sandbox import Request, Sandbox
 
@@ -109,11 +110,10 @@ def judge(program, result, propagation="shared"):
     output = output.replace(path_in_run(program), shown)
     if result.cut:
         output += f"\n[... {result.cut} bytes of output cut ...]"
-    watch = result.witness or {}
+    watch = result.witness or Watched()
     language = "python" if program.is_python else "c" if program.is_c else "other"
-    evidence = Evidence(watch.get("facts"), watch, result.before, result.after,
-                        result.leftover, output, propagation, language, shown,
-                        watch.get("journal"))
+    evidence = Evidence(watch.facts, watch, result.before, result.after,
+                        result.leftover, output, propagation, language, shown, watch.journal)
     checks = [CheckResult(step, title, v.status == "passed", v.seen, v.hint, v.status)
               for title, v in verdicts(step, evidence).items()]
     return StepResult(step, path, checks, output, result.seconds)

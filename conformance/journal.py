@@ -191,3 +191,22 @@ class Journal:
 
     def of(self, kind):
         return [e for e in self.events if isinstance(e, kind)]
+
+
+@dataclass
+class Watched:
+    """What the grader saw of a run's command (watch.Watch.result): its
+    facts, where the run's host is, how the command started and ended, and
+    the journal."""
+    facts: Facts = None
+    host: HostView = None
+    waited: bool = None      # its parent waited for it (False: the parent ended first)
+    exit_signal: int = None  # of a child that became the command, read before its exec
+    start: Start = None      # beyond Part 1
+    death: Death = None      # beyond Part 1
+    trace_error: str = None
+    error: str = None        # why the command could not be observed
+    # The run's host when the command was observed, as runinit.snapshot
+    # gives it (names escaped), to compare with the first snapshot.
+    moments: list = field(default_factory=list)
+    journal: Journal = None

@@ -58,7 +58,7 @@ class Result:
     leftover: list = None      # processes still running when the program exited
     error: str = None          # why there is no verdict from inside: timed out, crashed
     refused: bool = False      # error is the machine's refusal of user namespaces
-    witness: dict = None       # what the grader observed of the command (watch.py)
+    witness: object = None     # what the grader observed of the command (journal.Watched)
     seconds: float = 0.0
 
 

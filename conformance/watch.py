@@ -12,11 +12,11 @@ import os
 import select
 import signal
 import socket
-from dataclasses import asdict
 
 from . import procfs
 from .catalog import NAMESPACES, SIGCHLD
-from .journal import Clone, Death, Exec, HostSnapshot, HostView, Journal, Observation, Wait
+from .journal import (Clone, Death, Exec, HostSnapshot, HostView, Journal, Observation, Wait,
+                      Watched)
 from .observe import (close_all, death_signal_hint, in_charge_facts, namespace_fds, observe,
                       sigkill_pending, start_facts)
 from .procfs import BOUND, shown
@@ -449,16 +449,12 @@ class Watch:
         self.run_end.close()
 
     def result(self):
-        """What the checks read: the witness's facts and how it was started."""
+        """What the checks read (journal.Watched)."""
         moments = [{"hostname": e.host.hostname, "mounts": e.host.mounts, "queues": e.host.queues,
                     "links": e.host.links, "moment": e.host.moment}
                    for e in self.journal.of(Observation) if e.host]
-        return {"facts": as_read(self.facts), "host": self.host and _plain(asdict(self.host)),
-                "journal": self.journal, "moments": _plain(moments),
-                "waited": self.waited, "death": self.death and asdict(self.death),
-                "start": self.start and _plain(asdict(self.start)), "trace_error": self.trace_error,
-                "exit_signal": self.exit_signal, "copies": self.copies, "error": self.error,
-                "seen": self.observed is not None}
+        return Watched(self.facts, self.host, self.waited, self.exit_signal, self.start,
+                       self.death, self.trace_error, self.error, _plain(moments), self.journal)
 
 
 def _file_id(pid, path, dirfd=None):
@@ -519,17 +515,3 @@ def _plain(value):
     return value
 
 
-def as_read(facts):
-    """The facts as the checks read them: plain lists and dicts, names as text."""
-    if facts is None:
-        return None
-    out = _plain(asdict(facts))
-    out["uid_map"] = [tuple(line) for line in out["uid_map"]]
-    out["gid_map"] = [tuple(line) for line in out["gid_map"]]
-    out["mounts"] = [(m["device"], m["point"], m["fstype"]) for m in out["mounts"]]
-    out["proc"] = {k: v for k, v in out["proc"].items() if v is not None}
-    if facts.parent is None:
-        del out["parent"]
-    if facts.setgroups is None:
-        del out["setgroups"]
-    return out

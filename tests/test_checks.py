@@ -10,10 +10,11 @@ from conformance.catalog import ALL_STEPS, BEYOND_PART_1, NAMESPACES, NEW_NAMESP
 from conformance.checks import SKIPPED, Evidence, Failure, checks_for, needs_of, verdicts
 from conformance.grade import CheckResult, StepResult
 from conformance.report import full, junit, table
-from conformance.journal import Blocked, Clone, Exec, Follow, Journal, Observation, Write
+from conformance.journal import (Blocked, Clone, Death, Exec, Facts, Follow, HostView, Journal,
+                                 Mount, Observation, ProcView, Start, Watched, Write)
 
 HOST_NS = {name: f"{name}:[4026531{i}]" for i, name in enumerate(NAMESPACES)}
-HOST_ROOT = [2049, 2]
+HOST_ROOT = (2049, 2)
 PROC = "25 1 0:22 / /proc rw,nosuid shared:12 - proc proc rw\n"
 ROOT = "1 0 8:1 / / rw shared:1 - ext4 /dev/sda1 rw\n"
 TMPFS = "40 1 0:40 / /mytmp rw shared:30 - tmpfs none rw\n"
@@ -36,27 +37,25 @@ def good(step):
     mapped = step in ("09", *OWN_ROOT)  # the parent in charge maps its own ids
     maps = [(0, PARENT["uid"], 1)] if mapped else NO_MAP if user else IDENTITY
     outside = PARENT["uid"] if mapped else 0
-    links = {"lo": "UP", "eth0": "UP"} if step == "11" else {"lo": "DOWN"}
-    witness = {
-        "ns": {name: f"{name}:[5]" if name in new else HOST_NS[name] for name in NAMESPACES},
-        "hostname": "myhostname" if step in ("03", "07") else before["hostname"],
-        "links": links if "net" in new else dict(before["links"]),
-        "queues": [] if "ipc" in new else list(before["queues"]),
-        "root": [2049, 77] if step in OWN_ROOT else list(HOST_ROOT),
-        "root_entries": [[name, outside, outside] for name in before["root"]],
-        "mounts": [("0:40", "/mytmp", "tmpfs")] if step in ("02", "07") else [],
-        "shared": [] if "mnt" in new else ["/", "/proc"],
-        "nspid": [321, 1] if "pid" in new else [321],
-        "proc": {"kind": "own", "count": 1} if "pid" in new else {"kind": "other", "count": 9},
-        "uid": outside, "gid": outside, "uid_map": maps, "gid_map": maps,
-        "setgroups": "deny", "parent": dict(PARENT),
-    }
-    watch = {"host": {"ns": dict(HOST_NS), "root": list(HOST_ROOT)}, "waited": True,
-             "exit_signal": 17, "copies": 1, "error": None,
-             "start": {"early": False, "uid_map": maps, "gid_map": maps},
-             "death": {"died": True, "seen": "it was killed with its parent"}}
-    return Evidence(witness, watch, before, host(), [], "$ hostname\n",
-                    journal=journal(step, witness["ns"]))
+    links = {b"lo": "UP", b"eth0": "UP"} if step == "11" else {b"lo": "DOWN"}
+    witness = Facts(
+        ns={name: f"{name}:[5]" if name in new else HOST_NS[name] for name in NAMESPACES},
+        hostname=b"myhostname" if step in ("03", "07") else before["hostname"].encode(),
+        links=links if "net" in new else {k.encode(): v for k, v in before["links"].items()},
+        queues=[] if "ipc" in new else list(before["queues"]),
+        root=(2049, 77) if step in OWN_ROOT else HOST_ROOT,
+        root_entries=[(name.encode(), outside, outside) for name in before["root"]],
+        mounts=[Mount("0:40", b"/mytmp", b"tmpfs")] if step in ("02", "07") else [],
+        shared=[] if "mnt" in new else [b"/", b"/proc"],
+        nspid=[321, 1] if "pid" in new else [321],
+        proc=ProcView("own", count=1) if "pid" in new else ProcView("other", count=9),
+        uid=outside, gid=outside, uid_map=maps, gid_map=maps,
+        setgroups="deny", parent=dict(PARENT))
+    ran = journal(step, witness.ns)
+    watch = Watched(witness, HostView(dict(HOST_NS), HOST_ROOT), waited=True, exit_signal=17,
+                    start=Start(False, maps, maps),
+                    death=Death(True, "it was killed with its parent"), journal=ran)
+    return Evidence(witness, watch, before, host(), [], "$ hostname\n", journal=ran)
 
 
 PROGRAM, CHILD = 100, 101
@@ -92,14 +91,17 @@ def _set(where, key, value):
         target = ev
         for part in where.split("."):
             target = getattr(target, part) if hasattr(target, part) else target[part]
-        target[key] = value
+        if isinstance(target, dict):
+            target[key] = value
+        else:
+            setattr(target, key, value)
     return change
 
 
 def _new_ns(*names):
     def change(ev):
         for name in NAMESPACES:
-            ev.witness["ns"][name] = f"{name}:[5]" if name in names else HOST_NS[name]
+            ev.witness.ns[name] = f"{name}:[5]" if name in names else HOST_NS[name]
     return change
 
 
@@ -138,7 +140,7 @@ def _asleep(call):
 def _decoy(ev):
     """A throwaway copy in the right namespaces first, then the command in the host's."""
     decoy = Exec(CHILD, PROGRAM, b"/nskit/sh", [b"/nskit/sh", b"-c", b"/nskit/ready; :"],
-                 dict(ev.witness["ns"]), "shell")
+                 dict(ev.witness.ns), "shell")
     real = Exec(PROGRAM, 1, b"/nskit/witness", list(WITNESS_RUN), dict(HOST_NS), "witness")
     ev.journal.events = [e for e in ev.journal.events if not (isinstance(e, Exec) and e.runs)]
     ev.journal.events[1:1] = [decoy]
@@ -154,7 +156,7 @@ def _other_arguments(ev):
 def _moment(**changed):
     """The host changed when the command was observed, and was set back by the end."""
     def change(ev):
-        ev.watch["moments"] = [{**host(), "moment": "when the command was observed", **changed}]
+        ev.watch.moments = [{**host(), "moment": "when the command was observed", **changed}]
     return change
 
 
@@ -180,18 +182,18 @@ FAILING = [
      "CLONE_NEWUSER", ""),
     ("08", checks.NAMESPACE_CHECK["08"], _new_ns(), "Deep dive", "article"),
     ("09", checks.NAMESPACE_CHECK["09"], _new_ns("user", "uts"), "more than this step needs", ""),
-    ("00", checks.sees_the_host, _set("witness", "hostname", "other"), "hostname", ""),
-    ("01", checks.only_lo_down, _set("witness.links", "lo", "UP"), "still down", ""),
+    ("00", checks.sees_the_host, _set("witness", "hostname", b"other"), "hostname", ""),
+    ("01", checks.only_lo_down, _set("witness.links", b"lo", "UP"), "still down", ""),
     ("02", checks.tmpfs_inside, _set("witness", "mounts", []), "mounts a tmpfs", ""),
-    ("02", checks.tmpfs_not_on_host, _many(_leak(TMPFS), _set("witness", "shared", ["/"])),
+    ("02", checks.tmpfs_not_on_host, _many(_leak(TMPFS), _set("witness", "shared", [b"/"])),
      "Which mount call", "only after"),
-    ("02", checks.no_jail, _set("witness", "root", [2049, 99]), "not a jail", ""),
-    ("03", checks.myhostname, _set("witness", "hostname", "nskit-run"), "set the hostname", ""),
+    ("02", checks.no_jail, _set("witness", "root", (2049, 99)), "not a jail", ""),
+    ("03", checks.myhostname, _set("witness", "hostname", b"nskit-run"), "set the hostname", ""),
     ("03", checks.host_hostname_kept, _set("after", "hostname", "renamed"),
      "in the host's UTS namespace, in the parent", "before clone"),
     ("04", checks.no_queue, _set("witness", "queues", [0x6E736B]), "IPC Namespace", ""),
     ("05", checks.pid1_alone, _set("witness", "nspid", [321, 2]), "first process", ""),
-    ("05", checks.host_proc_kept, _many(_proc_unmounted, _set("witness", "shared", ["/"])),
+    ("05", checks.host_proc_kept, _many(_proc_unmounted, _set("witness", "shared", [b"/"])),
      "Which mount call", "only after"),
     ("06", checks.id_nobody, _many(_set("witness", "uid_map", IDENTITY),
                                    _set("witness", "gid_map", IDENTITY)), "nobody", ""),
@@ -205,7 +207,7 @@ FAILING = [
     ("03", checks.host_hostname_kept, _moment(hostname="forged"), "in the parent", ""),
     ("05", checks.host_proc_kept, _moment(mounts=ROOT), "reached the host", ""),
     ("08", checks.dies_with_parent,
-     _set("watch", "death", {"died": False, "seen": "it still ran after its parent was killed"}),
+     _set("watch", "death", Death(False, "it still ran after its parent was killed")),
      "PR_SET_PDEATHSIG", "article"),
     ("09", checks.root_inside, _set("witness", "gid_map", []), "gid_map is empty", "article"),
     ("09", checks.setgroups_denied, _set("witness", "setgroups", "allow"), "deny", "article"),
@@ -213,11 +215,11 @@ FAILING = [
      "article"),
     ("10", checks.NAMESPACE_CHECK["10"], _new_ns("user", "mnt"), "CLONE_NEWPID", "article"),
     ("11", checks.NAMESPACE_CHECK["11"], _new_ns("user", "mnt", "pid"), "CLONE_NEWNET", "article"),
-    ("10", checks.root_of_its_own, _set("witness", "root", list(HOST_ROOT)), "pivot_root",
+    ("10", checks.root_of_its_own, _set("witness", "root", HOST_ROOT), "pivot_root",
      "article"),
-    ("11", checks.lo_and_its_end_up, _set("witness", "links", {"lo": "UP"}), "veth pair",
+    ("11", checks.lo_and_its_end_up, _set("witness", "links", {b"lo": "UP"}), "veth pair",
      "article"),
-    ("11", checks.lo_and_its_end_up, _set("witness.links", "eth0", "DOWN"), "brings its end",
+    ("11", checks.lo_and_its_end_up, _set("witness.links", b"eth0", "DOWN"), "brings its end",
      "article"),
     ("11", checks.host_unchanged_but_its_links, _set("after", "queues", [1, 2]),
      "namespaces of its own", ""),
@@ -287,7 +289,7 @@ def test_sethostname_in_the_parent_is_named_before_or_after_clone():
         checks.host_hostname_kept(before)
     assert "in the parent, before clone" in failure.value.hint
     after = wrong("03", _many(_set("after", "hostname", "myhostname"),
-                              _set("witness", "hostname", "nskit-run")))
+                              _set("witness", "hostname", b"nskit-run")))
     with pytest.raises(Failure) as failure:
         checks.myhostname(after)
     assert "in the parent, after clone" in failure.value.hint
@@ -352,7 +354,7 @@ def test_a_command_that_never_ran_fails_once_and_skips_the_rest():
 
 
 def test_a_failed_outcome_skips_the_manners():
-    out = verdicts("03", wrong("03", _set("witness", "hostname", "nskit-run")))
+    out = verdicts("03", wrong("03", _set("witness", "hostname", b"nskit-run")))
     assert out[checks.MYHOSTNAME].status == "failed"
     for title in (checks.RAN, checks.WAITS, checks.HOST, checks.NO_PROCESS,
                   checks.host_hostname_kept.title):
@@ -377,8 +379,8 @@ def test_11_leaves_the_hosts_links_out_and_every_other_step_does_not():
 def test_08_asks_no_hostname_and_credits_each_check_on_its_own():
     titles = {c.title for c in checks_for("08")}
     assert checks.MYHOSTNAME not in titles and checks.host_hostname_kept.title not in titles
-    ev = wrong("08", _set("watch", "death", {"died": False, "seen": "it still ran"}))
-    ev.witness["hostname"] = "nskit-run"
+    ev = wrong("08", _set("watch", "death", Death(False, "it still ran")))
+    ev.witness.hostname = b"nskit-run"
     out = verdicts("08", ev)
     assert {t for t, v in out.items() if v.status == "failed"} == {checks.DIES}
     assert {t for t, v in out.items() if v.status == "skipped"} == {checks.NO_PROCESS}
@@ -397,7 +399,7 @@ def test_hints_beyond_part_1_cite_deep_dive_not_the_article(step):
 # -- as the table shows them ---------------------------------------------------------------
 
 def test_the_table_folds_checks_skipped_for_one_failure_and_other_reports_keep_them():
-    out = verdicts("03", wrong("03", _set("witness", "hostname", "nskit-run")))
+    out = verdicts("03", wrong("03", _set("witness", "hostname", b"nskit-run")))
     step = StepResult("03", "03_uts.py", [CheckResult("03", title, v.status == "passed", v.seen,
                                                      v.hint, v.status)
                                          for title, v in out.items()])
