@@ -20,6 +20,7 @@ from conformance.checks import MYHOSTNAME, PID1, RAN, STARTS_AFTER_OK, TMPFS_IN,
 TMPFS_HOST = "the tmpfs never shows on the host"
 PROC_HOST = "the host's /proc is untouched"
 HOSTNAME_HOST = "the host's hostname is unchanged"
+ONLY_LO = "ip a lists only lo, DOWN"
 
 ARGV = "    argv = sys.argv[1:]\n"
 WAIT = "    _, status = os.waitpid(pid, 0)\n"
@@ -61,6 +62,15 @@ def edited(nn, *edits):
     return text
 
 
+# Names no decoder would take, made in the run's own namespaces: a mount
+# point, a link, a hostname. The grader shows them escaped, and grades on.
+IN_CHILD = "    # Python set SIGPIPE to ignored"
+ODD_MOUNT = ('    os.mkdir(b"/mytmp/\\xff\\n")\n'
+             '    libc.mount(b"none", b"/mytmp/\\xff\\n", b"tmpfs", 0, b"")\n' + IN_CHILD)
+ODD_LINK = ("    os.system(\"ip link add name \\\"$(printf '\\\\377')\\\" type veth peer name "
+            "\\\"p$(printf '\\\\376')\\\"\")\n" + IN_CHILD)
+ODD_NAME = '    new_hostname = b"my\\xffhost"\n'
+
 DECOY_STEPS = [nn for nn in STEP_NAMES if nn != "00"] + ["08"]
 LEARNERS = {
     "decoy": {nn: edited(nn, (ARGV, DECOY), (WAIT, THEN_REAL)) for nn in DECOY_STEPS},
@@ -76,6 +86,12 @@ LEARNERS = {
                                  (WAIT, WAIT_DUMMY))},
     "dummy_then_wait": {"08": edited("08", ("    child_stack = ", DUMMY_FIRST),
                                      (WAIT, WAIT_DUMMY))},
+    # The issue's 08 decoy: a sleeping first child, a copy in the right
+    # namespaces, then the command in the host's.
+    "decoy_dummy": {"08": edited("08", ("    child_stack = ", DUMMY_FIRST), (ARGV, DECOY),
+                                 (WAIT, THEN_REAL))},
+    "odd_names": {"01": edited("01", (IN_CHILD, ODD_LINK)), "02": edited("02", (IN_CHILD, ODD_MOUNT)),
+                  "03": edited("03", ('    new_hostname = b"myhostname"\n', ODD_NAME))},
     "leak_clean": {"02": edited("02", (PRIVATE, ""), (WAIT, UNMOUNT_TMPFS))},
     "clean_twin": {"02": edited("02", (WAIT, UNMOUNT_TMPFS))},
     "proc_cycle": {"05": edited("05", (PRIVATE, ""), (WAIT, REMOUNT_PROC))},
@@ -92,6 +108,8 @@ EXPECTED = {
     "late_ok": {"08": set()},
     "dummy_first": {"08": {STARTS_AFTER_OK}},
     "dummy_then_wait": {"08": set()},
+    "decoy_dummy": {"08": {RAN}},
+    "odd_names": {"01": {ONLY_LO}, "02": set(), "03": {MYHOSTNAME}},
     "leak_clean": {"02": {TMPFS_HOST}},
     "clean_twin": {"02": set()},
     "proc_cycle": {"05": {PROC_HOST}},
@@ -155,6 +173,11 @@ def test_changes_undone_before_the_end_are_seen_when_they_were_there(graded):
         seen = graded[label][nn][title]["seen"]
         assert seen.endswith("(when the command was observed, undone by the end)"), (label, seen)
     assert graded["rename_back"]["03"][HOSTNAME_HOST]["seen"].startswith("'nskit-host-"), graded
+
+
+def test_names_of_any_bytes_are_shown_escaped(graded):
+    assert graded["odd_names"]["01"][ONLY_LO]["seen"] == "links: lo DOWN, p\\xfe DOWN, \\xff DOWN"
+    assert graded["odd_names"]["03"][MYHOSTNAME]["seen"] == "hostname 'my\\\\xffhost'"
 
 
 def test_every_expected_title_is_a_check_of_its_step():
