@@ -24,6 +24,7 @@ from .journal import (OVERFLOW_ID, Blocked, Clone, Exec, Facts, Follow, Observat
 
 NOT_RUN = "the command never ran"
 SKIPPED = "skipped: needs "
+ON_ITS_OWN = "; on its own: "
 
 
 class Failure(Exception):
@@ -845,4 +846,13 @@ def verdicts(step, ev):
     for c in checks:
         root = cause(c)
         out[c.title] = Verdict("skipped", SKIPPED + root.title) if root else raw[c]
+    if out[ran.title].status == "skipped":
+        # Skipped, it earns nothing; but a command that visibly ran is not
+        # to read as one that never did.
+        out[ran.title].seen += ON_ITS_OWN + raw[ran].seen
     return out
+
+
+def skipped_for(seen):
+    """The title of the check a skipped check's seen text says it needs."""
+    return seen[len(SKIPPED):].split(ON_ITS_OWN)[0] if seen.startswith(SKIPPED) else None

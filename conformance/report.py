@@ -16,7 +16,7 @@ from pathlib import Path
 from tabulate import tabulate
 
 from .catalog import ALL_STEPS, file_name
-from .checks import SKIPPED
+from .checks import skipped_for
 from .course import Course, number, status
 
 SEEN = 2048            # characters of a check's "seen" or output kept in results files
@@ -63,9 +63,7 @@ def _note(check):
 
 def _skipped_for(check):
     """The title of the check a skipped check waits for, or None."""
-    if status(check) != "skipped" or not check.seen.startswith(SKIPPED):
-        return None
-    return check.seen[len(SKIPPED):]
+    return skipped_for(check.seen) if status(check) == "skipped" else None
 
 
 def _rows(step):

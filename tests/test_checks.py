@@ -356,9 +356,13 @@ def test_a_command_that_never_ran_fails_once_and_skips_the_rest():
 def test_a_failed_outcome_skips_the_manners():
     out = verdicts("03", wrong("03", _set("witness", "hostname", b"nskit-run")))
     assert out[checks.MYHOSTNAME].status == "failed"
-    for title in (checks.RAN, checks.WAITS, checks.HOST, checks.NO_PROCESS,
-                  checks.host_hostname_kept.title):
+    for title in (checks.WAITS, checks.HOST, checks.NO_PROCESS, checks.host_hostname_kept.title):
         assert out[title].seen == SKIPPED + checks.MYHOSTNAME, title
+    # Skipped too, but a command that ran is not shown as one that never did.
+    assert out[checks.RAN].status == "skipped"
+    assert out[checks.RAN].seen == (SKIPPED + checks.MYHOSTNAME
+                                    + "; on its own: it ran, and was observed")
+    assert checks.skipped_for(out[checks.RAN].seen) == checks.MYHOSTNAME
 
 
 def test_a_part_of_the_host_fails_once_not_again_as_the_whole_host():
