@@ -337,9 +337,11 @@ def strangers():
             procs[int(pid)] = int(ppid), int(uid), args[0] if args else ""
 
     def in_a_grader(pid):
+        # Under a grader, or a process of the kit's own Python (another
+        # test's, in parallel); a leak's parent is init, or a run's uid.
         while pid in procs:
             ppid, uid, args = procs[pid]
-            if uid < 65536 and "conformance" in args:
+            if uid < 65536 and pid != 1 and ("conformance" in args or str(ROOT) in args):
                 return True
             pid = ppid
         return False

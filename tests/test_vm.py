@@ -293,6 +293,7 @@ def graded_in_uml_as_natively(tmp_path, steps):
     assert (tmp_path / "uml.csv").read_text() == (tmp_path / "n.csv").read_text()
 
 
+@pytest.mark.slow  # it boots User-mode Linux
 @needs_uml
 def test_user_mode_linux_grades_01_and_a_wrong_01_as_natively_where_namespaces_are_refused(tmp_path):
     graded_in_uml_as_natively(tmp_path, ["01"])
@@ -304,6 +305,7 @@ def test_user_mode_linux_grades_every_step_and_a_wrong_01_as_natively(tmp_path):
     graded_in_uml_as_natively(tmp_path, STEP_NAMES)
 
 
+@pytest.mark.slow  # it boots User-mode Linux
 @needs_uml
 def test_user_mode_linux_writes_only_its_shared_folder(tmp_path):
     """Root inside UML remounts its / writable and mounts the machine's / by
