@@ -15,6 +15,7 @@ was) earn only when the step's own outcome holds.
 Hints speak of calls and processes (the parent, the child before it execs);
 they name the kit's own function (child_exec) only to a Python program.
 """
+import os
 import re
 from dataclasses import dataclass
 
@@ -697,20 +698,105 @@ def root_of_its_own(ev):
     return f"/ is another root: {_names(entries[:10])}"
 
 
-@check("ip a lists lo and the veth end, both UP", outcome=True)
-def lo_and_its_end_up(ev):
-    links = ev.witness.links
-    seen = "links: " + _names(f"{shown(name)} {state}" for name, state in links.items())
-    ends = [name for name in links if name != b"lo"]
-    if len(ends) != 1 or b"lo" not in links:
+@check("nothing of the host's root is mounted in its namespace", needs=[root_of_its_own],
+       outcome=True)
+def old_root_gone(ev):
+    w = ev.witness
+    host = ev.watch.host.root[0]
+    device = f"{os.major(host)}:{os.minor(host)}"
+    below = [m.point for m in w.mounts if m.device == device]
+    if below:
+        raise Failure(f"the host's root is still mounted in its namespace, on {shown(below[0])}", (
+            "pivot_root puts the old root on put_old (with pivot_root(\".\", \".\"), on top "
+            "of the new root): unmount it there, umount2(put_old, MNT_DETACH), before the "
+            "command runs, and every mount of the host's goes with it."))
+    mounts = w.namespace_mounts or []
+    if any(m.device == device for m in mounts):
+        raise Failure(
+            "its / is a folder of a mount namespace whose root is still the host's (a chroot)", (
+                "chroot changes the root of one process, and the host's stays the root of the "
+                "mount namespace, mounted around the new one: root inside climbs out with a "
+                "second chroot. pivot_root makes the new root the namespace's own; then "
+                "unmount the old one."))
+    return f"its mount namespace holds {len(mounts)} mounts, none of the host's root"
+
+
+def _link_words(link):
+    return (f"{shown(link['name'])} {'UP' if link['up'] else 'DOWN'} "
+            f"{' '.join(link['ipv4']) or 'no address'}")
+
+
+def _network(ev):
+    """11: what the witness's network namespace holds (observe.pivot_view)."""
+    if ev.witness.network is None:
+        raise Failure("the command has the host's network namespace",
+                      "The child needs a network namespace of its own (CLONE_NEWNET).")
+    return ev.witness.network
+
+
+def _ends(ev):
+    """11: the links of the witness's network namespace but lo."""
+    return [link for link in _network(ev).links if link["name"] != b"lo"]
+
+
+def _end(ev):
+    """11: the one veth end inside, as veth_inside has found it."""
+    ends = _ends(ev)
+    if len(ends) != 1:
+        raise Failure(f"{len(ends)} links but lo inside, not one veth end")
+    return ends[0]
+
+
+@check("its network holds lo and a veth end, up, with an address", outcome=True)
+def veth_inside(ev):
+    net = _network(ev)
+    seen = "links: " + _names(_link_words(link) for link in net.links)
+    ends = _ends(ev)
+    if not ends:
+        pair = [shown(link["name"]) for link in net.parent_links
+                if shown(link["name"]) not in ev.before["links"] and link["peer"]
+                and link["peer_netnsid"] is None]
+        if len(pair) >= 2:
+            raise Failure(f"{seen}; both ends of a pair, {_names(pair)}, are in the parent's", (
+                "The parent made the veth pair but left both ends in its own network "
+                "namespace: move one into the child's, before the OK (ip link set END netns "
+                "CHILD_PID; over rtnetlink, IFLA_NET_NS_PID)."))
         raise Failure(seen, (
-            "The command's network namespace should hold lo and one end of a veth pair that "
-            "the parent made and put there (ip link add ... type veth peer ...; ip link set "
-            "END netns CHILD), before its OK."))
-    if set(links.values()) != {"UP"}:
-        raise Failure(seen, "Both links inside must be up: after the OK the child brings its "
+            "The command's network namespace holds no veth end: before its OK, the parent "
+            "makes a veth pair and moves one end into the child's namespace (ip link add ... "
+            "type veth peer ...; ip link set END netns CHILD_PID)."))
+    if len(ends) > 1:
+        raise Failure(seen, "The command's network namespace should hold lo and one veth end, "
+                      "nothing more.")
+    if not all(link["up"] for link in net.links):
+        raise Failure(seen, "Every link inside must be up: after the OK, the child brings its "
                       "end and lo up (ip link set ... up).")
+    if not ends[0]["ipv4"]:
+        raise Failure(seen, "The veth end inside has no address: after the OK, the child gives "
+                      "it one, in the same network as the parent's end (ip addr add "
+                      "10.11.0.2/24 dev END).")
     return seen
+
+
+@check("its veth end's peer is in the parent's network namespace", needs=[veth_inside])
+def peer_with_parent(ev):
+    net, end = _network(ev), _end(ev)
+    name = shown(end["name"])
+    if end["peer_netnsid"] is None or end["peer_netnsid"] != net.parent_nsid:
+        raise Failure(f"{name}'s peer is not in the parent's network namespace", (
+            "A veth pair is a cable with two ends: one in the child's network namespace, "
+            "the other in the parent's, where it stays."))
+    return f"{name}'s peer is in the parent's network namespace"
+
+
+@check("a ping from the parent's side crosses to it", needs=[peer_with_parent])
+def packet_crosses(ev):
+    end, answered = _end(ev), _network(ev).answered
+    if answered:
+        return f"{answered[0]} answered a ping sent from the parent's network namespace"
+    raise Failure(f"{' '.join(end['ipv4'])} did not answer a ping sent from the parent's", (
+        "The parent's end needs an address in the same network as the child's "
+        "(10.11.0.1/24 beside 10.11.0.2/24), and both ends must be up."))
 
 
 # -- the host and what is left running --------------------------------------------------
@@ -769,15 +855,16 @@ OUTCOMES = {
     # isolate's own: a UTS namespace (the hostname is 03's lesson), the OK, the death signal.
     "08": [starts_after_ok, dies_with_parent],
     "09": [root_inside, setgroups_denied, starts_after_ok, dies_with_parent, maps_before_start],
-    "10": [root_of_its_own, pid1_alone, starts_after_ok, dies_with_parent],
+    "10": [root_of_its_own, old_root_gone, pid1_alone, starts_after_ok, dies_with_parent],
 }
-OUTCOMES["11"] = OUTCOMES["10"] + [lo_and_its_end_up]
+OUTCOMES["11"] = OUTCOMES["10"] + [veth_inside, peer_with_parent, packet_crosses]
 OUTCOMES["07"] = [c for step in ("01", "02", "03", "04", "05", "06") for c in OUTCOMES[step]]
 
 RAN, WAITS, HOST, NO_PROCESS = ran.title, waits.title, host_unchanged.title, nothing_left.title
 TMPFS_IN, MYHOSTNAME, PID1 = tmpfs_inside.title, myhostname.title, pid1_alone.title
 STARTS_AFTER_OK, DIES, ROOT_INSIDE = starts_after_ok.title, dies_with_parent.title, root_inside.title
-OWN_ROOT, LINKS_UP = root_of_its_own.title, lo_and_its_end_up.title
+OWN_ROOT, OLD_ROOT_GONE = root_of_its_own.title, old_root_gone.title
+VETH_INSIDE, PEER, CROSSES = veth_inside.title, peer_with_parent.title, packet_crosses.title
 
 
 def checks_for(step):

@@ -67,7 +67,24 @@ class Facts:
     # Beyond Part 1: its parent's ids on the machine, and its /proc/PID/setgroups.
     parent: dict = None
     setgroups: str = None
+    # 10 and 11: its mount namespace from that namespace's own root (a chroot
+    # shows only what is below it).
+    namespace_mounts: list = None
+    # 11: its network (observe.pivot_view).
+    network: "Network" = None
     # Facts for further checks go here, read in observe.observe.
+
+
+@dataclass
+class Network:
+    """11: the links of the witness's network namespace ({name, up, ipv4,
+    peer, peer_netnsid}, netlink.links), the links of its parent's, the id
+    the witness's namespace knows its parent's by (None: by none), and the
+    addresses of its links that answered a ping from the parent's side."""
+    links: list
+    parent_links: list
+    parent_nsid: int = None
+    answered: list = field(default_factory=list)
 
 
 @dataclass

@@ -9,9 +9,9 @@ import json
 import os
 import signal
 
-from . import procfs
-from .catalog import NAMESPACES
-from .journal import Facts, ProcView, Start
+from . import netlink, procfs
+from .catalog import CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWUSER, NAMESPACES
+from .journal import Facts, Network, ProcView, Start
 from .procfs import BOUND
 from .syscalls import libc
 
@@ -19,6 +19,7 @@ CLONE_NEW = {"ipc": 0x08000000, "net": 0x40000000, "uts": 0x04000000}
 CLONE_NEWNS = 0x00020000
 PR_SET_DUMPABLE = 4
 NS_GET_USERNS = 0xB701
+PING_WITHIN = 2.0  # seconds a veth end may take to answer: a bound, not a verdict
 
 
 def inside():
@@ -251,6 +252,73 @@ def proc_view(root, inner_pid, mounts, shell_id, hidden=()):
     except OSError:
         pass
     return ProcView("own" if own else "other", pids=pids[:BOUND], count=len(pids))
+
+
+def pivot_view(facts, pid, user_fd, parent=None):
+    """10 and 11: the witness's mount namespace as seen from that namespace's
+    own root, where a chroot cannot hide what is mounted outside it; with
+    parent (11), the links of the witness's network namespace and of its
+    parent's, and whether the witness's addresses answer a ping sent from
+    the parent's. Read by a short-lived fork that enters the run's user
+    namespace, then those namespaces: the grader never leaves its own root."""
+    paths = {"mnt": f"/proc/{pid}/ns/mnt"}
+    if parent:
+        paths.update(net=f"/proc/{pid}/ns/net", parent_net=f"/proc/{parent}/ns/net")
+    fds = {kind: os.open(path, os.O_RDONLY) for kind, path in paths.items()}
+    proc = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY)
+    r, w = os.pipe()
+    child = os.fork()
+    if child == 0:
+        try:
+            os.close(r)
+            libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)  # not the run's to read
+            if user_fd is not None:
+                _enter(user_fd, CLONE_NEWUSER)
+            _enter(fds["mnt"], CLONE_NEWNS)  # and its root: the namespace's own
+            # Our own /proc/self, in the grader's proc: this namespace's mounts.
+            mine = os.open("self", os.O_RDONLY | os.O_DIRECTORY, dir_fd=proc)
+            out = {"mountinfo": procfs.mountinfo(dir_fd=mine).decode("latin-1")}
+            if parent:
+                _enter(fds["net"], CLONE_NEWNET)
+                links = list(netlink.links().values())
+                out["parent_nsid"] = netlink.netnsid_of(parent)
+                _enter(fds["parent_net"], CLONE_NEWNET)
+                out["parent_links"] = list(netlink.links().values())
+                ends = [a.split("/")[0] for link in links if link["name"] != b"lo"
+                        for a in link["ipv4"]][:4]
+                out["answered"] = [a for a in ends if netlink.answers_ping(a, PING_WITHIN)]
+                out["links"] = links
+                for link in out["links"] + out["parent_links"]:
+                    link["name"] = link["name"].decode("latin-1")
+            os.write(w, json.dumps(out).encode())
+        except BaseException as error:  # noqa: BLE001 - reported on the pipe
+            os.write(w, json.dumps({"error": str(error)}).encode())
+        os._exit(0)
+    os.close(w)
+    for fd in (*fds.values(), proc):
+        os.close(fd)
+    data = b""
+    while chunk := os.read(r, 1 << 16):
+        data += chunk
+    os.close(r)
+    os.waitpid(child, 0)
+    try:
+        out = json.loads(data or b'{"error": "the reader died"}')
+        if "error" in out:
+            raise OSError(errno.EPERM, f"reading its mount namespace: {out['error']}")
+        facts.namespace_mounts = procfs.mounts(out["mountinfo"].encode("latin-1"))[:BOUND * 4]
+        if parent:
+            for link in out["links"] + out["parent_links"]:
+                link["name"] = link["name"].encode("latin-1")
+            facts.network = Network(out["links"], out["parent_links"], out["parent_nsid"],
+                                    out["answered"])
+    except (ValueError, KeyError, TypeError) as error:
+        raise OSError(errno.EPERM, f"the reader's answer was garbled: {error}") from None
+
+
+def _enter(fd, flag):
+    if libc.setns(fd, flag) != 0:
+        raise OSError(ctypes.get_errno(), f"setns: {os.strerror(ctypes.get_errno())}")
 
 
 def start_facts(pid, early):

@@ -7,6 +7,7 @@ as bytes and stays bytes here: a name may hold any byte but NUL, and one
 None (or an empty answer) for a process that has gone: the run's processes
 come and go while they are read.
 """
+import errno
 import fcntl
 import os
 import re
@@ -207,7 +208,14 @@ def links():
     try:
         for _, name in socket.if_nameindex()[:BOUND]:
             raw = os.fsencode(name)  # the kernel's bytes, as Python decoded them
-            flags = fcntl.ioctl(probe, SIOCGIFFLAGS, struct.pack("16sH", raw, 0) + bytes(22))
+            try:
+                flags = fcntl.ioctl(probe, SIOCGIFFLAGS, struct.pack("16sH", raw, 0) + bytes(22))
+            except OSError as error:
+                # Gone since the list was read: a veth end whose peer's
+                # namespace the kernel has just freed (step 11).
+                if error.errno in (errno.ENODEV, errno.ENXIO):
+                    continue
+                raise
             out[raw] = "UP" if struct.unpack("16sH", flags[:18])[1] & IFF_UP else "DOWN"
     finally:
         probe.close()

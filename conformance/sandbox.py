@@ -132,6 +132,7 @@ class Sandbox:
             watch = None
         else:
             watch.in_charge = request.parent_in_charge
+            watch.pivot_root = request.pivot_root
         run = scheduler.Running(request, spare.pid, spare.pidfd, spare.ctl_w, spare.rep_r,
                                 time.monotonic(), self.limits.timeout, spare.cgroup, watch)
         try:

@@ -18,7 +18,7 @@ from .catalog import NAMESPACES, SIGCHLD
 from .journal import (Clone, Death, Exec, HostSnapshot, HostView, Journal, Observation, Wait,
                       Watched)
 from .observe import (close_all, death_signal_hint, in_charge_facts, namespace_fds, observe,
-                      sigkill_pending, start_facts)
+                      pivot_view, sigkill_pending, start_facts)
 from .procfs import BOUND, shown
 from .protocol import PROGRAM_ENDED, TEAR_DOWN
 from .ptrace import EXITS, WAITS, Step, Trace
@@ -59,6 +59,7 @@ class Watch:
 
     def __init__(self, parent_in_charge=False):
         self.in_charge = parent_in_charge  # beyond Part 1: see death_test and Trace
+        self.pivot_root = False   # 10 and 11: the witness's namespaces seen whole (pivot_view)
         self.in_charge_of = None  # the observed witness's parent, to be killed at DONE
         self.death = None
         self.trace = None       # the parent followed from its clone on (Trace)
@@ -348,6 +349,11 @@ class Watch:
                 try:
                     self.facts, host = observe(self.observed, self.shell_id, self.user_fd,
                                                self.helper, (self.host_fds, self.init))
+                    if self.pivot_root:
+                        # A network of its own (11): read beside its parent's.
+                        own_net = self.facts.ns["net"] != self.host.ns["net"]
+                        pivot_view(self.facts, self.observed, self.user_fd,
+                                   parent if own_net else None)
                     self.journal.add(Observation(self.observed, self.facts, HostSnapshot(
                         "when the command was observed", host["hostname"], host["mounts"],
                         host["queues"], host["links"])))

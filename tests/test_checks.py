@@ -11,7 +11,7 @@ from conformance.checks import SKIPPED, Evidence, Failure, checks_for, needs_of,
 from conformance.grade import CheckResult, StepResult
 from conformance.report import full, junit, table
 from conformance.journal import (Blocked, Clone, Death, Exec, Facts, Follow, HostView, Journal,
-                                 Mount, Observation, ProcView, Start, Watched, Write)
+                                 Mount, Network, Observation, ProcView, Start, Watched, Write)
 
 HOST_NS = {name: f"{name}:[4026531{i}]" for i, name in enumerate(NAMESPACES)}
 HOST_ROOT = (2049, 2)
@@ -51,11 +51,31 @@ def good(step):
         proc=ProcView("own", count=1) if "pid" in new else ProcView("other", count=9),
         uid=outside, gid=outside, uid_map=maps, gid_map=maps,
         setgroups="deny", parent=dict(PARENT))
+    if step in OWN_ROOT:
+        witness.mounts = [Mount("0:50", b"/", b"tmpfs"), Mount("0:51", b"/proc", b"proc")]
+        witness.namespace_mounts = list(witness.mounts)
+    if step == "11":
+        witness.network = Network(
+            [_link("lo", "127.0.0.1/8"), _link("eth0", "10.11.0.2/24", 9, 0)],
+            [_link("lo"), _link("nskit0", peer=3), _link("nskit1", peer=2),
+             _link("nskit7", "10.11.0.1/24", 2, 1)], parent_nsid=0, answered=["10.11.0.2"])
     ran = journal(step, witness.ns)
     watch = Watched(witness, HostView(dict(HOST_NS), HOST_ROOT), waited=True, exit_signal=17,
                     start=Start(False, maps, maps),
                     death=Death(True, "it was killed with its parent"), journal=ran)
     return Evidence(witness, watch, before, host(), [], "$ hostname\n", journal=ran)
+
+
+def _link(name, address=None, peer=None, netnsid=None, up=True):
+    """A link as observe.pivot_view reads it (netlink.links)."""
+    return {"name": name.encode(), "up": up, "ipv4": [address] if address else [],
+            "peer": peer, "peer_netnsid": netnsid}
+
+
+def _links(*links):
+    def change(ev):
+        ev.witness.network.links = list(links)
+    return change
 
 
 PROGRAM, CHILD = 100, 101
@@ -217,9 +237,25 @@ FAILING = [
     ("11", checks.NAMESPACE_CHECK["11"], _new_ns("user", "mnt", "pid"), "CLONE_NEWNET", "article"),
     ("10", checks.root_of_its_own, _set("witness", "root", HOST_ROOT), "pivot_root",
      "article"),
-    ("11", checks.lo_and_its_end_up, _set("witness", "links", {b"lo": "UP"}), "veth pair",
+    ("10", checks.old_root_gone,
+     lambda ev: ev.witness.mounts.append(Mount("8:1", b"/old_root", b"ext4")), "umount2",
+     "chroot"),
+    ("10", checks.old_root_gone,
+     lambda ev: ev.witness.namespace_mounts.append(Mount("8:1", b"/", b"ext4")),
+     "second chroot", "umount2"),
+    ("11", checks.veth_inside, _links(_link("lo", "127.0.0.1/8")), "makes a veth pair",
      "article"),
-    ("11", checks.lo_and_its_end_up, _set("witness.links", b"eth0", "DOWN"), "brings its end",
+    ("11", checks.veth_inside, _many(_links(_link("lo", "127.0.0.1/8")), lambda ev: ev.witness
+                                     .network.parent_links.extend([_link("veth0", peer=9),
+                                                                   _link("veth1", peer=8)])),
+     "move one into the child's", "article"),
+    ("11", checks.veth_inside, _links(_link("lo"), _link("eth0", "10.11.0.2/24", 9, 0, up=False)),
+     "brings its end", "article"),
+    ("11", checks.veth_inside, _links(_link("lo"), _link("eth0", None, 9, 0)), "no address",
+     "article"),
+    ("11", checks.peer_with_parent, _links(_link("lo"), _link("eth0", "10.11.0.2/24", 9, 4)),
+     "the other in the parent's", "article"),
+    ("11", checks.packet_crosses, _set("witness.network", "answered", []), "same network",
      "article"),
     ("11", checks.host_unchanged_but_its_links, _set("after", "queues", [1, 2]),
      "namespaces of its own", ""),
