@@ -9,10 +9,11 @@ ENV DEBIAN_FRONTEND=noninteractive \
     NSKIT_IN_CONTAINER=1
 
 # What the article's examples use: ip, ps, mount/unshare/nsenter, and make for
-# the kit's own targets. ca-certificates so pip can speak TLS.
+# the kit's own targets; busybox-static for the small root of steps 10 and 11
+# (make rootfs). ca-certificates so pip can speak TLS.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
-        python3 python3-venv iproute2 procps util-linux make ca-certificates \
+        python3 python3-venv iproute2 procps util-linux make busybox-static ca-certificates \
  && rm -rf /var/lib/apt/lists/*
 
 # Optional extra CA certificates (*.crt), for networks whose proxy intercepts
