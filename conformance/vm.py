@@ -75,9 +75,12 @@ UML_SLOWER = 3
 UML_BOOT = 30  # seconds for UML to start the script, however busy the machine
 UML_MODULES = Path("/usr/lib/uml/modules")
 CAP_DAC_READ_SEARCH = 2
-# Where UML's memory file may go: a folder whose mount allows exec, as the
-# file is mapped executable (Docker mounts /dev/shm noexec).
-SCRATCH = (os.environ.get("TMPDIR"), "/tmp", "/var/tmp", "/dev/shm")
+# Where UML's init and shared folder go: a folder UML sees (not below the
+# /dev and /run of its own), on a mount that allows exec, as hostfs asks the
+# machine whether init may run. Its memory file is mapped executable: in
+# memory (/dev/shm) where that mount allows exec (Docker's does not), else there.
+SCRATCH = (os.environ.get("TMPDIR"), "/tmp", "/var/tmp")
+HIDDEN_FROM_UML = ("/dev", "/run", "/proc", "/sys")
 
 
 class NoVM(Exception):
@@ -204,10 +207,11 @@ class UML:
         if _read_text("/proc/sys/kernel/yama/ptrace_scope") == "3":
             raise NoVM("ptrace is disabled here (kernel.yama.ptrace_scope is 3), and its "
                        "kernel traces every process it runs")
-        scratch = next((d for d in SCRATCH if d and _exec_allowed(d)), None)
+        scratch = next((d for d in SCRATCH if d and _exec_allowed(d) and not any(
+            Path(d).is_relative_to(h) for h in HIDDEN_FROM_UML)), None)
         if scratch is None:
-            raise NoVM("no folder for its memory file allows exec here (/tmp, /var/tmp and "
-                       "/dev/shm are noexec): set TMPDIR to one that does")
+            raise NoVM("no folder for its memory file allows exec here (/tmp and /var/tmp "
+                       "are noexec): set TMPDIR to one that does")
         uid = ids.unused_range(1, base=ids.unused_range() + ids.RANGE)
         machine = cls(binary, uid, _capable(CAP_DAC_READ_SEARCH), Path(scratch))
         needed = [ROOT / "conformance" / "cli.py", Path(os.__file__), Path(find_spec("tabulate").origin)]
@@ -237,9 +241,12 @@ class UML:
         it, else a copy. Returns "UML"; NoVM when it did not run the script."""
         with tempfile.TemporaryDirectory(prefix="nskit-uml-", dir=self.scratch) as tmp:
             tmp = Path(tmp)
-            rw, memory = tmp / "rw", tmp / "memory"
+            rw = tmp / "rw"
+            memory = Path(tempfile.mkdtemp(prefix="nskit-uml-", dir="/dev/shm")) \
+                if _exec_allowed("/dev/shm") else tmp / "memory"
+            memory.mkdir(exist_ok=True)
             for folder in (rw, memory):
-                folder.mkdir()
+                folder.mkdir(exist_ok=True)
                 os.chown(folder, self.uid, self.uid)
             os.chmod(tmp, 0o711)
             mounts = [(rw, Path(shared_rw), "rw")] + [
@@ -256,7 +263,10 @@ class UML:
                    "con=null", "con0=null,fd:2", "ssl=null", "ssl0=null,fd:1"]
             env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "TMPDIR": str(memory),
                    "HOME": str(memory)}
-            out = _run(cmd, timeout, log, show, (rw / ".ran", UML_BOOT), env=env)
+            try:
+                out = _run(cmd, timeout, log, show, (rw / ".ran", UML_BOOT), env=env)
+            finally:
+                shutil.rmtree(memory, ignore_errors=True)
             _copy_out(rw, shared_rw)
         if not marker.exists():
             raise NoVM(f"User-mode Linux did not start ({out})")
