@@ -244,18 +244,17 @@ class UML:
             rw = tmp / "rw"
             memory = Path(tempfile.mkdtemp(prefix="nskit-uml-", dir="/dev/shm")) \
                 if _exec_allowed("/dev/shm") else tmp / "memory"
-            memory.mkdir(exist_ok=True)
             for folder in (rw, memory):
                 folder.mkdir(exist_ok=True)
                 os.chown(folder, self.uid, self.uid)
             os.chmod(tmp, 0o711)
-            mounts = [(rw, Path(shared_rw), "rw")] + [
-                (p if self.reads_all or _readable(p) else _copy_in(p, tmp / "in" / str(i)), p, "ro")
-                for i, p in enumerate(map(Path, shared_ro))]
+            copies = [(_copy_in(p, tmp / "in" / str(i)), p)
+                      for i, p in enumerate(map(Path, shared_ro)) if not self.sees(p)]
             marker = Path(shared_rw) / ".ran"
             body = script("UML") if callable(script) else script
             init = tmp / "init"
-            init.write_text(self.init_script(mounts, f"touch {shlex.quote(str(marker))} && {body}"))
+            init.write_text(self.init_script(rw, Path(shared_rw), copies,
+                                             f"touch {shlex.quote(str(marker))} && {body}"))
             init.chmod(0o755)
             cmd = [*self.as_uid(), self.binary, f"mem={UML_MEMORY}", "rootfstype=hostfs",
                    "rootflags=/", "ro", f"init={init}", "quiet", "noreboot", f"uml_dir={memory}",
@@ -272,8 +271,15 @@ class UML:
             raise NoVM(f"User-mode Linux did not start ({out})")
         return "UML"
 
-    def init_script(self, mounts, body):
-        """UML's init: a writable /run, veth, the shared folders, then body."""
+    def sees(self, path):
+        """Whether UML's root sees all of path, at its own path."""
+        return not any(path.is_relative_to(h) for h in HIDDEN_FROM_UML) and (
+            self.reads_all or _readable(path))
+
+    def init_script(self, rw, shared_rw, copies, body):
+        """UML's init: a writable /run, veth, the shared folder (rw, a
+        folder of the machine's, at shared_rw), each copy at the path it is
+        a copy of, then body."""
         lines = ["#!/bin/sh", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
                  "export PATH TMPDIR=/run/tmp", "exec >/dev/console 2>&1",
                  "mount -t proc -o nosuid,nodev,noexec proc /proc",
@@ -284,18 +290,21 @@ class UML:
                  # a step's placeholder veth pair: the driver is a module in UML
                  f"insmod {UML_MODULES}/$(uname -r)/kernel/drivers/net/veth.ko"]
         covered = set()
-        for source, target, mode in mounts:
+        for source, target in [(rw, shared_rw), *copies]:
             anchor = None if self.reads_all else hidden_ancestor(target)
             if anchor is not None and anchor != target and anchor not in covered:
                 # Folders UML's uid cannot enter: the target is made in a tmpfs over them.
                 covered.add(anchor)
                 lines.append(f"mount -t tmpfs -o mode=0755 nskit {shlex.quote(str(anchor))}")
-            if anchor is not None and anchor != target or target.is_relative_to("/run"):
-                lines.append(f"mkdir -p {shlex.quote(str(target if target.is_dir() else target.parent))}")
-                if not target.is_dir():
+            if anchor not in (None, target) or target.is_relative_to("/run"):
+                folder = target if source.is_dir() else target.parent
+                lines.append(f"mkdir -p {shlex.quote(str(folder))}")
+                if not source.is_dir():
                     lines.append(f"touch {shlex.quote(str(target))}")
-            lines.append(f"mount -t hostfs -o {mode},{shlex.quote(str(source))} nskit "
-                         f"{shlex.quote(str(target))}")
+            # The shared folder by hostfs, writable; a copy bound from UML's read-only /.
+            lines.append(f"mount -t hostfs -o {shlex.quote(str(source))} nskit {shlex.quote(str(target))}"
+                         if source == rw else
+                         f"mount --bind {shlex.quote(str(source))} {shlex.quote(str(target))}")
         lines += [f"cd {shlex.quote(str(ROOT))}", "exec >/dev/ttyS0 2>&1", body, "sync",
                   f"{shlex.quote(sys.executable)} -S -c 'import ctypes; "
                   f"ctypes.CDLL(None).reboot(0x4321FEDC)'",  # LINUX_REBOOT_CMD_POWER_OFF
