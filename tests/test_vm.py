@@ -342,3 +342,15 @@ def test_where_user_mode_linux_cannot_run_one_sentence_says_why_and_qemu_is_next
                  setup=noexec)
     assert r.code == 2 and r.err.startswith("nskit: User-mode Linux cannot grade here: no folder "
                                             "for its memory file allows exec"), r
+
+
+@needs_uml
+@needs_vm
+def test_where_user_mode_linux_cannot_run_qemu_grades_and_one_sentence_says_why():
+    noexec = "".join(f"mount -t tmpfs -o noexec nskit {d}; " for d in ("/tmp", "/var/tmp"))
+    r = in_frame(f"TMPDIR=/tmp {quote(PYTHON)} -c " + quote(
+        "from conformance import vm; machine, note = vm.find(); print(machine.name); print(note)"),
+        setup=noexec)
+    assert r.out.splitlines() == [
+        "QEMU", "User-mode Linux cannot run here: no folder for its memory file allows exec "
+        "here (/tmp and /var/tmp are noexec): set TMPDIR to one that does; QEMU grades instead"], r
