@@ -125,6 +125,7 @@ class Exec:
     # "script" (/nskit/ready or /nskit/done, run by a copy of the witness),
     # or None: anything else.
     runs: str = None
+    file: tuple = None       # (device, inode) of the file it names, as the caller sees it
 
 
 @dataclass
@@ -170,6 +171,7 @@ class Wait:
 
 @dataclass
 class Exit:
+    """A process's exit_group, at its seccomp notification."""
     pid: int
 
 

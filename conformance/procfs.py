@@ -125,6 +125,28 @@ def _in_calls_by_stack(pid, calls):
     return False
 
 
+# What a kernel stack says a task sleeps in, where /proc/PID/syscall is
+# missing (User-mode Linux): a read of a pipe, or of a socket.
+STACK_READS = {b"] pipe_read+": b"pipe:", b"] pipe_wait+": b"pipe:",
+               b"] unix_stream_read_generic+": b"socket:", b"] unix_dgram_recvmsg+": b"socket:"}
+
+
+def reading_by_stack(pid):
+    """Where there is no /proc/PID/syscall: (fd, what it names) of what the
+    process sleeps reading, from its kernel stack and its fds opened for
+    reading of that kind (the first such); None where it reads nothing."""
+    if os.path.exists(f"/proc/{pid}/syscall"):
+        return None
+    stack = _read(f"/proc/{pid}/stack", 4096) or b""
+    kind = next((kind for mark, kind in STACK_READS.items() if mark in stack), None)
+    if kind is None:
+        return None
+    for fd, target in sorted(fds(pid).items()):
+        if target.startswith(kind) and (kind == b"socket:" or not writable(pid, fd)):
+            return fd, target
+    return None
+
+
 def exe(pid):
     """(device, inode) of the file a process runs, or None."""
     try:

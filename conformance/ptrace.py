@@ -190,6 +190,8 @@ class Trace:
             nr, args = calls[0] if calls else (None, [])
             fd = args[0] & 0xFFFFFFFF if nr in READS and args else None
             target = procfs.fd_target(pid, fd) if fd is not None else None
+            if not calls and (reading := procfs.reading_by_stack(pid)):
+                nr, (fd, target) = NATIVE.get("read"), reading
             said = (nr, target)
             if self.blocked.get(pid) == said:
                 continue

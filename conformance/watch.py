@@ -15,8 +15,8 @@ import socket
 
 from . import procfs
 from .catalog import NAMESPACES, SIGCHLD
-from .journal import (Clone, Death, Exec, HostSnapshot, HostView, Journal, Observation, Wait,
-                      Watched)
+from .journal import (Clone, Death, Exec, Exit, HostSnapshot, HostView, Journal, Observation,
+                      Wait, Watched)
 from .observe import (close_all, death_signal_hint, in_charge_facts, namespace_fds, observe,
                       pivot_view, sigkill_pending, start_facts)
 from .procfs import BOUND, shown
@@ -156,6 +156,7 @@ class Watch:
             self.trace.child_exec[pid] = (notif_id, path)
             return
         if call == "exit_group":
+            self.journal.add(Exit(pid))
             if pid == self.program and self.observed is None:
                 self.exit_held = notif_id
             else:
@@ -186,13 +187,15 @@ class Watch:
         except OSError:
             ns = {}
         dirfd = notification.args[0] if notification.call == "execveat" else None
+        file = _file_id(pid, raw, dirfd)
         self.journal.add(Exec(pid, fields[1] if fields else None, raw, argv, ns,
-                              self._runs(pid, raw, dirfd)))
+                              self._runs(pid, raw, file, dirfd), file))
         return None if raw is None else shown(raw)
 
-    def _runs(self, pid, path, dirfd=None):
-        """What an execve by pid of path runs, as journal.Exec says."""
-        found = self.ids.get(_file_id(pid, path, dirfd))
+    def _runs(self, pid, path, file, dirfd=None):
+        """What an execve by pid of path (file: its (device, inode)) runs, as
+        journal.Exec says."""
+        found = self.ids.get(file)
         if found is None:
             interpreter = _interpreter(pid, path, dirfd)
             if interpreter is not None and self.ids.get(_file_id(pid, interpreter)) == SHELL:
