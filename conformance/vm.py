@@ -77,8 +77,9 @@ UML_MODULES = Path("/usr/lib/uml/modules")
 CAP_DAC_READ_SEARCH = 2
 # Where UML's init and shared folder go: a folder UML sees (not below the
 # /dev and /run of its own), on a mount that allows exec, as hostfs asks the
-# machine whether init may run. Its memory file is mapped executable: in
-# memory (/dev/shm) where that mount allows exec (Docker's does not), else there.
+# machine whether init may run. Its memory file, mapped executable, goes there
+# too, never in /dev/shm: Docker's is noexec, and a machine's is everyone's to
+# see while the VM runs.
 SCRATCH = (os.environ.get("TMPDIR"), "/tmp", "/var/tmp")
 HIDDEN_FROM_UML = ("/dev", "/run", "/proc", "/sys")
 
@@ -242,8 +243,7 @@ class UML:
         with tempfile.TemporaryDirectory(prefix="nskit-uml-", dir=self.scratch) as tmp:
             tmp = Path(tmp)
             rw = tmp / "rw"
-            memory = Path(tempfile.mkdtemp(prefix="nskit-uml-", dir="/dev/shm")) \
-                if _exec_allowed("/dev/shm") else tmp / "memory"
+            memory = tmp / "memory"
             for folder in (rw, memory):
                 folder.mkdir(exist_ok=True)
                 os.chown(folder, self.uid, self.uid)
