@@ -102,7 +102,7 @@ exercise-beyond: setup
 grade: setup
 	@if [ "$(TARGET)" = "$(WORK)" ] && [ ! -e "$(WORK)" ]; then \
 	echo "There is no $(WORK)/ yet: make exercise writes it." >&2; exit 2; fi
-	@$(KIT) -m conformance --target $(TARGET) $(foreach s,$(STEP),--step $(s))
+	@$(KIT) -m conformance --target "$(TARGET)" $(foreach s,$(STEP),--step $(s))
 
 ## gradescope-bundle [COURSE=FILE] [BUNDLE=ZIP]: build/nskit-gradescope.zip, the
 ##   Gradescope autograder, with the course file's points and visibility baked in

@@ -9,6 +9,7 @@ a machine that refuses user namespaces where no VM can start either: with
 import argparse
 import os
 import re
+import signal
 import sys
 import time
 from pathlib import Path
@@ -17,9 +18,11 @@ from . import course as courses
 from . import report, shards, vm
 from .catalog import ALL_STEPS, BEYOND_PART_1
 from .commands import ran
-from .discover import NO_WORK, TargetError, find_programs, find_submissions
+from .discover import (NO_PROGRAMS, NOT_FOUND, TargetError, find_programs, find_submissions,
+                       not_one_target)
 from .grade import grade
 from .sandbox import Limits, Sandbox, Unavailable
+from .text import shown
 
 SIZE = re.compile(r"^(\d+)([kmg]?)i?b?$", re.I)
 
@@ -157,7 +160,29 @@ class Progress:
             print(file=sys.stderr)
 
 
+def _stop(signum, _frame):
+    """A signal ends the grading as the end of a run would: every run and
+    setup ended, the launcher too (Sandbox.close), and no traceback."""
+    print(f"\nnskit: stopped by {signal.Signals(signum).name} before the grading ended.",
+          file=sys.stderr)
+    raise SystemExit(128 + signum)
+
+
+def _as_a_command():
+    """What main needs of the process it runs in: signals that end the
+    grading in order, and an output that cannot fail on a name."""
+    try:
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, _stop)
+    except ValueError:
+        pass  # not the main thread: its caller handles signals
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
+
+
 def main(argv=None):
+    _as_a_command()
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["merge"]:
         return shards.main(argv[1:], ran().merge)
@@ -204,6 +229,8 @@ def main(argv=None):
                 learners, roster = share.learners, share.roster
             targets = {p.name: find_programs(p, args.step) for p in learners}
         else:
+            if sentence := not_one_target(args.target):
+                raise TargetError(sentence)
             targets = {args.target: find_programs(args.target, args.step)}
         if args.vm == "always":
             return share.done(_in_vm(argv, args, targets, "asked for (--vm always)", ""))
@@ -213,7 +240,7 @@ def main(argv=None):
             print("nskit: memory is bounded per process only: no cgroup for the whole run "
                   "here (run as root, or where systemd runs a user manager)", file=sys.stderr)
     except TargetError as error:
-        print(f"nskit: {error}", file=sys.stderr)
+        print(f"nskit: {shown(error)}", file=sys.stderr)
         return 2
     except Unavailable as error:
         _not_graded(args, f"{error}; {refusal()}" if error.refused else str(error))
@@ -233,7 +260,10 @@ def main(argv=None):
         return share.done(_in_vm(argv, args, targets, "this machine refuses namespaces",
                                  sentence))
     progress = Progress(len(targets)) if args.submissions else None
-    results = grade(targets, sandbox, on_done=progress)
+    try:
+        results = grade(targets, sandbox, on_done=progress)
+    finally:
+        sandbox.close()  # its launcher and setups end before the reports are written
     if progress:
         progress.close()
 
@@ -251,7 +281,7 @@ def main(argv=None):
     if args.classroom:
         report.write_json(args.classroom, report.classroom(steps, course))
     if args.junit:
-        Path(args.junit).write_text(report.junit(results))
+        report.write_junit(args.junit, results)
     return 0 if all(s.passed for s in steps) else 1
 
 
@@ -314,20 +344,35 @@ def _in_vm(argv, args, targets, why, sentence):
         return 2
 
 
+def learner_notes(results):
+    """{label: note} for every learner none of whose steps could be graded
+    normally for one cause: that cause, once (no work/, an empty folder, every
+    run timed out), where each step would say it again."""
+    notes = {}
+    for label, steps in results.items():
+        troubles = [s.trouble for s in steps]
+        if not troubles or not all(troubles):
+            continue
+        if len(set(troubles)) == 1:
+            notes[label] = troubles[0]
+        elif all(t.startswith(NOT_FOUND) for t in troubles):
+            notes[label] = NO_PROGRAMS
+    return notes
+
+
 def _report_class(args, results, course, roster):
     print(report.class_table(results, course))
     csv_path = args.csv or "scores.csv"
-    notes = {label: NO_WORK for label, steps in results.items()
-             if steps and all(s.problem == NO_WORK for s in steps)}
+    notes = learner_notes(results)
     report.write_scores_csv(csv_path, results, course, roster, notes)
-    print(f"\nscores: {csv_path}")
+    print(f"\nscores: {shown(csv_path)}")
     if roster is not None:
         missing = sorted(set(roster) - set(results))
         strangers = sorted(set(results) - set(roster))
         if missing:
-            print(f"\nno submission (a row of zeros each): {', '.join(missing)}")
+            print(f"\nno submission (a row of zeros each): {', '.join(map(shown, missing))}")
         if strangers:
-            print(f"\nfolders not on the roster: {', '.join(strangers)}")
+            print(f"\nfolders not on the roster: {', '.join(map(shown, strangers))}")
     if args.gradescope_dir:
         for label, steps in results.items():
             folder = Path(args.gradescope_dir, label)
@@ -335,11 +380,13 @@ def _report_class(args, results, course, roster):
             report.write_json(folder / "results.json", report.gradescope(
                 steps, course, Path(args.submissions, label).absolute()))
     if args.junit:
-        Path(args.junit).write_text(report.junit(results))
-    trouble = [(label, s.step, s.trouble) for label, steps in results.items()
-               for s in steps if s.trouble]
+        report.write_junit(args.junit, results)
+    trouble = [(label, None, note) for label, note in notes.items()]
+    trouble += [(label, s.step, s.trouble) for label, steps in results.items()
+                if label not in notes for s in steps if s.trouble]
     if trouble:
         print("\nnot graded normally:")
-        for label, nn, problem in trouble:
-            print(f"  {label} {nn}: {problem}")
+        for label, nn, problem in sorted(trouble, key=lambda t: (t[0], t[1] or "")):
+            where = shown(label) + (f" {nn}" if nn else "")
+            print(f"  {where}: {shown(problem, lines=True)}")
     return 0

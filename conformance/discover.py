@@ -9,18 +9,25 @@ a learner's repository is a copy of the kit.
 """
 import os
 import re
+import shlex
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from .catalog import ALL_STEPS, STEP_NAMES, file_name
+from .text import shown
 
-STEP_FILE = re.compile(r"^(\d\d)_[\w.-]+$")
+# Any name after NN_: a name is bytes, and one that is not UTF-8 (03_u\xfft.py)
+# claims its step all the same.
+STEP_FILE = re.compile(r"(\d\d)_.+", re.S)
 WORK = "work"
 # What a copy of the kit holds besides work/: a submission with these and no
 # step programs is a repository whose work/ never reached it.
 KIT_MARKS = ("steps", "skeleton", "conformance", ".nskit", ".github")
 NO_WORK = "no step programs in work/: commit work/ and push"
+NOT_FOUND = "not found: "
+# A learner none of whose steps is there: one note, where each step says which file it misses.
+NO_PROGRAMS = "no step programs found: name each NN_<name>, e.g. 00_skeleton.py, in work/ or at the top"
 # An archive's own clutter, beside the single folder it unpacks to.
 ARCHIVE_CLUTTER = {"__MACOSX", ".DS_Store"}
 
@@ -53,9 +60,9 @@ def _trouble(path):
     if path.is_symlink():
         # The grader reads programs as root: a link could make it copy any
         # file of the machine into a run, and its contents into the results.
-        return f"{path.name} is a symbolic link: submit the program itself"
+        return f"{shown(path.name)} is a symbolic link: submit the program itself"
     if not _runnable(path):
-        return f"{path.name} is neither a .py file nor executable: chmod +x it"
+        return f"{shown(path.name)} is neither a .py file nor executable: chmod +x it"
     return None
 
 
@@ -73,7 +80,7 @@ def _claims(folder):
     except OSError:
         return by_step
     for path in entries:
-        match = STEP_FILE.match(path.name)
+        match = STEP_FILE.fullmatch(path.name)
         if match and match.group(1) in ALL_STEPS and (path.is_file() or path.is_symlink()):
             by_step.setdefault(match.group(1), []).append(path)
     return by_step
@@ -109,16 +116,46 @@ def looks_like_the_kit(submission):
     return any(_real_dir(f / mark) for f in folders for mark in KIT_MARKS)
 
 
+def not_one_target(folder):
+    """The sentence for a class folder given where one learner's folder
+    belongs (--target): it holds no step programs, its subfolders do. None
+    for anything else."""
+    folder = Path(folder)
+    if not folder.is_dir() or find_work(folder) or looks_like_the_kit(folder):
+        return None
+    try:
+        learners = [p for p in folder.iterdir() if _real_dir(p) and find_work(p)]
+    except OSError:
+        return None
+    if not learners:
+        return None
+    return (f"{shlex.quote(shown(folder))} holds no step programs, but {len(learners)} of its "
+            f"folders do: to grade each as a learner, give it to --submissions "
+            f"{shlex.quote(shown(folder))}.")
+
+
+def not_a_class(folder):
+    """The sentence for one repository of the kit given where a class belongs
+    (--submissions): its steps/, conformance/ and Makefile are not learners.
+    None for anything else."""
+    folder = Path(folder)
+    if all(_real_dir(folder / mark) for mark in ("steps", "conformance")) \
+            and (folder / "Makefile").is_file():
+        return (f"{shlex.quote(shown(folder))} is one repository of the kit, not a class of "
+                f"learners' folders: grade it with --target {shlex.quote(shown(folder))}.")
+    return None
+
+
 def find_programs(target, steps=None, search=True):
     """One Program per step asked for (all steps by default), in step order.
     With search, the programs are looked for where a learner's work is (see
     find_work); otherwise at target's top only."""
     target = Path(target)
     if not target.exists():
-        raise TargetError(f"{target} does not exist: give --target a folder of step programs "
+        raise TargetError(f"{shown(target)} does not exist: give --target a folder of step programs "
                           f"(e.g. --target steps).")
     if not target.is_dir():
-        raise TargetError(f"{target} is not a folder: give --target the folder that holds "
+        raise TargetError(f"{shown(target)} is not a folder: give --target the folder that holds "
                           f"your NN_name programs.")
     found_in = (find_work(target) if search else None) or target
     by_step = _claims(found_in)
@@ -130,18 +167,18 @@ def find_programs(target, steps=None, search=True):
         runnable = [p for p in found if _runnable(p) and not p.is_symlink()]
         if len(runnable) == 1 and runnable[0].suffix == ".c" and not compiler():
             programs.append(Program(step, runnable[0], problem=(
-                f"{runnable[0].name} is C source and this machine has no C compiler (cc): "
+                f"{shown(runnable[0].name)} is C source and this machine has no C compiler (cc): "
                 f"compile it first and submit the program")))
         elif len(runnable) == 1:
             programs.append(Program(step, runnable[0].absolute()))
         elif len(runnable) > 1:
-            names = ", ".join(p.name for p in runnable)
+            names = ", ".join(shown(p.name) for p in runnable)
             programs.append(Program(step, problem=f"more than one program claims step {step}: {names}"))
         elif found:
             programs.append(Program(step, found[0], problem=_trouble(found[0])))
         else:
             programs.append(Program(step, problem=(
-                f"not found: no file named {file_name(step)}.py (or {step}_<name>) in {found_in}")))
+                f"{NOT_FOUND}no file named {file_name(step)}.py (or {step}_<name>) in {shown(found_in)}")))
     return programs
 
 
@@ -151,11 +188,13 @@ def find_submissions(folder):
     relative to their folder, never to where the grader was run."""
     folder = Path(folder).absolute()
     if not folder.is_dir():
-        raise TargetError(f"{folder} is not a folder: give --submissions a folder with one "
+        raise TargetError(f"{shown(folder)} is not a folder: give --submissions a folder with one "
                           f"subfolder per learner.")
+    if sentence := not_a_class(folder):
+        raise TargetError(sentence)
     learners = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not learners:
-        raise TargetError(f"{folder} has no subfolders: put each learner's programs in a "
+        raise TargetError(f"{shown(folder)} has no subfolders: put each learner's programs in a "
                           f"subfolder of their own.")
     return learners
 

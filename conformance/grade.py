@@ -11,11 +11,14 @@ from .catalog import ALL_STEPS, BEYOND_PART_1, OWN_ROOT
 from .journal import Watched
 from .checks import NOT_RUN, Evidence, checks_for, verdicts
 from .sandbox import Request, Sandbox
+from .scheduler import unobserved
 
 # A .py program runs with the grader's own interpreter, from outside its venv,
 # and without site (-S): the steps use the standard library only, and the .pth
 # files a machine's site-packages may carry cost a run tens of milliseconds.
-INTERPRETER = os.path.realpath(sys.executable)
+# The base interpreter: a venv made with --copies holds a copy of it that no
+# run can reach.
+INTERPRETER = os.path.realpath(getattr(sys, "_base_executable", None) or sys.executable)
 PREFIX = str(Path(sys.base_prefix).resolve())
 PROGRAM_DIR = "/nskit/program"
 
@@ -139,13 +142,20 @@ def grade(targets, sandbox=None, on_done=None):
             except OSError as error:
                 results[label][program.step] = _failed_all(
                     program.step, str(program.path), f"cannot read it: {error.strerror}")
+            except Exception as error:  # noqa: BLE001 - this run fails, the class goes on
+                results[label][program.step] = _failed_all(
+                    program.step, str(program.path), unobserved(error))
     left = {label: len(programs) - len(results[label]) for label, programs in targets.items()}
     for label in [label for label, n in left.items() if n == 0]:
         if on_done:
             on_done(label)
     for result in sandbox.run(requests):
         label, program = result.request.tag
-        results[label][program.step] = judge(program, result, sandbox.limits.propagation)
+        try:
+            judged = judge(program, result, sandbox.limits.propagation)
+        except Exception as error:  # noqa: BLE001 - this run fails, the class goes on
+            judged = _failed_all(program.step, str(program.path), unobserved(error))
+        results[label][program.step] = judged
         left[label] -= 1
         if left[label] == 0 and on_done:
             on_done(label)

@@ -5,11 +5,14 @@ learner's [StepResult], and a course.Course for the points.
 
 Whatever a program printed reaches a report bounded: a check's "seen" text
 and each output keep their head and tail, so one learner's 700 KB hostname
-or megabyte of binary cannot swell or slow anyone's report.
+or megabyte of binary cannot swell or slow anyone's report. Every name and
+text is shown() (text.py) on its way out, so no byte a learner chose can
+stop a report from being written or parsed; and each file is written whole
+or not at all (text.write_whole).
 """
 import csv
+import io
 import json
-import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -18,13 +21,12 @@ from tabulate import tabulate
 from .catalog import ALL_STEPS, file_name
 from .checks import skipped_for
 from .course import Course, number, status
+from .text import shown, shown_data, write_whole
 
 SEEN = 2048            # characters of a check's "seen" or output kept in results files
 OUTPUT = 8192          # characters of a run's output kept in --json
 TABLE_NOTE = 600       # characters of seen + hint shown in the table, before wrapping
 RESULTS_MAX = 1 << 20  # a learner's results.json, in bytes
-# Characters XML 1.0 cannot carry at all.
-NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
 def bound(text, limit=SEEN):
@@ -58,7 +60,9 @@ def score(steps):
 def _note(check):
     if status(check) == "passed":
         return ""
-    return bound(check.seen, TABLE_NOTE) + (f"\nhint: {check.hint}" if check.hint else "")
+    # Stripped: tabulate takes a cell of a lone newline for a number, and fails.
+    return shown(bound(check.seen, TABLE_NOTE) + (f"\nhint: {check.hint}" if check.hint else ""),
+                 lines=True).strip()
 
 
 def _skipped_for(check):
@@ -99,7 +103,7 @@ def table(steps, course=None):
     earned, possible = course.earned(steps)
     # Every note is already cut short: tabulate's wrapping is slow on long text.
     body = tabulate(rows, headers=["step", "check", "result", "seen / hint"],
-                    tablefmt="simple", maxcolwidths=[None, 38, None, 70])
+                    tablefmt="simple", maxcolwidths=[None, 38, None, 70], disable_numparse=True)
     return (f"{body}\n\npoints: {number(earned)}/{number(possible)}\n"
             f"score: {got}/{out_of} checks passed")
 
@@ -120,7 +124,7 @@ def class_table(results, course=None):
     """Learner x step: points per step, and the total."""
     course = course or Course()
     steps, rows = _by_learner(results, course)
-    table = [[label, *["-" if cell is None else number(cell) for cell in cells],
+    table = [[shown(label), *["-" if cell is None else number(cell) for cell in cells],
               f"{number(total[0])}/{number(total[1])}"] for label, cells, total in rows]
     return tabulate(table, headers=["learner", *steps, "total"], tablefmt="simple",
                     disable_numparse=True)
@@ -246,15 +250,15 @@ def full(results, course=None):
 
 
 def _xml(text):
-    return NOT_XML.sub("\ufffd", text or "")
+    return shown(text, lines=True)
 
 
 def junit_label(label):
     """A learner's label as a JUnit class name part: the folder's own name,
     never a path (../work), and no dots (they separate packages)."""
-    path = Path(str(label))
+    path = Path(label)
     name = path.name if path.name not in ("", ".", "..") else path.resolve().name
-    return (name or "target").replace(".", "_")
+    return shown(name or "target").replace(".", "_")
 
 
 def junit(results):
@@ -284,13 +288,15 @@ def junit(results):
 def dumps(data):
     # Not ASCII-escaped: a byte the program printed that is not UTF-8 is
     # already one replacement character, three bytes, not a six-byte escape.
-    return json.dumps(data, indent=2, ensure_ascii=False)
+    return json.dumps(shown_data(data), indent=2, ensure_ascii=False)
 
 
 def write_json(path, data):
-    with open(path, "w", encoding="utf-8") as fh:
-        fh.write(dumps(data))
-        fh.write("\n")
+    write_whole(path, dumps(data) + "\n")
+
+
+def write_junit(path, results):
+    write_whole(path, junit(results))
 
 
 def write_scores_csv(path, results, course=None, roster=None, notes=None):
@@ -302,17 +308,20 @@ def write_scores_csv(path, results, course=None, roster=None, notes=None):
     steps, rows = _by_learner(results, course)
     steps = steps or course.steps
     possible = sum(course.step_points(nn) for nn in steps)
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        out = csv.writer(fh)
-        ids = ["id", "email"] if roster is not None else []
-        out.writerow(["learner", *ids, *[f"{s}_{ALL_STEPS[s]}" for s in steps],
-                      "total", "out_of", "note"])
-        for label, cells, total in rows:
-            who = roster.get(label) if roster is not None else None
-            extra = [who.id, who.email] if who else ([""] * len(ids))
-            out.writerow([label, *extra, *[number(cell or 0) for cell in cells],
-                          number(total[0]), number(total[1]), notes.get(label, "")])
-        for label, who in sorted((roster or {}).items()):
-            if label not in results:
-                out.writerow([label, who.id, who.email, *[0] * len(steps), 0, number(possible),
-                              "no submission"])
+    text = io.StringIO()
+    out = csv.writer(text)
+
+    def row(cells):
+        out.writerow([shown(cell) for cell in cells])
+
+    ids = ["id", "email"] if roster is not None else []
+    row(["learner", *ids, *[f"{s}_{ALL_STEPS[s]}" for s in steps], "total", "out_of", "note"])
+    for label, cells, total in rows:
+        who = roster.get(label) if roster is not None else None
+        extra = [who.id, who.email] if who else ([""] * len(ids))
+        row([label, *extra, *[number(cell or 0) for cell in cells],
+             number(total[0]), number(total[1]), notes.get(label, "")])
+    for label, who in sorted((roster or {}).items()):
+        if label not in results:
+            row([label, who.id, who.email, *[0] * len(steps), 0, number(possible), "no submission"])
+    write_whole(path, text.getvalue())

@@ -9,9 +9,16 @@ import time
 from .cgroups import Cgroups
 from .protocol import ASK_MAPS, MAPS_WRITTEN, Result, decode_result
 
+UNOBSERVED = "the grader could not observe it"
 # How often a run whose witness waits on one of its processes is looked at again.
 WATCH_TICK = 0.001
 SNAPSHOT_ROOM = 4 << 20  # beyond the output: two snapshots and the leftovers, bounded at source
+
+
+def unobserved(error):
+    """The one line a run fails with when the grader itself broke on it."""
+    what = str(error).splitlines()[0][:300] if str(error) else ""
+    return f"{UNOBSERVED}: {type(error).__name__}" + (f": {what}" if what else "")
 
 
 def end(run):
@@ -63,14 +70,20 @@ class Scheduler:
             if fd is not None:
                 os.close(fd)
         if run.watch:
-            run.watch.untrace()
+            try:
+                run.watch.untrace()
+            except Exception as broke:  # noqa: BLE001 - this run fails, the class goes on
+                error = error or unobserved(broke)
         end(run)
         if not error and Cgroups.ran_out_of_memory(run.cgroup):
             error = f"went over its memory limit ({self.limits.memory >> 20} MiB) and was killed"
         self.slow += Cgroups.remove(run.cgroup, patience=0.5)
         result = Result(run.request, seconds=time.monotonic() - run.started)
         if run.watch:
-            result.witness = run.watch.result()
+            try:
+                result.witness = run.watch.result()
+            except Exception as broke:  # noqa: BLE001 - this run fails, the class goes on
+                error = error or unobserved(broke)
             run.watch.close()
         if error:
             result.error = error
@@ -92,21 +105,33 @@ class Scheduler:
                     except OSError as error:  # out of fds, processes or cgroups: this run
                         yield self._failed_to_start(request, error.strerror or error)
                         continue
+                    except Exception as error:  # noqa: BLE001 - this run fails, the class goes on
+                        yield self._failed_to_start(request, unobserved(error))
+                        continue
                     running[run.rep_r] = run
                 # The next runs' setups join their cgroups while these run.
                 self.sandbox.prepare(min(self.sandbox.jobs, len(pending)))
                 if not running:
                     continue
                 wait = max(0.0, min(r.deadline for r in running.values()) - time.monotonic())
-                watched = {fd: r.watch for r in running.values() if r.watch for fd in r.watch.fds()}
+                watched = {fd: r for r in running.values() if r.watch for fd in r.watch.fds()}
                 if any(r.watch and r.watch.busy() for r in running.values()):
                     wait = min(wait, WATCH_TICK)
                 ready, _, _ = select.select(list(running) + list(watched), [], [], wait)
+                broken = {}  # runs the grader broke on while it observed them: they fail alone
                 for fd in [fd for fd in ready if fd in watched]:
-                    watched[fd].on_readable(fd)
+                    try:
+                        watched[fd].watch.on_readable(fd)
+                    except Exception as error:  # noqa: BLE001
+                        broken.setdefault(watched[fd].rep_r, unobserved(error))
                 for run in running.values():
-                    if run.watch and run.watch.busy():
-                        run.watch.tick()
+                    try:
+                        if run.watch and run.watch.busy() and run.rep_r not in broken:
+                            run.watch.tick()
+                    except Exception as error:  # noqa: BLE001
+                        broken.setdefault(run.rep_r, unobserved(error))
+                for fd, error in broken.items():
+                    yield self._finish(running.pop(fd), error)
                 for fd in [fd for fd in ready if fd in running]:
                     run = running[fd]
                     try:
