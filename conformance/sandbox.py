@@ -69,7 +69,10 @@ class Sandbox:
         self.cgroups = Cgroups.available(self.limits.memory, self.limits.processes)
         self._launcher = None
         self.spares = []  # setups waiting for runs (see prepare)
-        self._spares_atexit = False
+        # However the grader ends: the spares first, then the launcher, which
+        # waits for every setup it forked, a spare too, and a spare waits
+        # for its request on a pipe only this process can close.
+        atexit.register(self.close)
 
     @property
     def launcher(self):
@@ -79,18 +82,12 @@ class Sandbox:
                 self._launcher = take_early() or Launcher()
             except OSError as error:
                 raise Unavailable(f"starting the launcher failed: {error.strerror}")
+            atexit.unregister(self._launcher.close)  # closed by self.close, in order
         return self._launcher
 
     def prepare(self, count):
         """Have up to count setups forked and in their cgroups, waiting for
         runs: what they know is the grader's, nothing of any learner's."""
-        if not self._spares_atexit:
-            # The launcher first: exit handlers run last first, and the
-            # launcher, once its socket closes, waits for every setup it
-            # forked, spares included, which end only once they are dropped.
-            _started_first = self.launcher  # noqa: F841
-            atexit.register(self.drop_spares)
-            self._spares_atexit = True
         while len(self.spares) < count:
             try:
                 self.spares.append(self._fork_setup())
