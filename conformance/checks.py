@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from .catalog import BEYOND_PART_1, CLONE_FLAG_NAME, NAMESPACES, NEW_NAMESPACES, SIGCHLD
 from .journal import (OVERFLOW_ID, Blocked, Clone, Exec, Facts, Follow, Observation, Watched,
                       Write, mapped, shown)
+from .probe import ARTICLE
 
 NOT_RUN = "the command never ran"
 SKIPPED = "skipped: needs "
@@ -165,6 +166,14 @@ def where(output, program):
     return f"{program}, line {places[-1]['line']}" if places and program else None
 
 
+def witness_lines(output):
+    """Whether output holds the lines the witness prints once released ("$ ip
+    a"): a copy of it ran, one the grader did not know (a copy of its shell),
+    so what follows is the article's commands, not the program's last words."""
+    echoed = {f"$ {command}" for commands in ARTICLE.values() for command in commands}
+    return any(line in echoed for line in output.splitlines())
+
+
 def _locked_proc(words):
     """Whether a program's last words are umount's EINVAL on /proc."""
     return "/proc" in words and "mount" in words and (
@@ -231,6 +240,11 @@ def ran(ev):
         raise Failure(f"{NOT_RUN}: {ev.watch.error}",
                       "The command was started but could not be observed: it must keep "
                       "running until it ends by itself.")
+    if witness_lines(ev.output):
+        raise Failure(f"{NOT_RUN} as given: a copy of it ran instead (its output shows the "
+                      f"article's commands), and a copy cannot be observed",
+                      "Run the command exactly as given: a copy of it, or of the shell that "
+                      f"runs it, is not the command; {runs_command(ev)}.")
     words = last_words(ev.output)
     if words and (place := where(ev.output, ev.program)):
         words += f" (at {place})"

@@ -9,7 +9,7 @@ libc = ctypes.CDLL(None, use_errno=True)
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT = 1, 2, 4, 8, 32
 MS_BIND, MS_REC, MS_PRIVATE, MS_SHARED = 4096, 16384, 1 << 18, 1 << 20
 MNT_DETACH = 2
-PR_SET_PDEATHSIG, PR_SET_DUMPABLE = 1, 4
+PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_NAME = 1, 4, 15
 AT_RECURSIVE = 0x8000
 MOUNT_ATTR_RDONLY, MOUNT_ATTR_NOSUID = 0x1, 0x2
 ARCH = platform.machine()
@@ -131,6 +131,24 @@ def set_dumpable(on):
 
 def die_with_parent(sig):
     libc.prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)
+
+
+def set_process_name(name):
+    """Show this process as name alone: its comm, and its command line in
+    /proc/PID/cmdline (what ps shows), written over the memory that held the
+    command line it was started with, as setproctitle does. Nothing of that
+    line is left: ending the area with a byte that is not NUL makes the
+    kernel show it up to its first NUL only."""
+    raw = name.encode()
+    libc.prctl(PR_SET_NAME, ctypes.c_char_p(raw[:15]), 0, 0, 0)
+    with open("/proc/self/stat", "rb") as fh:
+        fields = fh.read().rsplit(b")", 1)[1].split()
+    start, end = int(fields[45]), int(fields[46])  # arg_start, arg_end: fields 48 and 49
+    size = end - start
+    if size < 2:
+        return
+    text = raw[:size - 2] + b"\0"
+    ctypes.memmove(start, text + b" " * (size - len(text)), size)
 
 
 def close_fds_except(keep):
