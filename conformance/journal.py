@@ -7,12 +7,13 @@ Plain data only: the checks import this module, never the code that reads
 """
 from dataclasses import dataclass, field
 
+from . import text
+
 
 def shown(name):
-    """Bytes as text for a report: UTF-8 where it is, \\xff where it is not."""
-    if isinstance(name, str):
-        return name
-    return bytes(name).decode(errors="backslashreplace")
+    """Bytes as text for a report: UTF-8 where it is, \\xff where it is not,
+    its lines kept (text.shown)."""
+    return text.shown(name, lines=True)
 
 
 OVERFLOW_ID = 65534  # what an id without a mapping shows as (kernel.overflowuid)

@@ -31,8 +31,8 @@ def shown(value, lines=False):
     and tabs are kept (a hint, what a program printed)."""
     if value is None:
         return ""
-    if isinstance(value, bytes):
-        value = value.decode("utf-8", "surrogateescape")
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        value = bytes(value).decode("utf-8", "surrogateescape")
     elif not isinstance(value, str):
         value = os.fspath(value) if isinstance(value, os.PathLike) else str(value)
         if isinstance(value, bytes):

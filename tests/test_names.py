@@ -5,7 +5,9 @@ one name never costs anyone else their grade.
 
 The report writers are fuzzed with Hypothesis on names made of every byte
 1-255, newlines, quotes, `]]>`, 4,096 bytes and nothing; the grader itself
-grades a class whose names are not UTF-8.
+grades a class whose names are not UTF-8, and one whose programs make such
+names where the grader reads them (a mount point, links, a hostname, the
+command's own name).
 """
 import csv
 import json
@@ -23,6 +25,7 @@ from conformance.catalog import file_name
 from conformance.checks import checks_for
 from conformance.course import Course
 from conformance.grade import CheckResult, StepResult
+from conformance.scheduler import UNOBSERVED
 from conformance.text import shown, write_whole
 from helpers import PYTHON, ROOT, step_path
 
@@ -310,3 +313,93 @@ def test_an_error_of_the_grader_fails_that_run_alone(tmp_path):
     assert notes["prep"] == f"the grader could not observe it: {why['prep']}"
     assert notes["ann"] == ""
     ET.parse(tmp_path / "junit.xml")
+
+
+# -- names a run makes ----------------------------------------------------------------
+
+# Each program makes a name that is not UTF-8 where the grader reads it, then
+# runs its command: a mount point, a link (in a network namespace of its
+# own, and in the run's host), a hostname; and the command by a name of \xff.
+MAKES_NAMES = r'''import ctypes, os, subprocess, sys
+libc = ctypes.CDLL(None, use_errno=True)
+CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWNET = 0x20000, 0x4000000, 0x40000000
+MS_REC, MS_PRIVATE = 16384, 1 << 18
+NAME = b"\xff\n]]>\x1b'\""
+
+
+def must(ret, what):
+    if ret != 0:
+        sys.exit(f"{what}: {os.strerror(ctypes.get_errno())}")
+
+
+def run(command):
+    pid = os.fork()
+    if pid == 0:
+        os.execv(command, [command, *sys.argv[2:]])
+    os.waitpid(pid, 0)
+
+
+def link(name, peer):
+    subprocess.run(["ip", "link", "add", "name", name, "type", "veth", "peer", "name", peer],
+                   check=True)
+
+
+how = os.path.basename(sys.argv[0])[3:].partition(".")[0].encode()
+command = sys.argv[1].encode()
+if how == b"mount":
+    must(libc.unshare(CLONE_NEWNS), "unshare")
+    must(libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None), "mount --make-rprivate /")
+    for where in (b"/tmp/" + NAME, b"/mytmp"):
+        os.makedirs(where, exist_ok=True)
+        must(libc.mount(b"x" + NAME, where, b"tmpfs", 0, None), "mount")
+elif how == b"net":
+    must(libc.unshare(CLONE_NEWNET), "unshare")
+    link(b"\xff", b"p\xfe")
+elif how == b"uts":
+    must(libc.unshare(CLONE_NEWUTS), "unshare")
+    must(libc.sethostname(NAME, len(NAME)), "sethostname")
+elif how == b"skeleton":
+    link(b"\xfd", b"q\xfc")  # in the run's own host: the host changed
+os.symlink(command, b"/tmp/" + NAME + b".cmd")  # the command, by a name of \xff
+run(b"/tmp/" + NAME + b".cmd")
+'''
+
+
+def test_names_a_run_makes_never_cost_the_class_its_grades(tmp_path):
+    cls = tmp_path / "class"
+    steps = ("00", "01", "02", "03")
+    honest = ["ann", fs(b"ns-lab-\xff\n]]>")]
+    for name in honest:
+        (cls / name).mkdir(parents=True)
+        for nn in steps:
+            (cls / name / step_path(nn).name).write_bytes(step_path(nn).read_bytes())
+    maker = cls / fs(b"mallory-\xfe")
+    maker.mkdir()
+    for nn in steps:
+        (maker / step_path(nn).name).write_text(MAKES_NAMES)
+    out = tmp_path / "out"
+    out.mkdir()
+    done = grader("--submissions", cls, *[a for nn in steps for a in ("--step", nn)],
+                  "--csv", out / "scores.csv", "--json", out / "full.json",
+                  "--junit", out / "junit.xml", "--gradescope-dir", tmp_path / "gradescope")
+    assert done.returncode == 0, done
+    assert b"Traceback" not in done.stderr, done.stderr
+    reports = parses(out)
+    full = reports["full.json"]
+    for name in honest:
+        learner = full[shown(name)]
+        assert learner["points"] == learner["max_points"], learner
+    # Each of mallory's steps made its name where the grader reads it, and was
+    # judged on what the kernel showed, the names escaped: none failed for the grader.
+    steps = {step["step"]: step for step in full["mallory-\\xfe"]["steps"]}
+    for step in steps.values():
+        assert step["problem"] is None, step
+        assert step["checks"][2]["title"].startswith(("runs in the host's", "new namespaces"))
+        assert step["checks"][2]["status"] == "passed", step
+    seen = {nn: " ".join(c["seen"] for c in step["checks"]) for nn, step in steps.items()}
+    assert "q\\xfc, \\xfd" in seen["00"] and "p\\xfe DOWN, \\xff DOWN" in seen["01"], seen
+    assert steps["02"]["points"] == steps["02"]["max_points"], steps["02"]  # a mount point \xff
+    assert "hostname '\\\\xff\\n]]>" in seen["03"], seen["03"]
+    for name in (*honest, maker.name):
+        folder = tmp_path / "gradescope" / name
+        json.loads((folder / "results.json").read_text(encoding="utf-8"))
