@@ -58,6 +58,15 @@ CLONE_FLAG_NAME = {ns: name for name, value in list(globals().items())
                    if name.startswith("CLONE_NEW") for ns, flag in CLONE_FLAG_OF.items()
                    if flag == value}
 
+# The article's commands, per step: what its "./net ip a" and the others show,
+# run by the witness once released (probe.py), each after a "$ <command>" line.
+ARTICLE_COMMANDS = {"01": ["ip a"], "02": ["mount", "ls /"], "03": ["hostname"],
+                    "04": ["ipcs -q"], "05": ["ps aux"], "06": ["id", "ls -la /"],
+                    "00": ["hostname", "ip a"], "08": ["hostname"], "09": ["id", "ls -la /"],
+                    "10": ["ls /", "mount", "ps aux"], "11": ["ip a"]}
+ARTICLE_COMMANDS["07"] = [command for step in ("01", "02", "03", "04", "05", "06")
+                          for command in ARTICLE_COMMANDS[step] if command != "ls /"]
+
 
 def file_name(nn):
     """The file a step's program is named after: 04 -> 04_ipc."""

@@ -19,10 +19,10 @@ import os
 import re
 from dataclasses import dataclass
 
-from .catalog import BEYOND_PART_1, CLONE_FLAG_NAME, NAMESPACES, NEW_NAMESPACES, SIGCHLD
+from .catalog import (ARTICLE_COMMANDS, BEYOND_PART_1, CLONE_FLAG_NAME, NAMESPACES,
+                      NEW_NAMESPACES, SIGCHLD)
 from .journal import (OVERFLOW_ID, Blocked, Clone, Exec, Facts, Follow, Observation, Watched,
                       Write, mapped, shown)
-from .probe import ARTICLE
 
 NOT_RUN = "the command never ran"
 SKIPPED = "skipped: needs "
@@ -170,7 +170,7 @@ def witness_lines(output):
     """Whether output holds the lines the witness prints once released ("$ ip
     a"): a copy of it ran, one the grader did not know (a copy of its shell),
     so what follows is the article's commands, not the program's last words."""
-    echoed = {f"$ {command}" for commands in ARTICLE.values() for command in commands}
+    echoed = {f"$ {command}" for commands in ARTICLE_COMMANDS.values() for command in commands}
     return any(line in echoed for line in output.splitlines())
 
 

@@ -6,17 +6,8 @@ commands for the step, so the learner reads what the article shows. Their
 output is kept for the report and never graded: a program may print what it
 likes and gains nothing by it.
 """
-from .catalog import ALL_STEPS, BEYOND_PART_1
+from .catalog import ALL_STEPS, ARTICLE_COMMANDS, BEYOND_PART_1
 from .witness import DONE, READY, SHELL, WITNESS
-
-# The article's commands, per step: what its "./net ip a" and the others show.
-ARTICLE = {"01": ["ip a"], "02": ["mount", "ls /"], "03": ["hostname"], "04": ["ipcs -q"],
-           "05": ["ps aux"], "06": ["id", "ls -la /"]}
-ARTICLE["00"] = ["hostname", "ip a"]
-ARTICLE["08"], ARTICLE["09"] = ["hostname"], ["id", "ls -la /"]
-ARTICLE["10"], ARTICLE["11"] = ["ls /", "mount", "ps aux"], ["ip a"]
-ARTICLE["07"] = [command for step in ("01", "02", "03", "04", "05", "06")
-                 for command in ARTICLE[step] if command != "ls /"]
 
 
 def script(step):
@@ -27,7 +18,7 @@ def script(step):
         # The command is to die with its parent whatever it does: one that
         # ignores SIGTERM outlives a parent whose death signal is SIGTERM.
         lines.insert(1, "trap '' TERM")
-    for command in ARTICLE.get(step, []):
+    for command in ARTICLE_COMMANDS.get(step, []):
         lines.append(f'echo "$ {command}"; {command} 2>&1')
     if step in BEYOND_PART_1:
         lines.append(DONE)  # held while the grader kills the parent (witness.py)

@@ -11,6 +11,7 @@ a report nor write escape sequences to a terminal.
 """
 import os
 import re
+import shutil
 
 # Lone surrogates (file names' undecodable bytes), C0 and C1 controls, DEL,
 # and the two characters XML 1.0 refuses outright.
@@ -53,16 +54,21 @@ def shown_data(data):
     return data
 
 
-def write_whole(path, text):
-    """Write text to path as UTF-8, whole or not at all: into a temporary
-    file beside it, renamed into place, so a grader stopped halfway never
-    leaves half a report where a platform would read it."""
+def write_whole(path, data):
+    """Write data (text, as UTF-8; or a binary file to copy) to path, whole or
+    not at all: into a temporary file beside it, renamed into place, so a
+    grader stopped halfway never leaves half a report where a platform would
+    read it."""
     path = os.fspath(path)
     folder, name = os.path.split(path)
     temporary = os.path.join(folder, f".{name}.{os.getpid()}.part")
     try:
-        with open(temporary, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
+        if isinstance(data, str):
+            with open(temporary, "w", encoding="utf-8", newline="") as fh:
+                fh.write(data)
+        else:
+            with open(temporary, "wb") as fh:
+                shutil.copyfileobj(data, fh)
         os.replace(temporary, path)
     except BaseException:
         try:

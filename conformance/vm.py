@@ -40,6 +40,7 @@ from pathlib import Path
 
 from . import ids
 from .rootfs import hidden_ancestor
+from .text import write_whole
 
 ROOT = Path(__file__).resolve().parent.parent
 INSTALL = ("apt-get install qemu-system-x86 linux-image-amd64 busybox-static binutils file, and "
@@ -593,8 +594,7 @@ def _copy_out(shared, where):
         return
     with source:
         Path(where).parent.mkdir(parents=True, exist_ok=True)
-        with open(where, "wb") as out:
-            shutil.copyfileobj(source, out)
+        write_whole(where, source)
 
 
 def _last(log):

@@ -10,6 +10,7 @@ names where the grader reads them (a mount point, links, a hostname, the
 command's own name).
 """
 import csv
+import io
 import json
 import subprocess
 import xml.etree.ElementTree as ET
@@ -403,3 +404,21 @@ def test_names_a_run_makes_never_cost_the_class_its_grades(tmp_path):
     for name in (*honest, maker.name):
         folder = tmp_path / "gradescope" / name
         json.loads((folder / "results.json").read_text(encoding="utf-8"))
+
+
+def test_a_report_copied_whole_from_a_file(tmp_path):
+    """What comes out of a VM's shared folder is copied whole, or not at all."""
+    source = tmp_path / "in.json"
+    source.write_bytes(b'{"score": 10}\xff')
+    with open(source, "rb") as fh:
+        write_whole(tmp_path / "out.json", fh)
+    assert (tmp_path / "out.json").read_bytes() == source.read_bytes()
+
+    class Broken(io.RawIOBase):
+        def readinto(self, buffer):
+            raise OSError(5, "Input/output error")
+
+    with pytest.raises(OSError):
+        write_whole(tmp_path / "out.json", io.BufferedReader(Broken()))
+    assert (tmp_path / "out.json").read_bytes() == source.read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.json", "out.json"]
