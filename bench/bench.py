@@ -44,8 +44,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script: the kit's modules are beside it
 
 from class_throughput import build_class  # noqa: E402  (beside this script)
-from conformance import probe, vm  # noqa: E402
-from conformance.catalog import NAMESPACES, STEP_NAMES  # noqa: E402
+from conformance import vm  # noqa: E402
+from conformance.catalog import ARTICLE_COMMANDS, NAMESPACES, STEP_NAMES  # noqa: E402
 from tools.frame import expose_to_users, own_root  # noqa: E402
 
 STEPS_DIR = ROOT / "steps"
@@ -230,7 +230,7 @@ def direct_script(steps_dir, work):
     commands the witness runs for its step: what grading steps/ is set against."""
     lines = ["#!/bin/sh", "set -e"]
     for nn in STEP_NAMES:
-        script = "; ".join(probe.ARTICLE[nn])
+        script = "; ".join(ARTICLE_COMMANDS[nn])
         lines.append(f"{shlex.quote(os.path.realpath(PYTHON))} -S {shlex.quote(step_program(nn, steps_dir))} "
                      f"/bin/dash -c {shlex.quote(script)} >/dev/null 2>&1")
     path = Path(work) / "direct.sh"
