@@ -353,10 +353,10 @@ def learner_notes(results):
         troubles = [s.trouble for s in steps]
         if not troubles or not all(troubles):
             continue
-        if len(set(troubles)) == 1:
+        if all(t.startswith(NOT_FOUND) for t in troubles):
+            notes[label] = NO_PROGRAMS  # the same for every run, wherever the class folder is
+        elif len(set(troubles)) == 1:
             notes[label] = troubles[0]
-        elif all(t.startswith(NOT_FOUND) for t in troubles):
-            notes[label] = NO_PROGRAMS
     return notes
 
 

@@ -16,6 +16,7 @@ Gradescope folders as one run would have.
 """
 import csv
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -24,6 +25,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from . import report
+from .text import shown, write_whole
 
 MANIFEST = "shard.json"
 
@@ -186,23 +188,26 @@ def _join_csv(shards, learners, target):
                              f"grade every shard with the same steps and roster.")
         if len(table) > 1 or header is None:
             header = table[0]
+        graded = {shown(label) for label in shard.graded}  # as scores.csv names them
         for row in table[1:]:
-            if row and row[0] in shard.graded:
+            if row and row[0] in graded:
                 rows[row[0]] = row
             elif row:
                 absent.append(row)
-    with open(target, "w", newline="", encoding="utf-8", errors="surrogateescape") as fh:
-        out = csv.writer(fh)
-        out.writerow(header)
-        out.writerows([rows[label] for label in learners if label in rows])
-        out.writerows(sorted(absent, key=lambda row: row[0]))
+    text = io.StringIO()
+    out = csv.writer(text)
+    out.writerow(header)
+    out.writerows([rows[shown(label)] for label in learners if shown(label) in rows])
+    out.writerows(sorted(absent, key=lambda row: row[0]))
+    write_whole(target, text.getvalue())
 
 
 def _join_json(shards, learners, target):
     every = {}
     for _, path in shards:
         every.update(json.loads(Path(path).read_text(encoding="utf-8")))
-    report.write_json(target, {label: every[label] for label in learners if label in every})
+    report.write_json(target, {shown(label): every[shown(label)] for label in learners
+                               if shown(label) in every})
 
 
 def _join_junit(shards, learners, target):
@@ -213,7 +218,7 @@ def _join_junit(shards, learners, target):
     root = ET.Element("testsuites", name="nskit conformance")
     root.extend(suites[label] for label in learners if label in suites)
     ET.indent(root)
-    Path(target).write_text(ET.tostring(root, encoding="unicode", xml_declaration=True))
+    write_whole(target, ET.tostring(root, encoding="unicode", xml_declaration=True))
 
 
 def _join_gradescope(shards, learners, target):

@@ -58,10 +58,12 @@ def write_whole(path, data):
     """Write data (text, as UTF-8; or a binary file to copy) to path, whole or
     not at all: into a temporary file beside it, renamed into place, so a
     grader stopped halfway never leaves half a report where a platform would
-    read it."""
+    read it. Its folder is made where there is none yet."""
     path = os.fspath(path)
     folder, name = os.path.split(path)
     temporary = os.path.join(folder, f".{name}.{os.getpid()}.part")
+    if folder:
+        os.makedirs(folder, exist_ok=True)
     try:
         if isinstance(data, str):
             with open(temporary, "w", encoding="utf-8", newline="") as fh:

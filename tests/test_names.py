@@ -422,3 +422,30 @@ def test_a_report_copied_whole_from_a_file(tmp_path):
         write_whole(tmp_path / "out.json", io.BufferedReader(Broken()))
     assert (tmp_path / "out.json").read_bytes() == source.read_bytes()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.json", "out.json"]
+
+
+def test_shards_of_a_class_named_in_bytes_merge_to_one_run(tmp_path):
+    cls = tmp_path / "class"
+    names = ["ann", fs(b"iv\xe1n"), fs(b"z\xff\n"), "zoe"]
+    for name in names:
+        (cls / name).mkdir(parents=True)
+        (cls / name / step_path("03").name).write_bytes(step_path("03").read_bytes())
+
+    def reports(folder, *args):
+        done = grader("--submissions", cls, "--step", "03", "--csv", folder / "scores.csv",
+                      "--json", folder / "class.json", "--junit", folder / "class.xml",
+                      "--gradescope-dir", folder / "gradescope", *args)
+        assert done.returncode == 0, done
+
+    reports(tmp_path / "one")
+    for k in (1, 2):
+        reports(tmp_path / f"shard-{k}", "--shard", f"{k}/2")
+    done = grader("merge", "--out", tmp_path / "merged", tmp_path / "shard-1",
+                  tmp_path / "shard-2")
+    assert done.returncode == 0, done
+    merged, one = parses(tmp_path / "merged"), parses(tmp_path / "one")
+    assert merged["scores.csv"] == one["scores.csv"]
+    assert [row[0] for row in merged["scores.csv"][1:]] == [shown(n) for n in sorted(names)]
+    assert sorted(merged["class.json"]) == sorted(one["class.json"]) == sorted(map(shown, names))
+    assert len(merged["class.xml"].findall("testsuite")) == len(names)
+    assert not [p for p in (tmp_path / "merged").iterdir() if p.name.endswith(".part")]
