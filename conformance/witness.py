@@ -25,11 +25,13 @@ program's own exit_group is held while a child of it may still become the
 witness, and the run's PID 1 tears the run down only when the grader says
 so, after every witness that was started has been observed.
 
-Beyond Part 1 (08, 09), the program is a parent in charge of its child:
+Beyond Part 1 (08 to 11), the program is a parent in charge of its child:
 clones are held too, and the first process that clones is followed (ptrace.Trace)
 so that whether the command waited for its parent, and which maps it had
 when it started, are forced, not raced; at its end the witness runs DONE,
-held while the grader kills its parent (Watch.death_test).
+held while the grader kills its parent (Watch.death_test). For 10 and 11,
+its mount namespace is also read from that namespace's own root, and for
+11 its network beside its parent's (observe.pivot_view).
 
 The grader's side is split by concern: seccomp.py (the held calls),
 procfs.py (what /proc says), observe.py (the witness's facts), ptrace.py
