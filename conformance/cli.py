@@ -20,7 +20,7 @@ from .catalog import ALL_STEPS, BEYOND_PART_1
 from .commands import ran
 from .discover import (NO_PROGRAMS, NOT_FOUND, TargetError, find_programs, find_submissions,
                        not_one_target)
-from .grade import grade
+from .grade import grade, programs_of
 from .sandbox import Limits, Sandbox, Unavailable
 from .text import shown
 
@@ -227,7 +227,7 @@ def main(argv=None):
             if args.shard:
                 share = _Share(args, learners, roster, course)
                 learners, roster = share.learners, share.roster
-            targets = {p.name: find_programs(p, args.step) for p in learners}
+            targets = {p.name: programs_of(p, args.step) for p in learners}
         else:
             if sentence := not_one_target(args.target):
                 raise TargetError(sentence)

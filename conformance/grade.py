@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import probe
-from .discover import c_argv, compile_error, compiler
-from .catalog import ALL_STEPS, BEYOND_PART_1, OWN_ROOT
+from .discover import Program, c_argv, compile_error, compiler, find_programs
+from .catalog import ALL_STEPS, BEYOND_PART_1, OWN_ROOT, STEP_NAMES
 from .journal import Watched
 from .checks import NOT_RUN, Evidence, checks_for, verdicts
 from .sandbox import Request, Sandbox
@@ -69,6 +69,15 @@ def _failed_all(step, program, reason):
               *[CheckResult(step, c.title, False, f"skipped: needs {first.title}", "", "skipped")
                 for c in rest]]
     return StepResult(step, program, checks, problem=reason)
+
+
+def programs_of(learner, steps=None):
+    """A learner's Programs (discover.find_programs); where looking for them
+    fails, each of their steps fails with why, and the class goes on."""
+    try:
+        return find_programs(learner, steps)
+    except Exception as error:  # noqa: BLE001 - this learner fails, the class goes on
+        return [Program(nn, problem=unobserved(error)) for nn in steps or STEP_NAMES]
 
 
 def path_in_run(program):

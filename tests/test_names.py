@@ -252,8 +252,9 @@ def test_a_missing_step_names_the_folder_escaped(tmp_path):
 
 # -- one run fails alone -------------------------------------------------------------
 
-# The grader broken on purpose for three learners: preparing one's run,
-# observing another's, judging a third's. Everyone else is graded.
+# The grader broken on purpose for four learners: looking for one's programs,
+# preparing one's run, observing another's, judging a fourth's. Everyone
+# else is graded.
 BREAK_THE_GRADER = r'''
 import sys
 from conformance import grade, launcher, sandbox
@@ -267,6 +268,14 @@ def breaks(real, learner):
         return real(program, *args, **kwargs)
     return broken
 
+real_find = grade.find_programs
+
+def find_programs(folder, steps=None):
+    if folder.name == "find":
+        raise PermissionError(13, "Permission denied")
+    return real_find(folder, steps)
+
+grade.find_programs = find_programs
 grade.request_for = breaks(grade.request_for, "prep")
 grade.judge = breaks(grade.judge, "judge")
 real_launch = sandbox.Sandbox.launch
@@ -287,7 +296,7 @@ sys.exit(main())
 
 def test_an_error_of_the_grader_fails_that_run_alone(tmp_path):
     cls = tmp_path / "class"
-    for learner in ("ann", "prep", "observe", "judge", "zoe"):
+    for learner in ("ann", "find", "prep", "observe", "judge", "zoe"):
         (cls / learner).mkdir(parents=True)
         for nn in ("03", "04"):
             (cls / learner / f"{file_name(nn)}.py").write_bytes(step_path(nn).read_bytes())
@@ -301,7 +310,8 @@ def test_an_error_of_the_grader_fails_that_run_alone(tmp_path):
     full = json.loads((tmp_path / "full.json").read_text())
     for learner in ("ann", "zoe"):
         assert full[learner]["points"] == full[learner]["max_points"], learner
-    why = {"prep": "RuntimeError: broken on purpose for prep",
+    why = {"find": "PermissionError: [Errno 13] Permission denied",
+           "prep": "RuntimeError: broken on purpose for prep",
            "observe": "KeyError: 'broken on purpose for observe'",
            "judge": "RuntimeError: broken on purpose for judge"}
     for learner, error in why.items():
