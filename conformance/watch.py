@@ -82,7 +82,6 @@ class Watch:
         self.parent = None      # the observed witness's parent, until it is released
         self.waited = None
         self.exit_signal = None
-        self.copies = 0
         self.error = None
         self.ended = False      # the program has ended, and PID 1 waits for a word
         self.torn_down = False
@@ -308,9 +307,8 @@ class Watch:
             return False
         self.seen.pop(witness, None)
         self.expected.discard(witness)
-        self.copies += 1
         if self.observed is not None:
-            return False  # a second copy: only the first is judged
+            return False  # a second copy: the journal has its execve, and the checks judge it
         fields = procfs.stat_fields(witness)
         self.observed, self.release, self.helper = witness, notif_id, helper
         self.parent = fields[1] if fields else self.init
