@@ -106,38 +106,48 @@ class Namespaces:
         """The same, read by a fork that enters the run's user namespace; a
         mount table from inside its mount namespace, through the reader's
         own /proc/self."""
-        r, w = os.pipe()
-        child = os.fork()
-        if child == 0:
-            try:
-                os.close(r)
-                libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)  # not the run's to read
-                if user_fd is not None:
-                    self._setns(user_fd, "user")
-                seen = []
-                own = os.open("/proc/self", os.O_DIRECTORY)
-                for fds in targets:
-                    for kind in CLONE_NEW:
-                        self._setns(fds[kind], kind)
-                    found = inside()
-                    if "mnt" in fds:
-                        self._setns(fds["mnt"], "mnt")
-                        found["mounts"] = procfs.mountinfo(dir_fd=own)
-                    seen.append(_to_wire(found))
-                os.write(w, b"[" + b",".join(seen) + b"]")
-            except BaseException as error:  # noqa: BLE001 - reported on the pipe
-                os.write(w, json.dumps({"error": str(error)}).encode())
-            os._exit(0)
-        os.close(w)
-        data = b""
-        while chunk := os.read(r, 1 << 16):
-            data += chunk
-        os.close(r)
-        os.waitpid(child, 0)
+        def read():
+            if user_fd is not None:
+                self._setns(user_fd, "user")
+            seen = []
+            own = os.open("/proc/self", os.O_DIRECTORY)
+            for fds in targets:
+                for kind in CLONE_NEW:
+                    self._setns(fds[kind], kind)
+                found = inside()
+                if "mnt" in fds:
+                    self._setns(fds["mnt"], "mnt")
+                    found["mounts"] = procfs.mountinfo(dir_fd=own)
+                seen.append(_to_wire(found))
+            return b"[" + b",".join(seen) + b"]"
+        data = in_fork(read)
         try:
-            return _from_wire(data or b'{"error": "the reader died"}')
+            return _from_wire(data)
         except (ValueError, KeyError, TypeError, AttributeError) as error:
             raise OSError(errno.EPERM, f"the reader's answer was garbled: {error}") from None
+
+
+def in_fork(work):
+    """What work() returns (bytes), worked out by a short-lived fork that is
+    not the run's to read: the fork may enter a run's namespaces, the grader
+    never leaves its own. A failure comes back as {"error": why}."""
+    r, w = os.pipe()
+    child = os.fork()
+    if child == 0:
+        try:
+            os.close(r)
+            libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+            os.write(w, work())
+        except BaseException as error:  # noqa: BLE001 - reported on the pipe
+            os.write(w, json.dumps({"error": str(error)}).encode())
+        os._exit(0)
+    os.close(w)
+    data = b""
+    while chunk := os.read(r, 1 << 16):
+        data += chunk
+    os.close(r)
+    os.waitpid(child, 0)
+    return data or b'{"error": "the reader died"}'
 
 
 def owns_its_namespaces():
@@ -266,44 +276,34 @@ def pivot_view(facts, pid, user_fd, parent=None):
         paths.update(net=f"/proc/{pid}/ns/net", parent_net=f"/proc/{parent}/ns/net")
     fds = {kind: os.open(path, os.O_RDONLY) for kind, path in paths.items()}
     proc = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY)
-    r, w = os.pipe()
-    child = os.fork()
-    if child == 0:
-        try:
-            os.close(r)
-            libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)  # not the run's to read
-            if user_fd is not None:
-                _enter(user_fd, CLONE_NEWUSER)
-            _enter(fds["mnt"], CLONE_NEWNS)  # and its root: the namespace's own
-            # Our own /proc/self, in the grader's proc: this namespace's mounts.
-            mine = os.open("self", os.O_RDONLY | os.O_DIRECTORY, dir_fd=proc)
-            out = {"mountinfo": procfs.mountinfo(dir_fd=mine).decode("latin-1")}
-            if parent:
-                _enter(fds["net"], CLONE_NEWNET)
-                links = list(netlink.links().values())
-                out["parent_nsid"] = netlink.netnsid_of(parent)
-                _enter(fds["parent_net"], CLONE_NEWNET)
-                out["parent_links"] = list(netlink.links().values())
-                ends = [a.split("/")[0] for link in links if link["name"] != b"lo"
-                        for a in link["ipv4"]][:4]
-                out["answered"] = [a for a in ends if netlink.answers_ping(a, PING_WITHIN)]
-                out["links"] = links
-                for link in out["links"] + out["parent_links"]:
-                    link["name"] = link["name"].decode("latin-1")
-            os.write(w, json.dumps(out).encode())
-        except BaseException as error:  # noqa: BLE001 - reported on the pipe
-            os.write(w, json.dumps({"error": str(error)}).encode())
-        os._exit(0)
-    os.close(w)
-    for fd in (*fds.values(), proc):
-        os.close(fd)
-    data = b""
-    while chunk := os.read(r, 1 << 16):
-        data += chunk
-    os.close(r)
-    os.waitpid(child, 0)
+
+    def read():
+        if user_fd is not None:
+            _enter(user_fd, CLONE_NEWUSER)
+        _enter(fds["mnt"], CLONE_NEWNS)  # and its root: the namespace's own
+        # Our own /proc/self, in the grader's proc: this namespace's mounts.
+        mine = os.open("self", os.O_RDONLY | os.O_DIRECTORY, dir_fd=proc)
+        out = {"mountinfo": procfs.mountinfo(dir_fd=mine).decode("latin-1")}
+        if parent:
+            _enter(fds["net"], CLONE_NEWNET)
+            links = list(netlink.links().values())
+            out["parent_nsid"] = netlink.netnsid_of(parent)
+            _enter(fds["parent_net"], CLONE_NEWNET)
+            out["parent_links"] = list(netlink.links().values())
+            ends = [a.split("/")[0] for link in links if link["name"] != b"lo"
+                    for a in link["ipv4"]][:4]
+            out["answered"] = [a for a in ends if netlink.answers_ping(a, PING_WITHIN)]
+            out["links"] = links
+            for link in out["links"] + out["parent_links"]:
+                link["name"] = link["name"].decode("latin-1")
+        return json.dumps(out).encode()
     try:
-        out = json.loads(data or b'{"error": "the reader died"}')
+        data = in_fork(read)
+    finally:
+        for fd in (*fds.values(), proc):
+            os.close(fd)
+    try:
+        out = json.loads(data)
         if "error" in out:
             raise OSError(errno.EPERM, f"reading its mount namespace: {out['error']}")
         facts.namespace_mounts = procfs.mounts(out["mountinfo"].encode("latin-1"))[:BOUND * 4]

@@ -252,6 +252,17 @@ def wrong_beyond(name):
     return text
 
 
+def step_or_wrong(name, folder):
+    """A step's path, for its number, or a wrong program of WRONG_BEYOND,
+    for its name, written into folder where every user of a frame reads it."""
+    if len(name) == 2 and name.isdigit():
+        return step_path(name)
+    path = Path(folder) / f"{name}.py"
+    path.write_text(wrong_beyond(name))
+    path.chmod(0o644)
+    return path
+
+
 def sections(text, prefix="@@"):
     """Prints marked with `PREFIXname` lines, as {name: the lines below it}."""
     found, name = {}, None
@@ -298,6 +309,19 @@ class Graded:
 
 _grader = sh.Command(PYTHON).bake("-m", "conformance", _ok_code=range(256), _return_cmd=True,
                                   _cwd=str(ROOT), _timeout=300)
+
+
+def grade_class(folder, report, steps):
+    """Grade every subfolder of folder as a learner for these steps; the
+    JSON report written to report, as {learner: {step: its result}}."""
+    done = subprocess.run(
+        [PYTHON, "-m", "conformance", "--submissions", str(folder),
+         *[arg for nn in steps for arg in ("--step", nn)],
+         "--json", str(report), "--csv", str(report.with_suffix(".csv"))],
+        cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, (done.stdout[-2000:], done.stderr)
+    results = json.loads(report.read_text())
+    return {label: {s["step"]: s for s in r["steps"] if s["program"]} for label, r in results.items()}
 
 
 def grade(*args, tmp):

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import HELD, PYTHON, ROOT, STEPS_DIR, grade, in_frame, step_path, wrong_beyond
+from helpers import HELD, PYTHON, ROOT, STEPS_DIR, grade, in_frame, step_or_wrong, step_path
 
 from conformance.catalog import BEYOND_PART_1, STEP_NAMES  # noqa: E402
 
@@ -63,12 +63,7 @@ def wrong_programs():
 
 def program(name):
     """A step (08, 09) or a wrong program of helpers.WRONG_BEYOND (its name)."""
-    if re.fullmatch(r"\d\d", name):
-        return step_path(name)
-    path = WRONG / f"{name}.py"
-    path.write_text(wrong_beyond(name))
-    path.chmod(0o644)
-    return path
+    return step_or_wrong(name, WRONG)
 
 
 def held_run(path, user=None):

@@ -4,13 +4,11 @@ kit's 10 and 11 pass every check, and every wrong program of
 helpers.WRONG_BEYOND fails exactly the checks that name its mistake, the
 rest passing or skipped. The grader gives each run a root to pivot into
 (conformance/rootfs.py: build_pivot_root), named in NSKIT_ROOTFS."""
-import json
 import shutil
-import subprocess
 
 import pytest
 
-from helpers import PYTHON, ROOT, STEPS_DIR, grade, step_path, wrong_beyond
+from helpers import STEPS_DIR, grade, grade_class, step_path, wrong_beyond
 
 from conformance.catalog import file_name  # noqa: E402
 from conformance.checks import (CROSSES, OLD_ROOT_GONE, OWN_ROOT, PEER, PID1,  # noqa: E402
@@ -41,21 +39,11 @@ def build_class(folder):
                 target.write_text(wrong_beyond(label))
 
 
-def grade_class(folder, report):
-    done = subprocess.run(
-        [PYTHON, "-m", "conformance", "--submissions", str(folder), "--step", "10",
-         "--step", "11", "--json", str(report), "--csv", str(report.with_suffix(".csv"))],
-        cwd=ROOT, capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0 and "Traceback" not in done.stderr, (done.stdout[-2000:], done.stderr)
-    results = json.loads(report.read_text())
-    return {label: {s["step"]: s for s in r["steps"] if s["program"]} for label, r in results.items()}
-
-
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
     root = tmp_path_factory.mktemp("own-root")
     build_class(root / "class")
-    return grade_class(root / "class", root / "results.json")
+    return grade_class(root / "class", root / "results.json", ("10", "11"))
 
 
 def verdicts(result):
@@ -125,7 +113,7 @@ def test_every_program_gets_the_same_verdicts_in_10_runs(graded, tmp_path):
     for label in EXPECTED:
         for copy in range(10):
             shutil.copytree(once / label, tmp_path / "class" / f"{label}-{copy:02d}")
-    results = grade_class(tmp_path / "class", tmp_path / "results.json")
+    results = grade_class(tmp_path / "class", tmp_path / "results.json", ("10", "11"))
     differ = [(name, nn, verdicts(result)) for name, steps in results.items()
               for nn, result in steps.items()
               if verdicts(result) != verdicts(graded[name.rsplit("-", 1)[0]][nn])]

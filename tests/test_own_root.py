@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import HELD, PYTHON, in_frame, sections, small_root, step_path, wrong_beyond
+from helpers import HELD, PYTHON, in_frame, sections, small_root, step_or_wrong, step_path
 
 from conformance.catalog import ROOTFS_VARIABLE
 from demo import rootfs
@@ -48,12 +48,7 @@ def folders():
 
 def program(name):
     """A step (10, 11) or a wrong program of helpers.WRONG_BEYOND (its name)."""
-    if re.fullmatch(r"\d\d", name):
-        return step_path(name)
-    path = WRONG / f"{name}.py"
-    path.write_text(wrong_beyond(name))
-    path.chmod(0o644)
-    return path
+    return step_or_wrong(name, WRONG)
 
 
 def py(path, held=False):
