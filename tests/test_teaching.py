@@ -10,6 +10,7 @@ own_root), as tests/test_make.py's do.
 import re
 import shlex
 import subprocess
+from functools import cache
 
 import pytest
 
@@ -37,8 +38,15 @@ def as_a_reader_types_it(monkeypatch):
         monkeypatch.delenv(name, raising=False)
 
 
+# One worker runs this module's tests: each demo runs once, and the tests
+# that look at it read the same output.
+pytestmark = pytest.mark.xdist_group("test_teaching-demos")
+
+
+@cache
 def demo(nn, user=None, env="", prefix=""):
-    """`make step-NN` in a frame, after the frame's own namespace ids."""
+    """`make step-NN` in a frame, after the frame's own namespace ids (each
+    once a session: what a test reads of it, it must not change)."""
     root = with_small_root(nn)
     result = in_frame(f"{prefix}{NS_IDS}{root}{env} make --no-print-directory step-{nn}" + AFTER,
                       own_root=True, mytmp=user is not None, user=user, setup=HOST,
