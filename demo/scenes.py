@@ -373,10 +373,19 @@ def someone():
     the user who ran sudo (or nobody), because root's own map, "0 0 1", would
     hide the point (root inside is you outside); an ordinary user is already
     themselves."""
-    if as_user or os.geteuid() != 0:
-        return os.getuid(), []
     uid = int(os.environ.get("SUDO_UID") or 0) or NOBODY
+    if as_user or os.geteuid() != 0 or not _mapped(uid):
+        # Root of a user namespace that maps no one else (a container's,
+        # a test's frame) has nobody to become.
+        return os.getuid(), []
     return uid, ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups"]
+
+
+def _mapped(uid):
+    """Whether this user namespace has uid to switch to."""
+    with open("/proc/self/uid_map", "rb") as fh:
+        ranges = [tuple(map(int, line.split())) for line in fh if line.strip()]
+    return any(first <= uid < first + count for first, _, count in ranges)
 
 
 NOBODY = 65534
