@@ -182,6 +182,18 @@ def _as_a_command():
 
 
 def main(argv=None):
+    try:
+        status = _main(argv)
+        sys.stdout.flush()
+        return status
+    except BrokenPipeError:
+        # The reader stopped reading (| head): what it wanted it has, the
+        # reports are written; Python must not complain at exit either.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+
+
+def _main(argv=None):
     _as_a_command()
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["merge"]:
@@ -272,7 +284,6 @@ def main(argv=None):
     if args.submissions:
         return share.done(_report_class(args, results, course, roster))
     steps = results[args.target]
-    print(report.table(steps, course))
     base = Path(args.target).absolute()
     if args.gradescope:
         report.write_json(args.gradescope, report.gradescope(steps, course, base))
@@ -282,6 +293,7 @@ def main(argv=None):
         report.write_json(args.classroom, report.classroom(steps, course))
     if args.junit:
         report.write_junit(args.junit, results)
+    print(report.table(steps, course))
     return 0 if all(s.passed for s in steps) else 1
 
 
@@ -361,18 +373,11 @@ def learner_notes(results):
 
 
 def _report_class(args, results, course, roster):
-    print(report.class_table(results, course))
+    # Every report is written before anything is printed: a reader's pipe
+    # that closes early (| head) must not cost the class its reports.
     csv_path = args.csv or "scores.csv"
     notes = learner_notes(results)
     report.write_scores_csv(csv_path, results, course, roster, notes)
-    print(f"\nscores: {shown(csv_path)}")
-    if roster is not None:
-        missing = sorted(set(roster) - set(results))
-        strangers = sorted(set(results) - set(roster))
-        if missing:
-            print(f"\nno submission (a row of zeros each): {', '.join(map(shown, missing))}")
-        if strangers:
-            print(f"\nfolders not on the roster: {', '.join(map(shown, strangers))}")
     if args.gradescope_dir:
         for label, steps in results.items():
             folder = Path(args.gradescope_dir, label)
@@ -381,6 +386,15 @@ def _report_class(args, results, course, roster):
                 steps, course, Path(args.submissions, label).absolute()))
     if args.junit:
         report.write_junit(args.junit, results)
+    print(report.class_table(results, course))
+    print(f"\nscores: {shown(csv_path)}")
+    if roster is not None:
+        missing = sorted(set(roster) - set(results))
+        strangers = sorted(set(results) - set(roster))
+        if missing:
+            print(f"\nno submission (a row of zeros each): {', '.join(map(shown, missing))}")
+        if strangers:
+            print(f"\nfolders not on the roster: {', '.join(map(shown, strangers))}")
     trouble = [(label, None, note) for label, note in notes.items()]
     trouble += [(label, s.step, s.trouble) for label, steps in results.items()
                 if label not in notes for s in steps if s.trouble]

@@ -160,3 +160,25 @@ def test_a_run_that_times_out_ends_the_grader(tmp_path):
     assert "timed out after 1 s" in out
     assert time.monotonic() - started < 30
 
+
+
+@pytest.mark.parametrize("mode", ["--target", "--submissions"])
+def test_a_reader_that_stops_reading_costs_no_report_and_no_traceback(tmp_path, mode):
+    """`| head` and friends: the reader is gone before the table is printed,
+    and every report is written all the same, without a traceback."""
+    target = STEPS_DIR
+    if mode == "--submissions":
+        target = tmp_path / "class"
+        (target / "ada").mkdir(parents=True)
+        (target / "ada" / "00_skeleton.py").write_bytes((STEPS_DIR / "00_skeleton.py").read_bytes())
+    junit, csv = tmp_path / "junit.xml", tmp_path / "scores.csv"
+    r, w = os.pipe()
+    os.close(r)  # nobody reads: the first print meets a closed pipe
+    proc = subprocess.Popen([PYTHON, "-m", "conformance", mode, str(target), "--step", "00",
+                             "--junit", str(junit), "--csv", str(csv)],
+                            stdout=w, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    os.close(w)
+    _, err = proc.communicate(timeout=LIMIT)
+    assert "Traceback" not in err and "BrokenPipe" not in err, err
+    assert junit.stat().st_size > 0
+    assert csv.exists() == (mode == "--submissions")
