@@ -601,7 +601,8 @@ def ok_delivered(journal):
         return False, ("the command started while its parent was held at clone, before it "
                        "could write anything")
     if last.call not in ("read", "readv", "pread64", "recvfrom", "recvmsg"):
-        return False, (f"the child waited in {last.call}, not reading a pipe of its parent's, "
+        waited = "was running" if last.call == "running" else f"waited in {last.call}"
+        return False, (f"the child {waited}, not reading a pipe of its parent's, "
                        "and the command started without the parent's OK")
     if not last.parent_holds:
         return False, (f"the child read {shown(last.target or b'?')}, which its parent does "

@@ -220,6 +220,7 @@ FAILING = [
     ("06", checks.ls_nobody, _set("witness", "uid_map", IDENTITY), "nobody/nogroup", ""),
     ("08", checks.starts_after_ok, _without(Blocked, Write), "await_setup", "article"),
     ("08", checks.starts_after_ok, _asleep("clock_nanosleep"), "await_setup", "article"),
+    ("08", checks.starts_after_ok, _asleep("running"), "await_setup", "article"),
     ("08", checks.starts_after_ok, _without(Write), "await_setup", "article"),
     ("03", checks.ran, _decoy, "runs it once", ""),
     ("03", checks.ran, _other_arguments, "exactly as it was given", ""),
@@ -449,3 +450,11 @@ def test_the_table_folds_checks_skipped_for_one_failure_and_other_reports_keep_t
     assert checks.RAN not in shown, shown
     assert len(full({"me": [step]})["me"]["steps"][0]["checks"]) == len(out)
     assert junit({"me": [step]}).count("<skipped") == 5
+
+
+def test_a_child_caught_running_is_said_to_run_not_to_wait():
+    ev = wrong("08", _asleep("running"))
+    with pytest.raises(checks.Failure) as failure:
+        checks.starts_after_ok(ev)
+    assert failure.value.seen.startswith("the child was running, not reading a pipe"), \
+        failure.value.seen

@@ -328,9 +328,15 @@ def test_user_mode_linux_writes_only_its_shared_folder(tmp_path):
     assert (ROOT / "README.md").read_text() == before
 
 
+# /tmp and /var/tmp made noexec where they are, not covered: a checkout (and
+# its venv) may live below them, as a clone in mktemp -d does.
+NOEXEC_TMP = "".join(f"mount --bind {d} {d}; mount -o remount,bind,noexec {d}; "
+                     for d in ("/tmp", "/var/tmp"))
+
+
 @needs_uml
 def test_where_user_mode_linux_cannot_run_one_sentence_says_why_and_qemu_is_next(tmp_path):
-    noexec = "".join(f"mount -t tmpfs -o noexec nskit {d}; " for d in ("/tmp", "/var/tmp"))
+    noexec = NOEXEC_TMP
     fake = f"TMPDIR=/tmp NSKIT_VM_KERNEL={tmp_path}/vmlinuz"
     r = in_frame(f"{fake} " + grader("--target", "steps", "--step", "00", "--vm", "always"),
                  setup=noexec)
@@ -347,7 +353,7 @@ def test_where_user_mode_linux_cannot_run_one_sentence_says_why_and_qemu_is_next
 @needs_uml
 @needs_vm
 def test_where_user_mode_linux_cannot_run_qemu_grades_and_one_sentence_says_why():
-    noexec = "".join(f"mount -t tmpfs -o noexec nskit {d}; " for d in ("/tmp", "/var/tmp"))
+    noexec = NOEXEC_TMP
     r = in_frame(f"TMPDIR=/tmp {quote(PYTHON)} -c " + quote(
         "from conformance import vm; machine, note = vm.find(); print(machine.name); print(note)"),
         setup=noexec)
