@@ -328,10 +328,11 @@ def test_user_mode_linux_writes_only_its_shared_folder(tmp_path):
     assert (ROOT / "README.md").read_text() == before
 
 
-# /tmp and /var/tmp made noexec where they are, not covered: a checkout (and
-# its venv) may live below them, as a clone in mktemp -d does.
-NOEXEC_TMP = "".join(f"mount --bind {d} {d}; mount -o remount,bind,noexec {d}; "
-                     for d in ("/tmp", "/var/tmp"))
+# /tmp and /var/tmp made noexec where they are, not covered, and the
+# checkout kept as it was: it (and its venv's vng) may live below them, as a
+# clone in mktemp -d does.
+NOEXEC_TMP = f"mount --bind {quote(str(ROOT))} {quote(str(ROOT))}; " + "".join(
+    f"mount --rbind {d} {d}; mount -o remount,bind,noexec {d}; " for d in ("/tmp", "/var/tmp"))
 
 
 @needs_uml
