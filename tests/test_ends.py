@@ -63,7 +63,7 @@ def test_make_grade_ends_and_takes_a_folder_with_a_space(tmp_path, only):
     folder.mkdir(parents=True)
     for program in STEPS_DIR.glob("0[0-7]_*.py"):
         (folder / program.name).write_bytes(program.read_bytes())
-    code, out, err = ended(["make", "-s", "grade", f"TARGET={folder}",
+    code, out, err = ended(["make", "-s", "--no-print-directory", "grade", f"TARGET={folder}",
                             *([f"STEP={only}"] if only else [])], cwd=ROOT)
     assert code == 0, (out, err)
     got, _, out_of = out.splitlines()[-1].removeprefix("score: ").split()[0].partition("/")
