@@ -53,30 +53,25 @@ def ended(pid):
     return fields is None or fields[0] in ("Z", "X")
 
 
-def children(pid):
-    out = []
+def _per_thread(pid, name, limit=-1):
+    """The file name of each thread of pid, as bytes (b"" where a thread has
+    gone meanwhile); none once pid is gone."""
     try:
         tasks = os.listdir(f"/proc/{pid}/task")
     except OSError:
-        return out
-    for tid in tasks:
-        raw = _read(f"/proc/{pid}/task/{tid}/children")
-        out += [int(c) for c in (raw or b"").split() if c.isdigit()]
-    return out
+        return []
+    return [_read(f"/proc/{pid}/task/{tid}/{name}", limit) or b"" for tid in tasks]
+
+
+def children(pid):
+    return [int(c) for raw in _per_thread(pid, "children") for c in raw.split() if c.isdigit()]
 
 
 def syscalls(pid):
     """The system call each thread of pid sits in: [(number, [args])], a
     thread that runs or is not in a call left out."""
-    out = []
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return out
-    for tid in tasks:
-        if (call := parse_syscall(_read(f"/proc/{pid}/task/{tid}/syscall", 256))) is not None:
-            out.append(call)
-    return out
+    calls = (parse_syscall(raw) for raw in _per_thread(pid, "syscall", 256))
+    return [call for call in calls if call is not None]
 
 
 def parse_syscall(raw):
@@ -112,12 +107,7 @@ STACK_HELD = native("execve", "execveat", "clone", "fork", "vfork", "clone3")
 
 
 def _in_calls_by_stack(pid, calls):
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return False
-    for tid in tasks:
-        stack = _read(f"/proc/{pid}/task/{tid}/stack", 4096) or b""
+    for stack in _per_thread(pid, "stack", 4096):
         if b"] do_wait+" in stack and calls & STACK_WAITS:
             return True
         if b"] seccomp_do_user_notification" in stack and calls & STACK_HELD:

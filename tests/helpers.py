@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 from shlex import quote
@@ -250,6 +251,18 @@ def wrong_beyond(name):
         assert text.count(old) == 1, (name, old)  # the step changed: update the table
         text = text.replace(old, new)
     return text
+
+
+@contextmanager
+def readable_folder(prefix):
+    """A fresh folder that the frames of an ordinary user read too (a
+    mkdtemp folder is 0700), removed afterwards."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    folder.chmod(0o755)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder)
 
 
 def step_or_wrong(name, folder):

@@ -15,13 +15,11 @@ import ast
 import difflib
 import re
 import shlex
-import shutil
-import tempfile
-from pathlib import Path
 
 import pytest
 
-from helpers import HELD, PYTHON, ROOT, STEPS_DIR, grade, in_frame, step_or_wrong, step_path
+from helpers import (HELD, PYTHON, STEPS_DIR, grade, in_frame, readable_folder,
+                     step_or_wrong, step_path)
 
 from conformance.catalog import BEYOND_PART_1, STEP_NAMES  # noqa: E402
 
@@ -55,10 +53,8 @@ def py(path):
 def wrong_programs():
     """A folder for the wrong programs, which frames of an ordinary user read too."""
     global WRONG
-    WRONG = Path(tempfile.mkdtemp(prefix="nskit-beyond-"))
-    WRONG.chmod(0o755)
-    yield
-    shutil.rmtree(WRONG)
+    with readable_folder("nskit-beyond-") as WRONG:
+        yield
 
 
 def program(name):

@@ -18,13 +18,12 @@ Everything runs in a throwaway frame (helpers.in_frame).
 import difflib
 import re
 import shlex
-import shutil
-import tempfile
 from pathlib import Path
 
 import pytest
 
-from helpers import HELD, PYTHON, in_frame, sections, small_root, step_or_wrong, step_path
+from helpers import (HELD, PYTHON, in_frame, readable_folder, sections, small_root, step_or_wrong,
+                     step_path)
 
 from conformance.catalog import ROOTFS_VARIABLE
 from demo import rootfs
@@ -40,10 +39,8 @@ def folders():
     user's frames read too."""
     global WRONG, ROOTFS
     ROOTFS = small_root()
-    WRONG = Path(tempfile.mkdtemp(prefix="nskit-own-root-"))
-    WRONG.chmod(0o755)
-    yield
-    shutil.rmtree(WRONG)
+    with readable_folder("nskit-own-root-") as WRONG:
+        yield
 
 
 def program(name):
