@@ -23,10 +23,17 @@ help:
 	@sed -n 's/^## //p' $(MAKEFILE_LIST)
 
 ## setup: make .venv with the pinned packages of requirements.txt (the other targets do it first)
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed $(VENV)/.compiled
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $@
+# The kit's own modules compiled once, as pip compiles what it installs:
+# where PYTHONDONTWRITEBYTECODE is set, or the checkout is read-only (a VM's
+# root, another user's copy), every grader would compile them again at start.
+KIT_MODULES := $(wildcard conformance/*.py demo/*.py nskit/*.py tools/*.py gradescope/*.py)
+$(VENV)/.compiled: $(VENV)/.installed $(KIT_MODULES)
+	$(PY) -m compileall -q conformance demo nskit tools gradescope >/dev/null
 	touch $@
 
 ## test: the kit's tests and the conformance suite on steps/, leaving out the slow, network and docker ones
