@@ -13,6 +13,7 @@ or not at all (text.write_whole).
 import csv
 import io
 import json
+import textwrap
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -82,12 +83,18 @@ def _rows(step):
     for check in step.checks:
         if _skipped_for(check) is not None:
             continue
-        rows.append([name, check.title, _mark(check), _note(check)])
+        rows.append([name, _wrap(check.title, 38), _mark(check), _wrap(_note(check), 70)])
         if n := waiting.pop(check.title, 0):
-            rows.append([name, "", "skipped", _more(n, check.title)])
+            rows.append([name, "", "skipped", _wrap(_more(n, check.title), 70)])
     # Skipped for a check that is not in the step (none should be): said all the same.
-    rows += [[name, "", "skipped", _more(n, cause)] for cause, n in waiting.items()]
+    rows += [[name, "", "skipped", _wrap(_more(n, cause), 70)] for cause, n in waiting.items()]
     return rows
+
+
+def _wrap(text, width):
+    """Each line of text wrapped to width: the table's cells keep the lines
+    a note was written in."""
+    return "\n".join(textwrap.fill(line, width) or line for line in text.split("\n"))
 
 
 def _more(n, title):
@@ -101,9 +108,8 @@ def table(steps, course=None):
     rows = [row for step in steps for row in _rows(step)]
     got, out_of = score(steps)
     earned, possible = course.earned(steps)
-    # Every note is already cut short: tabulate's wrapping is slow on long text.
     body = tabulate(rows, headers=["step", "check", "result", "seen / hint"],
-                    tablefmt="simple", maxcolwidths=[None, 38, None, 70], disable_numparse=True)
+                    tablefmt="simple", disable_numparse=True)
     return (f"{body}\n\npoints: {number(earned)}/{number(possible)}\n"
             f"score: {got}/{out_of} checks passed")
 
