@@ -6,8 +6,10 @@ PY := $(VENV)/bin/python
 STEPS := 00 01 02 03 04 05 06 07 08 09 10 11
 # Beyond Part 1, each step is a copy of an earlier one: NN:BASE.
 BASES := 08:03 09:06 10:09 11:10
-# pytest's workers: one per core (`make test JOBS=1` runs in one process).
-JOBS ?= auto
+# pytest's workers: two per core, as much of the suite waits on its programs
+# (a parent held before each write, a child given time to die), not on a
+# core. `make test JOBS=1` runs in one process.
+JOBS ?= $(shell echo $$((2 * $$(nproc))))
 # loadgroup: the VM tests share one worker, as two emulated VMs at once on
 # two cores starve each other. The 10 slowest tests are listed, so drift shows.
 PYTEST := $(PY) -m pytest -n $(JOBS) --dist loadgroup --durations=10

@@ -4,12 +4,19 @@ the guard that every test leaves the machine as it found it
 import os
 import shutil
 import subprocess
+import sys
 import time
 from functools import cache
 
 import pytest
 
-from helpers import IS_ROOT, left_behind, machine_traces
+# pytest keeps the test modules it rewrites (tests/__pycache__, which git
+# ignores) even where PYTHONDONTWRITEBYTECODE is set: else each of make
+# test's workers rewrites every module anew, a second and a half of CPU each.
+# The programs the tests start still follow the variable.
+sys.dont_write_bytecode = False
+
+from helpers import IS_ROOT, left_behind, machine_traces  # noqa: E402
 
 # Prints from a clone child must survive a pipe without this crutch.
 os.environ.pop("PYTHONUNBUFFERED", None)

@@ -38,9 +38,15 @@ def as_a_reader_types_it(monkeypatch):
         monkeypatch.delenv(name, raising=False)
 
 
-# One worker runs this module's tests: each demo runs once, and the tests
-# that look at it read the same output.
-pytestmark = pytest.mark.xdist_group("test_teaching-demos")
+def on_demo(nn):
+    """The tests that read step nn's demos share a worker, so that each demo
+    runs once a session (demo is cached in each worker); the steps' demos run
+    side by side."""
+    return pytest.mark.xdist_group(f"test_teaching-demo-{nn}")
+
+
+def steps(*nns):
+    return [pytest.param(nn, marks=on_demo(nn)) for nn in nns]
 
 
 @cache
@@ -117,7 +123,7 @@ FINISHED = {"02": "through steps/02_mount.py: mount", "03": "through steps/03_ut
 
 
 @pytest.mark.parametrize("user", [None, USER], ids=["root", "user"])
-@pytest.mark.parametrize("nn", ["02", "03", "05"])
+@pytest.mark.parametrize("nn", steps("02", "03", "05"))
 def test_in_between_stage_shows_the_host_then_the_finished_step(nn, user):
     seen = sections(demo(nn, user).out)
     IN_BETWEEN[nn](seen)
@@ -125,7 +131,7 @@ def test_in_between_stage_shows_the_host_then_the_finished_step(nn, user):
     assert heads.index(ALONE[nn]) < heads.index(FINISHED[nn])
 
 
-@pytest.mark.parametrize("nn", ["02", "03", "05"])
+@pytest.mark.parametrize("nn", steps("02", "03", "05"))
 def test_in_between_check_rejects_the_finished_step(nn):
     """The finished step in the in-between's place fails the check: it sees
     the difference the in-between stage must not."""
@@ -135,6 +141,7 @@ def test_in_between_check_rejects_the_finished_step(nn):
         IN_BETWEEN[nn](seen, key=FINISHED[nn])
 
 
+@on_demo("02")
 def test_step_02_runs_the_host_s_mount_after_the_step_as_the_article_does():
     seen = sections(demo("02").out)
     heads = list(seen)
@@ -145,6 +152,7 @@ def test_step_02_runs_the_host_s_mount_after_the_step_as_the_article_does():
     assert re.fullmatch(r"   … \d+ lines, none with /mytmp", seen[after]), seen[after]
 
 
+@on_demo("03")
 def test_step_03_shows_the_host_s_hostname_after_the_step():
     seen = sections(demo("03").out)
     assert seen[FINISHED["03"]] == "myhostname"
@@ -157,6 +165,7 @@ def pid1_end(seen):
     return seen[key]
 
 
+@on_demo("05")
 @pytest.mark.parametrize("user", [None, USER], ids=["root", "user"])
 def test_step_05_shows_pid_1_s_end_take_the_namespace_with_it(user):
     result = demo("05", user)
@@ -188,7 +197,7 @@ def check_table(out, nn):
         assert (verdict == "new") == (ns in NEW_NAMESPACES[nn]), (ns, out)
 
 
-@pytest.mark.parametrize("nn", list(ALL_STEPS))
+@pytest.mark.parametrize("nn", steps(*ALL_STEPS))
 def test_table_marks_exactly_the_steps_new_namespaces(nn):
     check_table(demo(nn, env="NO_COLOR=1").out, nn)
 
@@ -205,6 +214,7 @@ def table_lines(out):
     return [v for k, v in sections(out).items() if k.startswith("namespaces:")][0].splitlines()
 
 
+@on_demo("03")
 def test_table_colours_the_new_rows_on_a_terminal_only():
     coloured = table_lines(demo("03").out)  # the frame's output is a terminal
     assert [line.split()[0].split("m")[-1] for line in coloured if ESC in line] == ["uts"]
@@ -274,6 +284,7 @@ def test_the_warm_up_does_what_it_says():
 
 # As an ordinary user: the machine as they see it.
 
+@on_demo("05")
 def test_user_sees_the_machine_on_the_host_side():
     seen = sections(demo("05", user=USER).out)
     host = processes(seen["on the host: ps aux"])
@@ -283,6 +294,7 @@ def test_user_sees_the_machine_on_the_host_side():
     assert alone.split()[1] == "1"
 
 
+@on_demo("06")
 def test_user_is_themselves_on_the_host_side_and_told_where_the_step_runs():
     out = demo("06", user=USER).out
     assert ("\nYou are not root: the host side is the machine as you see it; "
@@ -292,6 +304,7 @@ def test_user_is_themselves_on_the_host_side_and_told_where_the_step_runs():
     assert {ns: v for ns, (_, _, v) in table(out).items() if v} == {"user": "new"}
 
 
+@on_demo("05")
 def test_user_table_names_the_demos_own_user_namespace():
     out = demo("05", user=USER).out
     assert {ns: v for ns, (_, _, v) in table(out).items() if v} == {
@@ -312,6 +325,7 @@ def test_the_old_way_of_wrapping_the_whole_demo_fails_the_user_checks():
 
 # 08 and 09 in the demo.
 
+@on_demo("08")
 def test_step_08_kills_the_command_with_its_parent_where_03_does_not():
     out = demo("08").out
     seen = sections(out)
@@ -323,6 +337,7 @@ def test_step_08_kills_the_command_with_its_parent_where_03_does_not():
     assert out.split("@@sleepers\n")[1].split() == ["0"]  # the demo killed 03's sleep
 
 
+@on_demo("09")
 def test_step_09_makes_an_ordinary_user_root_inside():
     seen = sections(demo("09", user=USER).out)
     assert seen["through steps/06_user.py: id"].startswith("uid=65534(nobody)")
@@ -351,6 +366,7 @@ def test_step_09_as_root_runs_its_step_side_as_an_ordinary_user():
 
 # 10 and 11 in the demo.
 
+@on_demo("10")
 @pytest.mark.parametrize("user", [None, USER], ids=["root", "user"])
 def test_step_10_shows_the_small_root_after_the_hosts(user):
     seen = sections(demo("10", user=user).out)
@@ -363,6 +379,7 @@ def test_step_10_shows_the_small_root_after_the_hosts(user):
     assert len(ps) == 2 and ps[1].split()[:3] == ["1", "root", "ps"], seen
 
 
+@on_demo("11")
 @pytest.mark.parametrize("user", [None, USER], ids=["root", "user"])
 def test_step_11_shows_the_pair_and_the_ping_and_leaves_no_link(user):
     out = demo("11", user=user).out
