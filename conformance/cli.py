@@ -232,7 +232,7 @@ def _main(argv=None):
             return 2
     limits = Limits(timeout=args.timeout, processes=args.processes, memory=args.memory,
                     output=args.max_output, propagation=args.propagation)
-    share = _Share()
+    share, in_vm = _Share(), None
     try:
         if args.submissions:
             learners = find_submissions(args.submissions)
@@ -245,12 +245,13 @@ def _main(argv=None):
                 raise TargetError(sentence)
             targets = {args.target: find_programs(args.target, args.step)}
         if args.vm == "always":
-            return share.done(_in_vm(argv, args, targets, "asked for (--vm always)", ""))
-        sandbox = Sandbox(limits, args.jobs)
-        sandbox.probe_available()
-        if not sandbox.cgroups and not sandbox.id_maps.privileged:
-            print("nskit: memory is bounded per process only: no cgroup for the whole run "
-                  "here (run as root, or where systemd runs a user manager)", file=sys.stderr)
+            in_vm = ("asked for (--vm always)", "")
+        else:
+            sandbox = Sandbox(limits, args.jobs)
+            sandbox.probe_available()
+            if not sandbox.cgroups and not sandbox.id_maps.privileged:
+                print("nskit: memory is bounded per process only: no cgroup for the whole run "
+                      "here (run as root, or where systemd runs a user manager)", file=sys.stderr)
     except TargetError as error:
         print(f"nskit: {shown(error)}", file=sys.stderr)
         return 2
@@ -269,15 +270,19 @@ def _main(argv=None):
         if args.vm == "never":
             print(sentence, file=sys.stderr)
             return 2
-        return share.done(_in_vm(argv, args, targets, "this machine refuses namespaces",
-                                 sentence))
-    progress = Progress(len(targets)) if args.submissions else None
-    try:
-        results = grade(targets, sandbox, on_done=progress)
-    finally:
-        sandbox.close()  # its launcher and setups end before the reports are written
-    if progress:
-        progress.close()
+        in_vm = ("this machine refuses namespaces", sentence)
+    if in_vm:
+        results = _in_vm(args, limits, targets, *in_vm)
+        if results is None:
+            return 2
+    else:
+        progress = Progress(len(targets)) if args.submissions else None
+        try:
+            results = grade(targets, sandbox, on_done=progress)
+        finally:
+            sandbox.close()  # its launcher and setups end before the reports are written
+        if progress:
+            progress.close()
 
     if args.json:
         report.write_json(args.json, report.full(results, course))
@@ -343,17 +348,20 @@ class _Share:
         return status
 
 
-def _in_vm(argv, args, targets, why, sentence):
-    """The same grading inside a throwaway VM, or why no VM can start."""
+def _in_vm(args, limits, targets, why, sentence):
+    """The results of the same grading inside throwaway VMs, or None where
+    no VM can grade (why is said)."""
     programs = sum(len(found) for found in targets.values())
     budget = vm.BOOT_BUDGET + programs * (args.timeout * vm.TCG_SLOWER + 10)
+    # The VM's own cores, unless --jobs says otherwise.
+    jobs = None if args.jobs == parser().get_default("jobs") else args.jobs
     try:
-        return vm.grade(vm.command_line(args, parser()), why, budget, args.timeout,
+        return vm.grade(targets, limits, jobs, [args.target or args.submissions], why, budget,
                         args.vm_kind)
     except vm.NoVM as error:
         print(f"{sentence} A VM could grade here instead, but {error}." if sentence
               else f"nskit: {error}.", file=sys.stderr)
-        return 2
+        return None
 
 
 def learner_notes(results):

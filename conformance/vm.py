@@ -2,16 +2,19 @@
 namespaces every graded run needs (a container under Docker's default seccomp
 profile, as Gradescope, PrairieLearn and a plain `docker run` start one).
 
-The VM is a second wall, not a replacement for the sandbox: the grader runs
-inside it as it does on a machine (`--vm never`), every run in its own
-throwaway host. Its root is the machine's own /, read-only; one folder is
-shared writable: a fresh, empty one that receives the reports, copied out
-(regular files only) to where they were asked for once the VM has stopped.
+The VM is a second wall, not a replacement for the sandbox: the grader
+outside finds the programs and hands them to a grader inside (remote.py),
+which runs each as on a machine (`--vm never`), in its own throwaway host,
+and sends back their results as data; the grader outside writes every
+report from them. The VM's root is the machine's own /, read-only; one
+folder is shared writable: a fresh, empty one that receives the results,
+read (regular files only) once the VM has stopped.
 
 Two VMs, the first that can run here (find):
 
 - User-mode Linux (UML): a Linux kernel that is a program of the machine,
-  booted in about two seconds, no KVM needed. Its root is the machine's / by
+  booted in about two seconds, no KVM needed. It has one processor, so one
+  boots per core, each grading a part of the runs (split). Its root is the machine's / by
   hostfs, whose every access is a system call of the UML process: UML runs
   as an unused uid of its own, so what its root could ever write on the
   machine is what that nobody may (the shared folder, world-writable ones),
@@ -34,11 +37,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from importlib.util import find_spec
 from pathlib import Path
 
-from . import ids
+from . import ids, remote
+from .catalog import ARTICLE_COMMANDS
 from .rootfs import hidden_ancestor
 from .text import write_whole
 
@@ -49,11 +54,6 @@ UML_INSTALL = "apt-get install user-mode-linux"
 KINDS = ("auto", "uml", "qemu")
 # Folders the VM covers with its own tmpfs: host folders there need a share.
 COVERED = ("/run", "/var/tmp", "/var/log", "/var/cache", "/dev")
-# The grader's options that name a file or folder it writes.
-OUTPUTS = ("--json", "--gradescope", "--junit", "--csv", "--gradescope-dir", "--prairielearn",
-           "--classroom")
-# ... and that name a file or folder it reads.
-INPUTS = ("--target", "--submissions", "--course", "--roster")
 # Drivers udev would load at boot that grading never uses; under TCG each
 # costs a second or more (kvm alone about ten).
 IDLE_DRIVERS = ("kvm,kvm_intel,kvm_amd,powernow_k8,acpi_cpufreq,pcspkr,iTCO_wdt,"
@@ -70,6 +70,8 @@ BOOT_BUDGET = 300  # seconds for a TCG boot on a busy machine, before any gradin
 MEMORY = os.environ.get("NSKIT_VM_MEMORY", "2G")
 # UML has one processor: its grader and one run at a time.
 UML_MEMORY = "512M"
+# UMLs booted at once for one grading: one per core, at most this many.
+UML_AT_ONCE = 4
 # A program runs slower in UML than on the machine (every system call and page
 # fault is a round trip through its kernel): the timeout grows as under TCG.
 UML_SLOWER = 3
@@ -236,40 +238,54 @@ class UML:
                 *caps, "--no-new-privs", "--"]
 
     def run(self, script, shared_rw, shared_ro=(), timeout=BOOT_BUDGET, log=None, show=False):
-        """Boot, run script (sh) as UML's root, stop. shared_rw and the
+        """Boot, run script (sh) as UML's root, stop: run_all with one part."""
+        return self.run_all([(script, shared_rw, log)], shared_ro, timeout, show)
+
+    def run_all(self, parts, shared_ro=(), timeout=BOOT_BUDGET, show=False):
+        """Boot one UML per part, (script, shared_rw, log), all at once; each
+        runs its script (sh) as its root, and stops. Each shared_rw and the
         folders of shared_ro are seen at their own paths: shared_rw through a
-        fresh folder of UML's, copied back (regular files only) once it has
-        stopped; each of shared_ro as it is where UML's uid may read all of
-        it, else a copy. Returns "UML"; NoVM when it did not run the script."""
+        fresh folder of that UML's, copied back (regular files only) once it
+        has stopped; each of shared_ro as it is where UML's uid may read all
+        of it, else a copy. With show (one part), what the script prints goes
+        to stdout. Returns "UML"; NoVM when one did not run its script."""
         with tempfile.TemporaryDirectory(prefix="nskit-uml-", dir=self.scratch) as tmp:
             tmp = Path(tmp)
-            rw = tmp / "rw"
-            memory = tmp / "memory"
-            for folder in (rw, memory):
-                folder.mkdir(exist_ok=True)
-                os.chown(folder, self.uid, self.uid)
             os.chmod(tmp, 0o711)
             copies = [(_copy_in(p, tmp / "in" / str(i)), p)
                       for i, p in enumerate(map(Path, shared_ro)) if not self.sees(p)]
-            marker = Path(shared_rw) / ".ran"
-            body = script("UML") if callable(script) else script
-            init = tmp / "init"
-            init.write_text(self.init_script(rw, Path(shared_rw), copies,
-                                             f"touch {shlex.quote(str(marker))} && {body}"))
-            init.chmod(0o755)
-            cmd = [*self.as_uid(), self.binary, f"mem={UML_MEMORY}", "rootfstype=hostfs",
-                   "rootflags=/", "ro", f"init={init}", "quiet", "noreboot", f"uml_dir={memory}",
-                   # the kernel's console to stderr; what the script prints to stdout
-                   "con=null", "con0=null,fd:2", "ssl=null", "ssl0=null,fd:1"]
-            env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "TMPDIR": str(memory),
-                   "HOME": str(memory)}
+            boots, folders = [], []
+            for i, (script, shared_rw, log) in enumerate(parts):
+                own = tmp / f"uml-{i}"
+                rw, memory = own / "rw", own / "memory"
+                for folder in (own, rw, memory):
+                    folder.mkdir()
+                    os.chown(folder, self.uid, self.uid)
+                marker = Path(shared_rw) / ".ran"
+                body = script("UML") if callable(script) else script
+                init = own / "init"
+                init.write_text(self.init_script(rw, Path(shared_rw), copies,
+                                                 f"touch {shlex.quote(str(marker))} && {body}"))
+                init.chmod(0o755)
+                cmd = [*self.as_uid(), self.binary, f"mem={UML_MEMORY}", "rootfstype=hostfs",
+                       "rootflags=/", "ro", f"init={init}", "quiet", "noreboot",
+                       f"uml_dir={memory}",
+                       # the kernel's console to stderr; what the script prints to stdout
+                       "con=null", "con0=null,fd:2", "ssl=null", "ssl0=null,fd:1"]
+                env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "TMPDIR": str(memory),
+                       "HOME": str(memory)}
+                boots.append((cmd, log, (rw / ".ran", UML_BOOT), env))
+                folders.append((rw, memory, shared_rw, marker))
             try:
-                out = _run(cmd, timeout, log, show, (rw / ".ran", UML_BOOT), env=env)
+                outs = _run_all(boots, timeout, show)
             finally:
-                shutil.rmtree(memory, ignore_errors=True)
-            _copy_out(rw, shared_rw)
-        if not marker.exists():
-            raise NoVM(f"User-mode Linux did not start ({out})")
+                for _, memory, _, _ in folders:
+                    shutil.rmtree(memory, ignore_errors=True)
+            for rw, _, shared_rw, _ in folders:
+                _copy_out(rw, shared_rw)
+        for (_, _, _, marker), out in zip(folders, outs):
+            if not marker.exists():
+                raise NoVM(f"User-mode Linux did not start ({out})")
         return "UML"
 
     def sees(self, path):
@@ -396,172 +412,175 @@ def _copy_in(path, copy):
 
 
 def _run(cmd, timeout, log, show=False, booted=None, env=None):
-    """Run the VM's command in a session of its own; on timeout, or when
-    booted, a (marker, seconds) pair, finds no marker after those seconds,
-    kill that session (the whole VM) by its id. Returns the last line it
-    printed."""
-    env = env or dict(os.environ, PATH=f"{Path(cmd[0]).parent}:{os.environ.get('PATH', '')}")
-    with tempfile.TemporaryFile() as out:
+    """_run_all for one VM."""
+    return _run_all([(cmd, log, booted, env)], timeout, show)[0]
+
+
+def _run_all(runs, timeout, show=False):
+    """Run each VM's command, (cmd, log, booted, env), at once, each in a
+    session of its own; on timeout, or when booted, a (marker, seconds) pair,
+    finds no marker after those seconds, kill that session (the whole VM)
+    by its id. With show (one VM), what it prints goes to stdout as it comes.
+    Returns the last line each printed."""
+    with ExitStack() as stack:
+        procs, files = [], []
         sys.stdout.flush()
-        # QEMU reopens the file it writes to from its start: a pipe, never our stdout.
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE if show else out,
-                                stderr=out, env=env, start_new_session=True)
         try:
-            _wait(proc, timeout, booted, proc.stdout if show else None)
-        except subprocess.TimeoutExpired as late:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            return f"stopped after {late.timeout:.0f} s"
+            for cmd, log, booted, env in runs:
+                env = env or dict(os.environ, PATH=f"{Path(cmd[0]).parent}:{os.environ.get('PATH', '')}")
+                out = stack.enter_context(tempfile.TemporaryFile())
+                # QEMU reopens the file it writes to from its start: a pipe, never our stdout.
+                procs.append(subprocess.Popen(cmd, stdin=subprocess.DEVNULL,
+                                              stdout=subprocess.PIPE if show else out,
+                                              stderr=out, env=env, start_new_session=True))
+                files.append(out)
+            late = _wait(procs, timeout, [booted for _, _, booted, _ in runs],
+                         procs[0].stdout if show else None)
         finally:
-            if proc.returncode is None:  # interrupted: the VM stops with the grader
+            for proc in procs:
+                if proc.returncode is None:  # interrupted: the VM stops with the grader
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+        lasts = []
+        for (_, log, _, _), proc, out, stopped in zip(runs, procs, files, late):
+            out.seek(0)
+            text = out.read().decode(errors="replace")
+            if log:
+                Path(log).write_text(text)
+            lines = [line for line in text.strip().splitlines() if line.strip()]
+            lasts.append(f"stopped after {stopped:.0f} s" if stopped else
+                         lines[-1] if lines else f"exit status {proc.returncode}")
+    return lasts
+
+
+def _wait(procs, timeout, booted, pipe):
+    """Wait for every VM to end, copying what one prints from pipe (if any)
+    to stdout as it comes; a VM past the timeout, or whose marker of booted
+    is still missing after its seconds (a KVM that hangs), is killed. Returns,
+    for each, the seconds after which it was killed, or None."""
+    started = time.monotonic()
+    late = [None] * len(procs)
+    while pipe is not None or any(proc.poll() is None for proc in procs):
+        now = time.monotonic() - started
+        for i, proc in enumerate(procs):
+            marker, boot = booted[i] or (None, timeout)
+            if proc.returncode is None and (now >= timeout or (
+                    marker and now >= boot and not marker.exists())):
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
-        out.seek(0)
-        text = out.read().decode(errors="replace")
-    if log:
-        Path(log).write_text(text)
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    return lines[-1] if lines else f"exit status {proc.returncode}"
-
-
-def _wait(proc, timeout, booted, pipe):
-    """Wait for vng to end, copying what the VM prints from pipe (if any) to
-    stdout as it comes; TimeoutExpired past the timeout, or when the marker
-    of booted is still missing after its seconds (a KVM that hangs)."""
-    started = time.monotonic()
-    marker, boot = booted or (None, timeout)
-    while True:
-        now = time.monotonic() - started
-        if now >= timeout or (marker and now >= boot and not marker.exists()):
-            raise subprocess.TimeoutExpired("vng", now)
+                late[i] = now
         if pipe is None:
-            try:
-                proc.wait(0.5)
-                return
-            except subprocess.TimeoutExpired:
-                continue
-        if select.select([pipe], [], [], 0.5)[0]:
+            time.sleep(0.05)
+        elif select.select([pipe], [], [], 0.05)[0]:
             chunk = os.read(pipe.fileno(), 1 << 16)
             if not chunk:
                 pipe = None
                 continue
             sys.stdout.buffer.write(chunk)
             sys.stdout.flush()
+    return late
 
 
 def _covered(path):
     return any(Path(path).is_relative_to(c) for c in COVERED)
 
 
-def command_line(args, parser):
-    """The grader's command line for options parsed by parser, each spelt out
-    in full once (an abbreviation argparse accepted, --js for --json, is
-    the option it stands for), defaults left out."""
-    argv = []
-    for action in parser._actions:
-        if not action.option_strings or action.dest == "help":
-            continue
-        value = getattr(args, action.dest, None)
-        if value is None or value == action.default:
-            continue
-        name = max(action.option_strings, key=len)
-        for one in value if isinstance(value, list) else [value]:
-            argv += [name, str(one)]
-    return argv
+def cores():
+    """The cores this grader may use: its CPU affinity, within the CPU quota
+    of the cgroup it sees as its root (a container's --cpus)."""
+    n = len(os.sched_getaffinity(0))
+    quota, _, period = (_read_text("/sys/fs/cgroup/cpu.max") or "max").partition(" ")
+    if quota.isdigit() and period.isdigit() and int(period):
+        n = min(n, -(-int(quota) // int(period)))
+    return max(1, n)
 
 
-def _option(argv, name):
-    """The value of --name in a command line from command_line(), or None."""
-    for i, arg in enumerate(argv):
-        if arg == name and i + 1 < len(argv):
-            return argv[i + 1]
-        if arg.startswith(name + "="):
-            return arg.split("=", 1)[1]
-    return None
+def cost(program):
+    """About how long a program's run takes, in runs of one article command:
+    one that is not run (missing, unreadable) costs nothing."""
+    return 0 if program.problem else len(ARTICLE_COMMANDS.get(program.step, ())) + 4
 
 
-def _rewrite(argv, outputs, default_csv):
-    """argv with --vm dropped, inputs made absolute, and every output sent to
-    a file of the shared folder; {shared file: where the user wants it}."""
-    inner, wanted, i = [], {}, 0
-    argv = list(argv)
-    while i < len(argv):
-        arg, value = argv[i], None
-        name = arg.split("=", 1)[0]
-        if name in (*OUTPUTS, *INPUTS, "--vm"):
-            if "=" in arg:
-                value = arg.split("=", 1)[1]
-            elif i + 1 < len(argv):
-                i += 1
-                value = argv[i]
-        i += 1
-        if value is None:
-            inner.append(arg)
-        elif name in INPUTS:
-            inner += [name, str(Path(value).resolve())]
-        elif name in OUTPUTS:
-            shared = outputs / name.lstrip("-")
-            wanted[shared] = Path(value)
-            inner += [name, str(shared)]
-    if default_csv and not any(shared.name == "csv" for shared in wanted):
-        shared = outputs / "csv"
-        wanted[shared] = Path(default_csv)
-        inner += ["--csv", str(shared)]
-    return inner + ["--vm", "never"], wanted
+def split(targets, n):
+    """targets, {label: [Program]}, in at most n parts of about equal cost,
+    the costliest runs first, each to the part with least so far; each part
+    keeps targets' order of labels and programs. Never an empty part but the
+    one of no targets."""
+    load, parts = [0] * n, [{} for _ in range(n)]
+    every = [(label, p) for label, programs in targets.items() for p in programs]
+    for label, program in sorted(every, key=lambda run: -cost(run[1])):
+        k = load.index(min(load))
+        load[k] += cost(program)
+        parts[k].setdefault(label, []).append(program)
+    parts = [{label: sorted(part[label], key=targets[label].index)
+              for label in targets if label in part} for part in parts if part]
+    return parts or [{}]
 
 
-def grade(argv, why, timeout, run_timeout, kind=None):
-    """Grade inside a VM (find(kind)): the same command line (command_line()),
-    with --vm never inside, and under TCG or UML each run's timeout
-    (run_timeout) TCG_SLOWER or UML_SLOWER times as long. Prints what the
-    grader inside printed, copies its reports out, and returns its exit
-    status. NoVM when no VM can start or it did not run."""
+def grade(targets, limits, jobs, reads, why, timeout, kind=None):
+    """Grade targets ({label: [Program]}) inside VMs (find(kind)) as
+    `--vm never` would here, with each run's timeout UML_SLOWER or
+    TCG_SLOWER times as long under UML or TCG, and return their results,
+    {label: [StepResult]}, for the grader to report. User-mode Linux has one
+    processor: one boots per core, each grading a part (split); the runs of
+    QEMU's VM share its processors. reads are the folders the programs are in.
+    One line says where it was graded. NoVM when no VM can start, or one did
+    not grade its part."""
     machine, note = find(kind)
     if note:
         print(f"nskit: {note}.", file=sys.stderr, flush=True)
     started = time.monotonic()
+    runs = sum(not p.problem for programs in targets.values() for p in programs)
+    uml = machine.name == UML.name
+    parts = split(targets, max(1, min(cores(), runs, UML_AT_ONCE)) if uml else 1)
     with tempfile.TemporaryDirectory(prefix="nskit-vm-") as tmp:
         tmp = Path(tmp)
-        outputs = tmp / "out"
-        outputs.mkdir()
-        submissions = _option(argv, "--submissions")
-        inner, wanted = _rewrite(argv, outputs, "scores.csv" if submissions else None)
-        read = [Path(v).resolve() for v in map(lambda n: _option(argv, n), INPUTS) if v]
-        if machine.name == UML.name:
-            shared_ro = read  # each at its own path, a copy where UML's uid may not read it
-        else:
-            shared_ro = sorted({str(p) for p in (ROOT, Path(sys.prefix),
-                                                 *(p if p.is_dir() else p.parent for p in read))
-                                if _covered(p)})
+        given, folders = tmp / "parts", []
+        given.mkdir()
+        os.chmod(tmp, 0o711)
+        os.chmod(given, 0o755)
+        for i, part in enumerate(parts):
+            (given / f"{i}.json").write_text(remote.part(part, limits, jobs))
+            folders.append(tmp / f"out-{i}")
+            folders[-1].mkdir()
+        read = [Path(p).resolve() for p in reads]
+        shared_ro = [given, *read] if uml else sorted(
+            {str(p) for p in (ROOT, Path(sys.prefix), given, *read) if _covered(p)})
 
-        def script(how):
-            slower = {"TCG": TCG_SLOWER, "UML": UML_SLOWER}.get(how)
-            slower = ["--timeout", f"{run_timeout * slower:g}"] if slower else []
-            grader = shlex.join([sys.executable, "-m", "conformance", *inner, *slower])
-            return (f"{grader} >{outputs}/.stdout 2>{outputs}/.stderr; "
-                    f"echo $? >{outputs}/.status")
-        how = machine.run(script, outputs, shared_ro, timeout, log=tmp / "vng.log")
-        status = _read(outputs / ".status").strip()
-        if not status.isdigit():
-            raise NoVM(f"the grader inside the VM did not finish ({_last(tmp / 'vng.log')})")
-        out = _read(outputs / ".stdout")
-        for shared, where in wanted.items():
-            out = out.replace(str(shared), str(where))
-            _copy_out(shared, where)
-        sys.stdout.write(out)
-        sys.stderr.write(_read(outputs / ".stderr"))
-        status = int(status)
-        seconds = time.monotonic() - started
+        def script(i, out):
+            def body(how):
+                slower = {"TCG": TCG_SLOWER, "UML": UML_SLOWER}.get(how, 1)
+                grader = shlex.join([sys.executable, "-m", "conformance", remote.COMMAND,
+                                     str(given / f"{i}.json"), str(out / "results.json"),
+                                     f"{slower:g}"])
+                return f"{grader} >{out}/.stdout 2>{out}/.stderr; echo $? >{out}/.status"
+            return body
+
+        shares = [(script(i, out), out, tmp / f"vm-{i}.log") for i, out in enumerate(folders)]
+        how = (machine.run_all(shares, shared_ro, timeout) if uml else
+               machine.run(*shares[0][:2], shared_ro, timeout, log=shares[0][2]))
+        results = {label: [] for label in targets}
+        for i, (part, out) in enumerate(zip(parts, folders)):
+            said = _read(out / ".stderr")
+            sys.stderr.write(said)
+            if _read(out / ".status").strip() != "0":
+                raise NoVM(f"the grader inside the VM did not finish "
+                           f"({_last_line(said) if said.strip() else _last(tmp / f'vm-{i}.log')})")
+            try:
+                for label, steps in remote.read_results(_read(out / "results.json"), part).items():
+                    results[label] += steps
+            except ValueError as error:
+                raise NoVM(f"the grader inside the VM gave no results: {error}") from None
+    seconds = time.monotonic() - started
+    if how == "UML":
+        at_once = f"{len(parts)} at once, one per core; " if len(parts) > 1 else ""
+        print(f"graded inside User-mode Linux: {why} ({at_once}{UML_SLOWER} times the timeout; "
+              f"{seconds:.1f} s with the boot)", flush=True)
+    else:
         engine = ("KVM" if how == "KVM" else f"TCG, QEMU's emulator: no usable KVM, so "
                   f"{TCG_SLOWER} times the timeout")
-        if status in (0, 1) and how == "UML":
-            print(f"graded inside User-mode Linux: {why} ({UML_SLOWER} times the timeout; "
-                  f"{seconds:.1f} s with the boot)", flush=True)
-        elif status in (0, 1):
-            print(f"graded inside a VM: {why} ({engine}; {seconds:.1f} s with the boot)",
-                  flush=True)
-        return status
+        print(f"graded inside a VM: {why} ({engine}; {seconds:.1f} s with the boot)", flush=True)
+    return {label: sorted(steps, key=lambda s: s.step) for label, steps in results.items()}
 
 
 # What comes out of the shared folder is read as regular files only, never

@@ -7,6 +7,7 @@ The tests that boot a VM are slow (half a minute or more without KVM) and
 skip, with the reason, where no VM can start; CI installs what one needs.
 """
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -18,10 +19,13 @@ import pytest
 
 from helpers import PYTHON, ROOT, in_frame, refused, step_path
 
-from conformance import vm
-from conformance.cli import parser
+from conformance import remote, vm
 from conformance.catalog import STEP_NAMES, file_name
 from conformance.checks import checks_for
+from conformance.discover import Program, find_programs
+from conformance.grade import CheckResult, StepResult
+from conformance.report import full, write_json
+from conformance.sandbox import Limits
 
 CANNED = ROOT / "tests" / "gallery" / "wrong" / "canned"
 OUT_OF = sum(len(checks_for(nn)) for nn in STEP_NAMES)
@@ -122,39 +126,97 @@ def test_vm_always_where_none_can_start_says_why(tmp_path):
     assert f"the kernel {tmp_path}/vmlinuz" in missing(r.err), r.err
 
 
-def test_the_command_inside_is_the_same_with_outputs_in_the_shared_folder(tmp_path):
-    shared = tmp_path / "out"
-    inner, wanted = vm._rewrite(
-        ["--submissions", "class", "--vm=auto", "--json", "r.json", "--jobs", "2",
-         "--gradescope-dir=gs"], shared, "scores.csv")
-    assert inner == ["--submissions", str(Path("class").resolve()),
-                     "--json", str(shared / "json"), "--jobs", "2",
-                     "--gradescope-dir", str(shared / "gradescope-dir"),
-                     "--csv", str(shared / "csv"), "--vm", "never"]
-    assert wanted == {shared / "json": Path("r.json"), shared / "gradescope-dir": Path("gs"),
-                      shared / "csv": Path("scores.csv")}
-    # A learner's platform files come out too; the course and roster go in.
-    inner, wanted = vm._rewrite(
-        ["--target", "t", "--course", "c.toml", "--prairielearn", "pl.json",
-         "--classroom=cr.json"], shared, None)
-    assert inner == ["--target", str(Path("t").resolve()), "--course", str(Path("c.toml").resolve()),
-                     "--prairielearn", str(shared / "prairielearn"),
-                     "--classroom", str(shared / "classroom"), "--vm", "never"]
-    assert wanted == {shared / "prairielearn": Path("pl.json"), shared / "classroom": Path("cr.json")}
+def programs(*steps, problem=None):
+    return [Program(nn, None if problem else step_path(nn), problem) for nn in steps]
 
 
-def test_the_vm_gets_the_options_as_parsed_abbreviations_spelt_out(tmp_path):
-    """argparse takes --js for --json: the VM's grader gets --json, and the
-    report comes out where it was asked for."""
-    options = parser()
-    args = options.parse_args(["--sub", "class", "--js", "r.json", "--step", "3", "--vm", "always",
-                               "--memory", "512M"])
-    argv = vm.command_line(args, options)
-    assert argv == ["--submissions", "class", "--step", "03", "--memory", str(512 << 20),
-                    "--json", "r.json", "--vm", "always"]
-    inner, wanted = vm._rewrite(argv, tmp_path, None)
-    assert inner[inner.index("--json") + 1] == str(tmp_path / "json") and "--js" not in inner
-    assert wanted == {tmp_path / "json": Path("r.json")}
+def test_a_grading_splits_into_parts_of_about_equal_cost_in_the_class_s_order():
+    targets = {"ann": programs("00", "01", "07"), "bob": programs("05", "07"),
+               "cy": programs("02", "03", problem="missing")}
+    parts = vm.split(targets, 2)
+    assert len(parts) == 2
+    # Every run once, in its learner's order; learners in the class's order.
+    assert sorted((label, p.step) for part in parts for label, ps in part.items() for p in ps) == \
+        sorted((label, p.step) for label, ps in targets.items() for p in ps)
+    for part in parts:
+        assert list(part) == [label for label in targets if label in part]
+        assert all(ps == [p for p in targets[label] if p in ps] for label, ps in part.items())
+    # The two 07s, the costliest, go to different parts; runs not run cost nothing.
+    assert [sum(p.step == "07" for ps in part.values() for p in ps) for part in parts] == [1, 1]
+    costs = [sum(map(vm.cost, (p for ps in part.values() for p in ps))) for part in parts]
+    assert abs(costs[0] - costs[1]) <= max(map(vm.cost, programs("00", "07"))), costs
+    assert vm.cost(Program("07", problem="missing")) == 0 < vm.cost(Program("00", step_path("00")))
+    # Never more parts than runs, nor an empty one; no targets, one part of none.
+    assert len(vm.split({"ann": programs("00")}, 4)) == 1
+    assert vm.split({}, 2) == [{}]
+
+
+def test_cores_are_the_affinity_s():
+    one = subprocess.run(["taskset", "-c", "0", PYTHON, "-c",
+                          "from conformance import vm; print(vm.cores())"],
+                         cwd=ROOT, capture_output=True, text=True)
+    assert one.stdout.strip() == "1", one
+    assert vm.cores() == len(os.sched_getaffinity(0))
+
+
+def checks(report):
+    """A --json report without what varies from run to run: its seconds and
+    what the programs printed."""
+    data = json.loads(report.read_text())
+    for learner in data.values():
+        for step in learner["steps"]:
+            del step["seconds"], step["output"]
+    return data
+
+
+def test_a_part_graded_elsewhere_comes_back_as_the_results_of_a_grading_here(tmp_path):
+    """What a VM's grader does with its part (python -m conformance vm-part),
+    run here: its results, read back, report as a grading here does."""
+    folder = wrong_01(tmp_path / "class", ["00", "01"])
+    targets = {label: find_programs(folder / label, ["00", "01"]) for label in ("kit", "wrong")}
+    part, results = tmp_path / "part.json", tmp_path / "results.json"
+    part.write_text(remote.part(targets, Limits(), 2))
+    r = in_frame(f"{quote(PYTHON)} -m conformance {remote.COMMAND} {part} {results}")
+    assert r.code == 0 and not r.out, r
+    back = remote.read_results(results.read_text(), targets)
+    native = tmp_path / "native.json"
+    r = in_frame(grader("--submissions", folder, "--step", "00", "--step", "01", "--json", native,
+                        "--vm", "never", "--csv", tmp_path / "scores.csv"))
+    assert r.code == 0, r
+    report = tmp_path / "back.json"
+    write_json(report, full(back))
+    assert checks(report) == checks(native)
+    assert [c.passed for c in back["wrong"][1].checks] != [c.passed for c in back["kit"][1].checks]
+
+
+def test_a_part_s_results_are_taken_only_as_the_results_of_its_programs():
+    targets = {"ann": programs("00", "01")}
+    good = [CheckResult("00", "runs", True, "", ""), CheckResult("00", "waits", False, "no", "hint")]
+    results = {"ann": [StepResult("00", "/a/00.py", good, "out", 1.5),
+                       StepResult("01", None, [], problem="missing")]}
+    text = remote.results_data(results)
+    assert remote.read_results(text, targets) == results
+    data = json.loads(text)
+    wrong = {
+        "another learner": [["bob", data[0][1]]],
+        "a step missing": [["ann", data[0][1][:1]]],
+        "a step more": [["ann", data[0][1] + data[0][1][:1]]],
+        "a field more": [["ann", [{**data[0][1][0], "x": 1}, data[0][1][1]]]],
+        "a check of another step": [["ann", [{**data[0][1][0], "checks": [
+            {**data[0][1][0]["checks"][0], "step": "01"}]}, data[0][1][1]]]],
+        "passed a string": [["ann", [{**data[0][1][0], "checks": [
+            {**data[0][1][0]["checks"][0], "passed": "yes"}]}, data[0][1][1]]]],
+        "a status of its own": [["ann", [{**data[0][1][0], "checks": [
+            {**data[0][1][0]["checks"][0], "status": "great"}]}, data[0][1][1]]]],
+        "seconds a string": [["ann", [{**data[0][1][0], "seconds": "1"}, data[0][1][1]]]],
+        "no pairs": {"ann": []},
+    }
+    for why, data_ in wrong.items():
+        with pytest.raises(ValueError):
+            remote.read_results(json.dumps(data_), targets)
+            pytest.fail(why)
+    with pytest.raises(ValueError):
+        remote.read_results("[", targets)
 
 
 @pytest.mark.slow
@@ -303,6 +365,27 @@ def test_user_mode_linux_grades_01_and_a_wrong_01_as_natively_where_namespaces_a
 @needs_uml
 def test_user_mode_linux_grades_every_step_and_a_wrong_01_as_natively(tmp_path):
     graded_in_uml_as_natively(tmp_path, STEP_NAMES)
+
+
+@pytest.mark.slow  # it boots User-mode Linux three times
+@needs_uml
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="one core: one UML grades alone")
+def test_a_class_split_across_one_uml_per_core_reports_what_one_uml_does(tmp_path):
+    folder = wrong_01(tmp_path / "class", ["00", "01", "03", "05"])
+    reports = {}
+    for how, prefix in (("one", "taskset -c 0 "), ("split", ""), ("native", None)):
+        json_, csv_ = tmp_path / f"{how}.json", tmp_path / f"{how}.csv"
+        command = grader("--submissions", folder, "--json", json_, "--csv", csv_,
+                         "--junit", tmp_path / f"{how}.xml", *["--vm", "never"] * (prefix is None))
+        r = in_frame(command) if prefix is None else in_slow_frame(prefix + refused(command))
+        assert r.code == 0, r
+        if prefix is not None:
+            assert r.out.count(IN_UML) == 1, r
+            assert ("2 at once, one per core" in r.out) == (how == "split"), r.out
+        reports[how] = (checks(json_), csv_.read_text(),
+                        re.sub(r'time="[^"]*"', "", (tmp_path / f"{how}.xml").read_text()))
+    assert reports["split"] == reports["one"] == reports["native"]
+    assert "new namespaces: net, no other" in failed(tmp_path / "split.json")["wrong"]["01"]
 
 
 @pytest.mark.slow  # it boots User-mode Linux
