@@ -6,13 +6,15 @@ PY := $(VENV)/bin/python
 STEPS := 00 01 02 03 04 05 06 07 08 09 10 11
 # Beyond Part 1, each step is a copy of an earlier one: NN:BASE.
 BASES := 08:03 09:06 10:09 11:10
-# pytest's workers: two per core, as much of the suite waits on its programs
-# (a parent held before each write, a child given time to die), not on a
-# core. `make test JOBS=1` runs in one process.
-JOBS ?= $(shell echo $$((2 * $$(nproc))))
+CORES := $(shell nproc)
+# make test's workers: two per core, as much of it waits on its programs (a
+# parent held before each write, a child given time to die), not on a core.
+# The slow tests (VMs, whole classes) keep a core each. JOBS=1 runs in one process.
+JOBS ?= $(shell echo $$((2 * $(CORES))))
+SLOW_JOBS ?= $(CORES)
 # loadgroup: the VM tests share one worker, as two emulated VMs at once on
 # two cores starve each other. The 10 slowest tests are listed, so drift shows.
-PYTEST := $(PY) -m pytest -n $(JOBS) --dist loadgroup --durations=10
+PYTEST := $(PY) -m pytest --dist loadgroup --durations=10
 # What the kit's commands run under make: their messages name make's targets
 # (conformance/commands.py).
 KIT := NSKIT_COMMAND=make $(PY)
@@ -40,15 +42,15 @@ $(VENV)/.compiled: $(VENV)/.installed $(KIT_MODULES)
 
 ## test: the kit's tests and the conformance suite on steps/, leaving out the slow, network and docker ones
 test: setup
-	$(PYTEST) -m "not slow and not network and not docker"
+	$(PYTEST) -n $(JOBS) -m "not slow and not network and not docker"
 
 ## test-all: every test, the slow, network and docker ones too
 test-all: setup
-	$(PYTEST) -m ""
+	$(PYTEST) -n $(SLOW_JOBS) -m ""
 
 ## test-slow: only the tests make test leaves out (slow, network, docker)
 test-slow: setup
-	$(PYTEST) -m "slow or network or docker"
+	$(PYTEST) -n $(SLOW_JOBS) -m "slow or network or docker"
 
 ## test-as-user: `make test` as uid 65534 on a world-readable copy of the kit, in a frame (root only)
 test-as-user: setup
