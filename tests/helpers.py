@@ -48,12 +48,19 @@ needs_articles = pytest.mark.skipif(
     reason=f"the articles are not beside this checkout (../shared/reference/{ARTICLE.name} "
            f"and {SECOND.name})")
 
-_FRAME = ["--mount", "--uts", "--ipc", "--net", "--pid", "--fork", "--mount-proc",
+_FRAME = ["--mount", "--uts", "--ipc", "--net", "--pid", "--fork", "--kill-child", "--mount-proc",
           "--propagation", "private"]
-_unshare = sh.Command("unshare").bake(
-    *([] if IS_ROOT else ["--user", "--map-root-user"]), *_FRAME,
-    _ok_code=range(256), _return_cmd=True, _cwd=str(ROOT),
-)
+
+
+def _within(seconds, *argv):
+    """argv as an sh command, killed after seconds. sh's own _timeout looks
+    at its clock ten times a second, so each command would take a tenth of a
+    second more: coreutils' timeout ends it instead (exit 137)."""
+    return sh.Command("timeout").bake("--foreground", "--signal=KILL", str(seconds), *argv,
+                                      _ok_code=range(256), _return_cmd=True, _cwd=str(ROOT))
+
+
+_UNSHARE = [*([] if IS_ROOT else ["--user", "--map-root-user"]), *_FRAME]
 
 
 @cache
@@ -114,7 +121,7 @@ def in_frame(script, rshared=False, user=None, own_root=False, mytmp=False, keep
             # mkdir /mytmp as the machine's / refuses an ordinary user.
             prelude += "mount -o remount,bind,ro / && "
         script = as_user(user, script)
-    return Framed(_unshare("bash", "-c", prelude + script, _timeout=timeout))
+    return Framed(_within(timeout, "unshare", *_UNSHARE)("bash", "-c", prelude + script))
 
 
 @cache
@@ -320,8 +327,7 @@ class Graded:
         return f"<grader exit {self.code}\n{self.out}\n{self.err}>"
 
 
-_grader = sh.Command(PYTHON).bake("-m", "conformance", _ok_code=range(256), _return_cmd=True,
-                                  _cwd=str(ROOT), _timeout=300)
+_grader = _within(300, PYTHON, "-m", "conformance")
 
 
 def grade_class(folder, report, steps):
