@@ -48,12 +48,19 @@ def own_root(mytmp=False, keep=()):
     stay where they are, even when they live under /tmp."""
     keep = [p for p in (ROOT, PREFIX, *map(Path, keep))
             if Path("/tmp") in p.parents]
+    # Three programs, not three per folder: one cp, one mkdir, and one mount
+    # of every folder from a table (hidden under the empty /tmp after).
     lines = [
         "mount -t tmpfs -o mode=755 nskit-root /mnt", "cd /mnt", "shopt -s dotglob",
+        "links=()", "dirs=()",
         'for d in /*; do n=${d#/}; case $n in mnt|tmp|mytmp) continue;; esac; '
-        'if [ -L "$d" ]; then cp -P "$d" "$n"; elif [ -d "$d" ]; then mkdir "$n" && '
-        'mount --rbind "$d" "$n" || exit 99; else : > "$n"; fi; done',
-        "mkdir mnt tmp .old", "mount -t tmpfs -o mode=1777 nskit-tmp tmp",
+        'if [ -L "$d" ]; then links+=("$d"); elif [ -d "$d" ]; then dirs+=("$n"); '
+        'else : > "$n"; fi; done',
+        '{ [ ${#links[@]} = 0 ] || cp -P "${links[@]}" .; }',
+        'mkdir mnt tmp .old "${dirs[@]}"',
+        'for n in "${dirs[@]}"; do printf "/%s /mnt/%s none rbind\\n" "$n" "$n"; done > tmp/binds',
+        "{ mount --all --fstab tmp/binds || exit 99; }",
+        "mount -t tmpfs -o mode=1777 nskit-tmp tmp",
         *(["mkdir mytmp"] if mytmp else []),
         *[f"mkdir -p '.{p}' && mount --rbind '{p}' '.{p}'" for p in keep],
         f"{system_tool('pivot_root')} . .old", "umount -l /.old", "rmdir /.old", f"cd '{ROOT}'",
