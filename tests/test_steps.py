@@ -78,6 +78,11 @@ def observe(path, rshared=False):
     return seen
 
 
+# One worker runs this module, so that each run below (seen, runs) is made
+# once a session, however many checks read it.
+pytestmark = pytest.mark.xdist_group("test_steps-runs")
+
+
 @cache
 def seen(nn):
     return observe(step_path(nn))
