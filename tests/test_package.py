@@ -4,56 +4,23 @@ targets, and `python -m conformance` still works from the checkout.
 
 No network: the wheel is built with the kit's own setuptools (pinned in
 requirements.txt), and the fresh venv borrows sh and tabulate from the kit's
-venv through a .pth file, as a venv with its dependencies installed has them.
+venv through a .pth file, as a venv with its dependencies installed has them
+(the fixtures wheel and installed, in conftest.py).
 """
 import ast
 import shutil
 import subprocess
 import sys
-import sysconfig
-import venv
 import zipfile
-from pathlib import Path
 
 import pytest
 
 from conformance.catalog import ALL_STEPS
-from helpers import PYTHON, ROOT, in_frame, step_path
-
-PIP = [PYTHON, "-m", "pip", "--disable-pip-version-check", "--no-input"]
+from helpers import ROOT, in_frame, step_path
 
 
 def run(argv, **kw):
     return subprocess.run(argv, capture_output=True, text=True, **kw)
-
-
-@pytest.fixture(scope="module")
-def wheel(tmp_path_factory):
-    # From a copy, so the build's own folders never land in the checkout.
-    tmp = tmp_path_factory.mktemp("package")
-    source = tmp / "source"
-    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
-        ".venv", ".git", "build", "work", "*.egg-info", "__pycache__", ".pytest_cache"))
-    done = run([*PIP, "wheel", "--no-deps", "--no-build-isolation", "--no-index",
-                "--wheel-dir", str(tmp / "dist"), str(source)])
-    assert done.returncode == 0, done.stderr
-    (built,) = (tmp / "dist").glob("nskit-*.whl")
-    return built
-
-
-@pytest.fixture(scope="module")
-def installed(wheel, tmp_path_factory):
-    """A fresh venv with the wheel installed: its bin folder."""
-    env = tmp_path_factory.mktemp("venv") / "env"
-    # With a link to its interpreter, as `python -m venv` and pipx make one on Linux.
-    venv.create(env, with_pip=False, symlinks=True)
-    python = env / "bin" / "python"
-    done = run([*PIP, "--python", str(python), "install", "--no-deps", "--no-index", str(wheel)])
-    assert done.returncode == 0, done.stderr
-    site = run([python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"])
-    Path(site.stdout.strip(), "kit-dependencies.pth").write_text(
-        sysconfig.get_path("purelib") + "\n")
-    return env / "bin"
 
 
 def test_the_wheel_holds_the_packages_the_steps_and_the_dependencies(wheel):
