@@ -1,5 +1,7 @@
 """The test helpers (tests/helpers.py) reject wrong input: a helper that
 took anything would let the tests that use it pass without checking."""
+import time
+
 import pytest
 
 import helpers
@@ -58,6 +60,14 @@ def test_in_frame_reports_a_failing_script_and_runs_as_the_user_asked():
     assert (failed.code, failed.out, failed.err) == (3, "out\n", "err\n"), failed
     user = in_frame("id -u; grep ^CapEff /proc/self/status", user=65534)
     assert user.out.split() == ["65534", "CapEff:", "0000000000000000"], user
+
+
+def test_in_frame_ends_a_script_past_its_time_and_everything_it_started():
+    started = time.monotonic()
+    run = in_frame("sleep 30 & echo started; sleep 30", timeout=1)
+    assert run.code == 137 and run.out == "started\n", run
+    # Its frame's PID 1 died with it, and the sleeps with their PID namespace.
+    assert time.monotonic() - started < 10
 
 
 def test_refused_refuses_user_namespaces_to_its_script():
