@@ -286,13 +286,13 @@ def bench_witness(rounds, work, steps_dir):
     return {"timed": timed, "cpu": med, "per_run_ms": per_run * 1000}
 
 
-VM_CLASS = 3  # learners graded in one boot: the marginal cost of one more
+VM_CLASS = 3  # learners graded at once: the marginal cost of one more
 
 
 def bench_vm(work, steps_dir):
     """Grading inside a throwaway VM, once each, in each VM that can start
     here (User-mode Linux, QEMU: a TCG boot is half a minute): a boot alone,
-    steps/, and a class in one boot. {kind: {"skipped": why}} where one cannot."""
+    steps/, and a class (one UML per core; one QEMU). {kind: {"skipped": why}} where one cannot."""
     folder = Path(work, "vm-class")
     build_class(folder, VM_CLASS, steps_dir)
     out = {}
@@ -439,7 +439,7 @@ def tables(startup, kernel, grading, class_sizes, witness=None, in_vm=None):
         rows = [[what, *(cell(m, key) for m in measured.values())] for key, what in (
             ("boot", "boot, run `true`, stop"),
             ("steps", "--target steps/ (8 programs), boot included"),
-            ("class", f"--submissions, {VM_CLASS} learners in one boot"))]
+            ("class", f"--submissions, {VM_CLASS} learners, boot included"))]
         shown["vm"] = tabulate(rows, headers=["seconds", *(f"{names[k]} ({m['how']})"
                                                        for k, m in measured.items())], **fmt)
         for kind, m in measured.items():
