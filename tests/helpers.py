@@ -26,7 +26,8 @@ import pytest
 import sh
 
 from conformance import catalog
-from conformance.catalog import NEW_NAMESPACES, OWN_ROOT, ROOTFS_VARIABLE, file_name
+from conformance.catalog import (NAMESPACES, NEW_NAMESPACES, OWN_ROOT, ROOTFS_VARIABLE,
+                                 STEP_NAMES, file_name)
 from demo import rootfs
 try:  # where the split sandbox keeps the grader's uids
     from conformance.ids import RANGE, unused_range
@@ -147,6 +148,54 @@ def small_root():
 def with_small_root(nn):
     """The shell words that give step nn its root filesystem (10 and 11), or none."""
     return f"{ROOTFS_VARIABLE}={quote(str(small_root()))} " if nn in OWN_ROOT else ""
+
+
+# -- make step-NN as a reader types it ------------------------------------------
+
+# The demo's "host" side: a frame worth comparing with, where no test may
+# start a container: a known name, every docker binary covered by an empty
+# file, and for Part 1's steps a link of its own beside lo (step 11's demo
+# must leave no link named nskit). Before the demo, the frame's namespaces;
+# after it, its exit, the sleeps left, and what the frame is left with.
+FRAME_HOSTNAME = "nskit-frame"
+DEMO_FRAME = (f"hostname {FRAME_HOSTNAME} && touch /tmp/.no-docker && "
+              "for d in $(which -a docker); do mount --bind /tmp/.no-docker $d; done; ")
+FRAME_LINK = "ip link add nskit0 type veth peer name nskit1 && "
+NS_IDS = "echo '@@frame'; readlink " + " ".join(f"/proc/self/ns/{ns}" for ns in NAMESPACES) + "; "
+DEMO_AFTER = ("; echo \"@@exit $?\"; echo '@@sleepers'; pgrep -x sleep | wc -l; "
+              "echo '== after'; hostname; ipcs -q | grep -c '^0x'; "
+              "grep -c ' /mytmp ' /proc/self/mounts; ls -d /mytmp 2>&1")
+# Under `make test` the make in each frame would be a sub-make, and print
+# "Entering directory" lines a reader never sees.
+AS_TYPED = "env -u MAKELEVEL -u MAKEFLAGS -u MFLAGS -u NO_COLOR "
+
+
+@cache
+def demo(nn, user=None, env="", prefix=""):
+    """`make step-NN` in a frame on a root of its own (with user, as that uid
+    with /mytmp made for them), after prefix; made once a worker, for every
+    test that reads it (on_demo puts them on one worker)."""
+    root = with_small_root(nn)
+    return in_frame(f"{prefix}{NS_IDS}{AS_TYPED}{root}{env} make --no-print-directory step-{nn}"
+                    + DEMO_AFTER, own_root=True, mytmp=user is not None, user=user,
+                    setup=(FRAME_LINK if nn in STEP_NAMES else "") + DEMO_FRAME,
+                    keep=[small_root().parent] if root else ())
+
+
+def on_demo(nn):
+    """The tests that read step nn's demos share a worker, so that each demo
+    runs once a session; the steps' demos run side by side."""
+    return pytest.mark.xdist_group(f"demo-{nn}")
+
+
+def on_demos(*nns):
+    """Parameters nn, each on its demo's worker."""
+    return [pytest.param(nn, marks=on_demo(nn)) for nn in nns]
+
+
+def sleepers(out):
+    """How many sleeps were left running after the demo."""
+    return int(out.split("@@sleepers\n")[1].split()[0])
 
 
 # namespace -> the name of its clone flag: "net" -> "CLONE_NEWNET".

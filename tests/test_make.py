@@ -9,10 +9,10 @@ import re
 
 import pytest
 
-from conformance.catalog import STEP_NAMES
-from helpers import IS_ROOT, ROOT, flag_names, in_frame, refused, sections, step_path
+from conformance.catalog import NAMESPACES, STEP_NAMES
+from helpers import (DEMO_AFTER as AFTER, DEMO_FRAME, FRAME_HOSTNAME, FRAME_LINK, IS_ROOT, ROOT,
+                     demo, flag_names, in_frame, on_demos, refused, sections, step_path)
 
-FRAME_HOSTNAME = "nskit-frame"
 NOTICE = ("You are not root: the host side is the machine as you see it; the "
           "step side runs in a user namespace where root is you.")
 
@@ -25,12 +25,8 @@ def as_a_reader_types_it(monkeypatch):
         monkeypatch.delenv(name, raising=False)
 
 
-# A frame worth comparing with (the demo's "host" side), where no test may
-# start a container: a known name, a link of its own, and every docker binary
-# covered by an empty file.
-FRAME_SETUP = (f"hostname {FRAME_HOSTNAME} && ip link add nskit0 type veth peer name nskit1 && "
-        "touch /tmp/.no-docker && for d in $(which -a docker); do "
-        "mount --bind /tmp/.no-docker $d; done; ")
+# The demos' frame (helpers.demo), for what else runs there.
+FRAME_SETUP = FRAME_LINK + DEMO_FRAME
 
 
 def framed(script, mytmp=False, user=None, setup=""):
@@ -120,11 +116,7 @@ CHECKS = {
     "07": [check_nobody, check_hostname, check_pids, check_net, check_queue, check_mount],
 }
 
-# What the frame looks like after a demo: it must match what it was before.
-AFTER = ("; echo \"exit=$?\"; echo '== after'; hostname; ipcs -q | grep -c '^0x'; "
-         "grep -c ' /mytmp ' /proc/self/mounts; ls -d /mytmp 2>&1")
-
-
+# What the frame looks like after a demo (AFTER): it must match what it was before.
 def left_as_found(result, mytmp=False):
     after = result.out.split("== after\n", 1)[1].split()
     assert after[:3] == [FRAME_HOSTNAME, "0", "0"], result
@@ -132,24 +124,23 @@ def left_as_found(result, mytmp=False):
     assert (after[3:] == ["/mytmp"]) == mytmp, result
 
 
-@pytest.mark.parametrize("nn", STEP_NAMES)
+@pytest.mark.parametrize("nn", on_demos(*STEP_NAMES))
 def test_step_shows_the_outcome_and_leaves_nothing(nn):
-    result = framed(f"make step-{nn}" + AFTER)
-    assert "exit=0" in result.out, result
+    result = demo(nn)
+    assert "@@exit 0" in result.out, result
     assert "What you just saw:" in result.out
     for check in CHECKS[nn]:
         check(result.out, nn)
     left_as_found(result)
 
 
-@pytest.mark.parametrize("nn", list(STEP_NAMES)[1:])
+@pytest.mark.parametrize("nn", on_demos(*list(STEP_NAMES)[1:]))
 def test_step_checks_reject_the_skeleton_in_its_place(nn):
     """The checks above see the namespace, not just a heading: with the
     skeleton bound over step NN, the demo runs as well as ever and each
     check says no (a missing section would be a KeyError, not a no)."""
-    result = framed(f"mount --bind steps/00_skeleton.py {step_path(nn)} && "
-                    f"make step-{nn}" + AFTER)
-    assert "exit=0" in result.out and "What you just saw:" in result.out, result
+    result = demo(nn, prefix=f"mount --bind steps/00_skeleton.py {step_path(nn)} && ")
+    assert "@@exit 0" in result.out and "What you just saw:" in result.out, result
     left_as_found(result)
     for check in CHECKS[nn]:
         with pytest.raises(AssertionError):
@@ -188,24 +179,25 @@ def test_unknown_step_is_named():
     assert result.out.split() == ["exit=2", "exit=2"]
 
 
-@pytest.mark.parametrize("nn", ["03", "05", "02"])
+@pytest.mark.parametrize("nn", on_demos("03", "05", "02"))
 def test_user_gets_a_user_namespace(nn):
-    result = framed(f"make step-{nn}" + AFTER, mytmp=True, user=65534)
-    assert "exit=0" in result.out, result
-    assert result.out.startswith(NOTICE + "\n")
+    result = demo(nn, user=65534)
+    assert "@@exit 0" in result.out, result
+    assert result.out.split("\n", len(NAMESPACES) + 1)[-1].startswith(NOTICE + "\n"), result
     for check in CHECKS[nn]:
         check(result.out, nn)
     left_as_found(result, mytmp=True)
 
 
-def test_root_gets_no_user_namespace():
-    result = framed("make step-03")
-    assert NOTICE not in result.out and result.code == 0, result
+@pytest.mark.parametrize("nn", on_demos("03"))
+def test_root_gets_no_user_namespace(nn):
+    result = demo(nn)
+    assert NOTICE not in result.out and "@@exit 0" in result.out, result
 
 
 def test_user_without_mytmp_is_asked_for_sudo_mkdir():
     result = framed("make step-02" + AFTER, user=65534)
-    assert "exit=0" not in result.out, result
+    assert "@@exit 0" not in result.out, result
     assert "run `sudo mkdir /mytmp`" in result.err
     assert len(result.err.strip().splitlines()) == 2  # the sentence, make's own line
     assert "Traceback" not in result.err
@@ -219,7 +211,7 @@ def test_refusal_filter_refuses_user_namespaces_only():
 
 def test_user_without_user_namespaces_and_docker_is_told_to_install_it():
     result = framed(refused("NSKIT_VM=never make step-03" + AFTER), user=65534)
-    assert "exit=0" not in result.out, result
+    assert "@@exit 0" not in result.out, result
     (sentence,) = [line for line in result.err.splitlines() if not line.startswith("make:")]
     assert sentence.startswith("You are not root and user namespaces are refused here "
                                "and Docker is missing: install Docker")
@@ -263,7 +255,7 @@ def test_make_uses_only_the_venv_python():
             "printf '#!/bin/sh\\necho SHIM >&2; exit 99\\n' > /tmp/shim/$p; "
             "chmod +x /tmp/shim/$p; done && ")
     result = framed(shim + "PATH=/tmp/shim:$PATH make step-03 diff-03" + AFTER)
-    assert "exit=0" in result.out and "SHIM" not in result.err, result
+    assert "@@exit 0" in result.out and "SHIM" not in result.err, result
     assert "python3 " not in in_frame("make -n step-03 diff-03 test").out
 
 

@@ -10,12 +10,13 @@ own_root), as tests/test_make.py's do.
 import re
 import shlex
 import subprocess
-from functools import cache
 
 import pytest
 
-from helpers import (ARTICLE, IS_ROOT, PYTHON, ROOT, SECOND, in_frame, needs_articles,
-                     sections as marked_sections, small_root, step_path, with_small_root)
+from helpers import (ARTICLE, DEMO_AFTER as AFTER, DEMO_FRAME as HOST, FRAME_HOSTNAME as FRAME_HOST,
+                     IS_ROOT, NS_IDS, PYTHON, ROOT, SECOND, demo as framed_demo, in_frame,
+                     needs_articles, on_demo, on_demos as steps, sections as marked_sections,
+                     sleepers, step_path)
 from tools.frame import expose_to_users
 
 from conformance.catalog import (ALL_STEPS, BASE_STEP, NAMESPACES,  # noqa: E402
@@ -23,12 +24,7 @@ from conformance.catalog import (ALL_STEPS, BASE_STEP, NAMESPACES,  # noqa: E402
 from demo import rootfs, scenes  # noqa: E402
 from tools import ns_tables  # noqa: E402
 
-FRAME_HOST = "nskit-frame"
 USER = 65534
-HOST = (f"hostname {FRAME_HOST} && touch /tmp/.no-docker && for d in $(which -a docker); do "
-        "mount --bind /tmp/.no-docker $d; done; ")
-NS_IDS = "echo '@@frame'; readlink " + " ".join(f"/proc/self/ns/{ns}" for ns in NAMESPACES) + "; "
-AFTER = "; echo \"@@exit $?\"; echo '@@sleepers'; pgrep -x sleep | wc -l"
 ESC = "\033["
 
 
@@ -38,25 +34,10 @@ def as_a_reader_types_it(monkeypatch):
         monkeypatch.delenv(name, raising=False)
 
 
-def on_demo(nn):
-    """The tests that read step nn's demos share a worker, so that each demo
-    runs once a session (demo is cached in each worker); the steps' demos run
-    side by side."""
-    return pytest.mark.xdist_group(f"test_teaching-demo-{nn}")
-
-
-def steps(*nns):
-    return [pytest.param(nn, marks=on_demo(nn)) for nn in nns]
-
-
-@cache
 def demo(nn, user=None, env="", prefix=""):
-    """`make step-NN` in a frame, after the frame's own namespace ids (each
-    once a session: what a test reads of it, it must not change)."""
-    root = with_small_root(nn)
-    result = in_frame(f"{prefix}{NS_IDS}{root}{env} make --no-print-directory step-{nn}" + AFTER,
-                      own_root=True, mytmp=user is not None, user=user, setup=HOST,
-                      keep=[small_root().parent] if root else ())
+    """`make step-NN` in a frame (helpers.demo, which test_make reads too),
+    after the frame's own namespace ids; it ran to its end."""
+    result = framed_demo(nn, user, env, prefix)
     assert "@@exit 0" in result.out, result
     return result
 
@@ -173,7 +154,7 @@ def test_step_05_shows_pid_1_s_end_take_the_namespace_with_it(user):
     started = seen["through steps/05_pid.py: sh -c " + shlex.quote(scenes.PID1_ENDS)]
     assert started.startswith("PID 1 started sleep 60 as PID "), started
     assert pid1_end(seen).startswith("0 left: the kernel killed the sleep"), seen
-    assert result.out.split("@@sleepers\n")[1].split() == ["0"]
+    assert sleepers(result.out) == 0
 
 
 def test_pid_1_s_end_check_rejects_a_step_without_a_pid_namespace():
@@ -183,7 +164,7 @@ def test_pid_1_s_end_check_rejects_a_step_without_a_pid_namespace():
                       f"scenes.pid1_ends(\"steps/00_skeleton.py\")'" + AFTER)
     seen = sections(result.out)
     assert re.match(r"[1-9]\d* left, the sleep among them", pid1_end(seen)), result
-    assert result.out.split("@@sleepers\n")[1].split() == ["1"], result
+    assert sleepers(result.out) == 1, result
 
 
 # The namespace table.
@@ -202,10 +183,9 @@ def test_table_marks_exactly_the_steps_new_namespaces(nn):
     check_table(demo(nn).out, nn)  # the demo the other tests of nn read (table() drops colours)
 
 
-@pytest.mark.parametrize("nn", ["01", "05", "08"])
+@pytest.mark.parametrize("nn", steps("01", "05", "08"))
 def test_table_check_rejects_the_skeleton_in_the_steps_place(nn):
-    result = demo(nn, env="NO_COLOR=1",
-                  prefix=f"mount --bind steps/00_skeleton.py {step_path(nn)} && ")
+    result = demo(nn, prefix=f"mount --bind steps/00_skeleton.py {step_path(nn)} && ")
     with pytest.raises(AssertionError):
         check_table(result.out, nn)
 
@@ -334,7 +314,7 @@ def test_step_08_kills_the_command_with_its_parent_where_03_does_not():
                                 "its parent"]
     assert "is gone" in seen["through steps/08_isolate.py: sleep 60, then kill -KILL the step, "
                              "its parent"]
-    assert out.split("@@sleepers\n")[1].split() == ["0"]  # the demo killed 03's sleep
+    assert sleepers(out) == 0  # the demo killed 03's sleep
 
 
 @on_demo("09")
