@@ -196,6 +196,12 @@ def test_a_part_s_results_are_taken_only_as_the_results_of_its_programs():
                        StepResult("01", None, [], problem="missing")]}
     text = remote.results_data(results)
     assert remote.read_results(text, targets) == results
+    # A folder's name that is not UTF-8 goes there and back as it is.
+    name = os.fsdecode(b"l\xff")
+    there = {name: [Program("00", step_path("00").parent / name / "00_skeleton.py")]}
+    assert remote.read_part(remote.part(there, Limits(), None))[0] == there
+    back = {name: [StepResult("00", str(there[name][0].path), good, "\udcff", 1.0)]}
+    assert remote.read_results(remote.results_data(back), there) == back
     data = json.loads(text)
     wrong = {
         "another learner": [["bob", data[0][1]]],
