@@ -151,12 +151,18 @@ def test_a_grading_splits_into_parts_of_about_equal_cost_in_the_class_s_order():
     assert vm.split({}, 2) == [{}]
 
 
-def test_cores_are_the_affinity_s():
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="one core: nothing to take from")
+def test_cores_are_the_affinity_s_within_the_cgroup_s_quota():
     one = subprocess.run(["taskset", "-c", "0", PYTHON, "-c",
                           "from conformance import vm; print(vm.cores())"],
                          cwd=ROOT, capture_output=True, text=True)
     assert one.stdout.strip() == "1", one
     assert vm.cores() == len(os.sched_getaffinity(0))
+    # ... within the CPU quota of the cgroup it sees as its root, as a container's --cpus.
+    quota = in_frame(f"{quote(PYTHON)} -c 'from conformance import vm; print(vm.cores())'",
+                     setup="mount -t tmpfs nskit-cgroup /sys/fs/cgroup && "
+                           "echo '50000 100000' > /sys/fs/cgroup/cpu.max && ")
+    assert quota.out.strip() == "1", quota
 
 
 def checks(report):
