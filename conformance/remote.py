@@ -45,7 +45,13 @@ def read_part(text):
 
 
 def results_data(results):
-    return json.dumps([[label, [asdict(s) for s in steps]] for label, steps in results.items()])
+    # Field by field: dataclasses.asdict deep-copies every string on the way.
+    return json.dumps([[label, [{**_fields(s), "checks": [_fields(c) for c in s.checks]}
+                                for s in steps]] for label, steps in results.items()])
+
+
+def _fields(data):
+    return {f.name: getattr(data, f.name) for f in fields(data)}
 
 
 def _typed(data, cls, types):
