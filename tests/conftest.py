@@ -52,8 +52,9 @@ def pytest_collection_modifyitems(items):
 
 
 def shared_fixtures(item):
-    """The scopes of the module and session fixtures a test asks for, itself
-    or through others (not the autouse ones: every test has those)."""
+    """The scopes of the module fixtures and of this file's session fixtures
+    a test asks for, itself or through others (not pytest's own, such as
+    tmp_path_factory, nor the autouse ones: every test has those)."""
     defs = item._fixtureinfo.name2fixturedefs
     seen, todo = set(), list(item._fixtureinfo.argnames)
     while todo:
@@ -61,7 +62,9 @@ def shared_fixtures(item):
         if name not in seen and name in defs:
             seen.add(name)
             todo += defs[name][-1].argnames
-    return {defs[name][-1].scope for name in seen} & {"module", "session"}
+    return {fixture.scope for fixture in (defs[name][-1] for name in seen)
+            if fixture.scope == "module"
+            or (fixture.scope == "session" and fixture.func.__module__ == __name__)}
 
 
 @cache
