@@ -170,11 +170,15 @@ DEMO_AFTER = ("; echo \"@@exit $?\"; echo '@@sleepers'; pgrep -x sleep | wc -l; 
 AS_TYPED = "env -u MAKELEVEL -u MAKEFLAGS -u MFLAGS -u NO_COLOR "
 
 
-@cache
 def demo(nn, user=None, env="", prefix=""):
     """`make step-NN` in a frame on a root of its own (with user, as that uid
     with /mytmp made for them), after prefix; made once a worker, for every
     test that reads it (on_demo puts them on one worker)."""
+    return _demo(nn, user, env, prefix)  # one cache key, however it is called
+
+
+@cache
+def _demo(nn, user, env, prefix):
     root = with_small_root(nn)
     return in_frame(f"{prefix}{NS_IDS}{AS_TYPED}{root}{env} make --no-print-directory step-{nn}"
                     + DEMO_AFTER, own_root=True, mytmp=user is not None, user=user,
