@@ -1,6 +1,8 @@
 """The test helpers (tests/helpers.py) reject wrong input: a helper that
 took anything would let the tests that use it pass without checking."""
+import os
 import time
+from pathlib import Path
 
 import pytest
 
@@ -63,11 +65,22 @@ def test_in_frame_reports_a_failing_script_and_runs_as_the_user_asked():
 
 
 def test_in_frame_ends_a_script_past_its_time_and_everything_it_started():
+    naps = f"30.{os.getpid()}{time.monotonic_ns() % 10**6}"  # no other sleep sleeps as long
     started = time.monotonic()
-    run = in_frame("sleep 30 & echo started; sleep 30", timeout=1)
+    run = in_frame(f"sleep {naps} & echo started; sleep {naps}", timeout=1)
     assert run.code == 137 and run.out == "started\n", run
-    # Its frame's PID 1 died with it, and the sleeps with their PID namespace.
     assert time.monotonic() - started < 10
+    # Its frame's PID 1 died with it, and the sleeps with their PID namespace.
+    left = [pid for pid in filter(str.isdigit, os.listdir("/proc"))
+            if _cmdline(pid) == f"sleep\0{naps}\0".encode()]
+    assert left == [], "the frame's processes outlived it"
+
+
+def _cmdline(pid):
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
 
 
 def test_refused_refuses_user_namespaces_to_its_script():
