@@ -46,7 +46,7 @@ def entry_point(name, bin_dir, tmp_path):
 @pytest.mark.parametrize("entry", ["python -m conformance", "installed nskit grade",
                                    "installed python -m conformance"])
 @pytest.mark.parametrize("steps", [["--step", "03"], []], ids=["one step", "every step"])
-def test_every_entry_point_ends(installed, tmp_path, entry, steps):  
+def test_every_entry_point_ends(installed, tmp_path, entry, steps):
     argv, cwd = entry_point(entry, installed, tmp_path)
     code, out, err = ended([*argv, "--target", str(STEPS_DIR), *steps], cwd=cwd)
     assert code == 0, (out, err)
@@ -116,7 +116,7 @@ def alive(pids):
 @pytest.mark.parametrize("entry", ["python -m conformance", "installed nskit grade"])
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP],
                          ids=lambda s: signal.Signals(s).name)
-def test_a_signal_ends_the_grader_its_launcher_and_its_runs(installed, tmp_path, entry,  
+def test_a_signal_ends_the_grader_its_launcher_and_its_runs(installed, tmp_path, entry,
                                                             signum):
     target = tmp_path / "target"
     target.mkdir()

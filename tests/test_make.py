@@ -10,7 +10,7 @@ import re
 import pytest
 
 from conformance.catalog import NAMESPACES, STEP_NAMES
-from helpers import (DEMO_AFTER as AFTER, DEMO_FRAME, FRAME_HOSTNAME, FRAME_LINK, IS_ROOT, ROOT,
+from helpers import (DEMO_AFTER, DEMO_FRAME, FRAME_HOSTNAME, FRAME_LINK, IS_ROOT, ROOT,
                      demo, flag_names, in_frame, on_demos, refused, sections, step_path)
 
 NOTICE = ("You are not root: the host side is the machine as you see it; the "
@@ -116,7 +116,7 @@ CHECKS = {
     "07": [check_nobody, check_hostname, check_pids, check_net, check_queue, check_mount],
 }
 
-# What the frame looks like after a demo (AFTER): it must match what it was before.
+# What the frame looks like after a demo (DEMO_AFTER): it must match what it was before.
 def left_as_found(result, mytmp=False):
     after = result.out.split("== after\n", 1)[1].split()
     assert after[:3] == [FRAME_HOSTNAME, "0", "0"], result
@@ -155,7 +155,7 @@ def test_step_missing_its_flag_is_undone_and_named(nn, flag, undo):
     broken = f"/tmp/{step_path(nn).name}"
     result = framed(f"sed 's/{flag} | SIGCHLD/SIGCHLD/' {step_path(nn)} > {broken} && "
                     f"! cmp -s {broken} {step_path(nn)} && "
-                    f"mount --bind {broken} {step_path(nn)} && make step-{nn}" + AFTER)
+                    f"mount --bind {broken} {step_path(nn)} && make step-{nn}" + DEMO_AFTER)
     assert undo in result.err and flag in result.err, result
     left_as_found(result)
 
@@ -196,7 +196,7 @@ def test_root_gets_no_user_namespace(nn):
 
 
 def test_user_without_mytmp_is_asked_for_sudo_mkdir():
-    result = framed("make step-02" + AFTER, user=65534)
+    result = framed("make step-02" + DEMO_AFTER, user=65534)
     assert "@@exit 0" not in result.out, result
     assert "run `sudo mkdir /mytmp`" in result.err
     assert len(result.err.strip().splitlines()) == 2  # the sentence, make's own line
@@ -210,7 +210,7 @@ def test_refusal_filter_refuses_user_namespaces_only():
 
 
 def test_user_without_user_namespaces_and_docker_is_told_to_install_it():
-    result = framed(refused("NSKIT_VM=never make step-03" + AFTER), user=65534)
+    result = framed(refused("NSKIT_VM=never make step-03" + DEMO_AFTER), user=65534)
     assert "@@exit 0" not in result.out, result
     (sentence,) = [line for line in result.err.splitlines() if not line.startswith("make:")]
     assert sentence.startswith("You are not root and user namespaces are refused here "
@@ -254,7 +254,7 @@ def test_make_uses_only_the_venv_python():
     shim = ("mkdir /tmp/shim && for p in python python3; do "
             "printf '#!/bin/sh\\necho SHIM >&2; exit 99\\n' > /tmp/shim/$p; "
             "chmod +x /tmp/shim/$p; done && ")
-    result = framed(shim + "PATH=/tmp/shim:$PATH make step-03 diff-03" + AFTER)
+    result = framed(shim + "PATH=/tmp/shim:$PATH make step-03 diff-03" + DEMO_AFTER)
     assert "@@exit 0" in result.out and "SHIM" not in result.err, result
     assert "python3 " not in in_frame("make -n step-03 diff-03 test").out
 

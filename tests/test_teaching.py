@@ -13,10 +13,9 @@ import subprocess
 
 import pytest
 
-from helpers import (ARTICLE, DEMO_AFTER as AFTER, DEMO_FRAME as HOST, FRAME_HOSTNAME as FRAME_HOST,
-                     IS_ROOT, NS_IDS, PYTHON, ROOT, SECOND, demo as framed_demo, in_frame,
-                     needs_articles, on_demo, on_demos as steps, sections as marked_sections,
-                     sleepers, step_path)
+from helpers import (ARTICLE, DEMO_AFTER, DEMO_FRAME, FRAME_HOSTNAME, IS_ROOT, NS_IDS, PYTHON,
+                     ROOT, SECOND, demo as framed_demo, in_frame, needs_articles, on_demo,
+                     on_demos, sections as marked_sections, sleepers, step_path)
 from tools.frame import expose_to_users
 
 from conformance.catalog import (ALL_STEPS, BASE_STEP, NAMESPACES,  # noqa: E402
@@ -104,7 +103,7 @@ FINISHED = {"02": "through steps/02_mount.py: mount", "03": "through steps/03_ut
 
 
 @pytest.mark.parametrize("user", [None, USER], ids=["root", "user"])
-@pytest.mark.parametrize("nn", steps("02", "03", "05"))
+@pytest.mark.parametrize("nn", on_demos("02", "03", "05"))
 def test_in_between_stage_shows_the_host_then_the_finished_step(nn, user):
     seen = sections(demo(nn, user).out)
     IN_BETWEEN[nn](seen)
@@ -112,7 +111,7 @@ def test_in_between_stage_shows_the_host_then_the_finished_step(nn, user):
     assert heads.index(ALONE[nn]) < heads.index(FINISHED[nn])
 
 
-@pytest.mark.parametrize("nn", steps("02", "03", "05"))
+@pytest.mark.parametrize("nn", on_demos("02", "03", "05"))
 def test_in_between_check_rejects_the_finished_step(nn):
     """The finished step in the in-between's place fails the check: it sees
     the difference the in-between stage must not."""
@@ -138,7 +137,7 @@ def test_step_03_shows_the_host_s_hostname_after_the_step():
     seen = sections(demo("03").out)
     assert seen[FINISHED["03"]] == "myhostname"
     after = seen["on the host, after the step: hostname"].splitlines()
-    assert after[0] == FRAME_HOST and after[1].startswith("What you just saw:"), after
+    assert after[0] == FRAME_HOSTNAME and after[1].startswith("What you just saw:"), after
 
 
 def pid1_end(seen):
@@ -161,7 +160,7 @@ def test_pid_1_s_end_check_rejects_a_step_without_a_pid_namespace():
     """The skeleton in 05's place: its sleep outlives the command, in the
     host's own PID namespace (the frame's, which ends it)."""
     result = in_frame(f"{shlex.quote(PYTHON)} -c 'from demo import scenes; "
-                      f"scenes.pid1_ends(\"steps/00_skeleton.py\")'" + AFTER)
+                      f"scenes.pid1_ends(\"steps/00_skeleton.py\")'" + DEMO_AFTER)
     seen = sections(result.out)
     assert re.match(r"[1-9]\d* left, the sleep among them", pid1_end(seen)), result
     assert sleepers(result.out) == 1, result
@@ -178,12 +177,12 @@ def check_table(out, nn):
         assert (verdict == "new") == (ns in NEW_NAMESPACES[nn]), (ns, out)
 
 
-@pytest.mark.parametrize("nn", steps(*ALL_STEPS))
+@pytest.mark.parametrize("nn", on_demos(*ALL_STEPS))
 def test_table_marks_exactly_the_steps_new_namespaces(nn):
     check_table(demo(nn).out, nn)  # the demo the other tests of nn read (table() drops colours)
 
 
-@pytest.mark.parametrize("nn", steps("01", "05", "08"))
+@pytest.mark.parametrize("nn", on_demos("01", "05", "08"))
 def test_table_check_rejects_the_skeleton_in_the_steps_place(nn):
     result = demo(nn, prefix=f"mount --bind steps/00_skeleton.py {step_path(nn)} && ")
     with pytest.raises(AssertionError):
@@ -255,10 +254,10 @@ def test_the_warm_up_does_what_it_says():
     echo "@@inode"; [ "$(readlink /proc/$pid/ns/uts)" != "$(readlink /proc/$$/ns/uts)" ] && echo another
     kill $pid
     """
-    result = in_frame(f"hostname {FRAME_HOST}; " + script, own_root=True)
+    result = in_frame(f"hostname {FRAME_HOSTNAME}; " + script, own_root=True)
     seen = marked_sections("@@count\n" + result.out)
     assert int(seen["count"]) >= len(NAMESPACES), result
-    assert seen["host"] == FRAME_HOST and seen["nsenter"] == "warmup", result
+    assert seen["host"] == FRAME_HOSTNAME and seen["nsenter"] == "warmup", result
     assert seen["lsns"] == "1" and seen["inode"] == "another", result
 
 
@@ -297,7 +296,7 @@ def test_the_old_way_of_wrapping_the_whole_demo_fails_the_user_checks():
     host side is the wrapper's: root, and only the wrapper's processes."""
     old = ("unshare --user --map-root-user --mount --pid --fork --mount-proc "
            f"--propagation private {shlex.quote(PYTHON)} -m demo 06")
-    result = in_frame(old + AFTER, own_root=True, mytmp=True, user=USER, setup=HOST)
+    result = in_frame(old + DEMO_AFTER, own_root=True, mytmp=True, user=USER, setup=DEMO_FRAME)
     assert "@@exit 0" in result.out, result
     with pytest.raises(AssertionError):
         assert sections(result.out)["on the host: id"].startswith(f"uid={USER}(nobody)")
@@ -334,8 +333,8 @@ def test_step_09_as_root_runs_its_step_side_as_an_ordinary_user():
     point is lost. As root, the step side runs as the user who ran sudo."""
     if not IS_ROOT:
         pytest.skip("as an ordinary user the step side is that user already (tested above)")
-    result = in_frame(f"{NS_IDS} SUDO_UID={USER} make --no-print-directory step-09" + AFTER,
-                      own_root=True, setup=HOST + expose_to_users())
+    result = in_frame(f"{NS_IDS} SUDO_UID={USER} make --no-print-directory step-09" + DEMO_AFTER,
+                      own_root=True, setup=DEMO_FRAME + expose_to_users())
     assert "@@exit 0" in result.out, result
     seen = sections(result.out)
     assert seen["through steps/09_uid_map.py: id"].startswith("uid=0(root) gid=0(root)")

@@ -49,7 +49,8 @@ def own_root(mytmp=False, keep=()):
     keep = [p for p in (ROOT, PREFIX, *map(Path, keep))
             if Path("/tmp") in p.parents]
     # Three programs, not three per folder: one cp, one mkdir, and one mount
-    # of every folder from a table (hidden under the empty /tmp after).
+    # of every folder from a table (hidden under the empty /tmp after), its
+    # names escaped as fstab's are.
     lines = [
         "mount -t tmpfs -o mode=755 nskit-root /mnt", "cd /mnt", "shopt -s dotglob",
         "links=()", "dirs=()",
@@ -58,7 +59,9 @@ def own_root(mytmp=False, keep=()):
         'else : > "$n"; fi; done',
         '{ [ ${#links[@]} = 0 ] || cp -P "${links[@]}" .; }',
         'mkdir mnt tmp .old "${dirs[@]}"',
-        'for n in "${dirs[@]}"; do printf "/%s /mnt/%s none rbind\\n" "$n" "$n"; done > tmp/binds',
+        'for n in "${dirs[@]}"; do e=${n//\\\\/\\\\134}; e=${e// /\\\\040}; '
+        'e=${e//$\'\\t\'/\\\\011}; e=${e//$\'\\n\'/\\\\012}; '
+        'printf "/%s /mnt/%s none rbind\\n" "$e" "$e"; done > tmp/binds',
         "{ mount --all --fstab tmp/binds || exit 99; }",
         "mount -t tmpfs -o mode=1777 nskit-tmp tmp",
         *(["mkdir mytmp"] if mytmp else []),
