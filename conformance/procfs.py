@@ -11,6 +11,7 @@ import errno
 import fcntl
 import os
 import re
+import signal
 import socket
 import struct
 
@@ -20,6 +21,8 @@ from .syscalls import native
 BOUND = 256          # processes, mounts, links, queues, entries kept per read
 MOUNTINFO_TEXT = 64 << 10
 SIOCGIFFLAGS, IFF_UP = 0x8913, 0x1
+PF_EXITING = 0x4     # a task's flags (stat field 9): do_exit has begun
+SIGKILL_BIT = 1 << (signal.SIGKILL - 1)
 OCTAL = re.compile(rb"\\([0-7]{3})")
 
 
@@ -51,6 +54,26 @@ def parse_stat(raw):
 def ended(pid):
     fields = stat_fields(pid)
     return fields is None or fields[0] in ("Z", "X")
+
+
+def dying(pid):
+    """Whether a process has ended or is on its way out, which nothing can
+    stop: a SIGKILL pending (a parent's death signal reaches a child as the
+    parent dies, before the child next runs), or its exit begun."""
+    try:
+        pending = status(pid)
+    except OSError:
+        return True
+    if (pending.get("SigPnd", 0) | pending.get("ShdPnd", 0)) & SIGKILL_BIT:
+        return True
+    raw = _read(f"/proc/{pid}/stat")
+    fields = parse_stat(raw)
+    if fields is None or fields[0] in ("Z", "X"):
+        return True
+    try:  # field 9, after the name's last ")"
+        return bool(int(raw[raw.rindex(b")") + 2:].split()[6]) & PF_EXITING)
+    except (IndexError, ValueError):
+        return False
 
 
 def _per_thread(pid, name, limit=-1):

@@ -137,14 +137,11 @@ class RunInit:
         """Kill what the program left (daemons included) and say what it was."""
         left = []
         for name in os.listdir("/proc"):
-            if name.isdigit() and name != "1":
-                try:
-                    if Path(f"/proc/{name}/stat").read_bytes().rsplit(b") ", 1)[1][:1] in b"ZX":
-                        continue  # ended, only not yet waited for: nothing runs
-                    cmdline = Path(f"/proc/{name}/cmdline").read_bytes()[:200]
-                    left.append(shown(cmdline.replace(b"\0", b" ")).strip())
-                except OSError:
-                    pass
+            # Not what has ended, or is being killed already: nothing of it runs on.
+            if name.isdigit() and name != "1" and not procfs.dying(name):
+                cmdline = procfs.cmdline(name)
+                if cmdline is not None:
+                    left.append(shown(b" ".join(cmdline)[:200]).strip())
         try:
             os.kill(-1, signal.SIGKILL)
         except ProcessLookupError:

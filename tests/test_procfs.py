@@ -156,3 +156,35 @@ def test_where_proc_has_no_syscall_file_the_kernel_stack_tells_a_wait_and_a_held
         listener.close()
         channel.close()
     assert ended[1] == 0
+
+
+def test_dying_is_what_has_ended_or_cannot_escape_its_sigkill(monkeypatch):
+    """A process runs on unless it has ended, its exit has begun, or a
+    SIGKILL waits for it (the death signal a killed parent sends its child)."""
+    child = os.fork()
+    if child == 0:
+        time.sleep(30)
+        os._exit(0)
+    try:
+        assert not procfs.dying(child)
+        os.kill(child, 9)
+        for _ in range(200):
+            if procfs.ended(child):
+                break
+            time.sleep(0.01)
+        assert procfs.dying(child)  # a zombie
+    finally:
+        os.waitpid(child, 0)
+    assert procfs.dying(child)  # gone
+    # The moments between, told by the kernel: a SIGKILL pending, an exit begun.
+    pid = os.getpid()
+    monkeypatch.setattr(procfs, "status", lambda p: {"SigPnd": 0, "ShdPnd": 1 << 8})
+    assert procfs.dying(pid)
+    monkeypatch.setattr(procfs, "status", lambda p: {"SigPnd": 0, "ShdPnd": 1 << 14})
+    assert not procfs.dying(pid)  # a SIGTERM may be caught
+    stat = open(f"/proc/{pid}/stat", "rb").read()
+    head, tail = stat.rsplit(b") ", 1)
+    fields = tail.split(b" ")
+    fields[6] = str(int(fields[6]) | procfs.PF_EXITING).encode()
+    monkeypatch.setattr(procfs, "_read", lambda path, size=-1: head + b") " + b" ".join(fields))
+    assert procfs.dying(pid)
